@@ -1,0 +1,84 @@
+"""Point spread functions: the theoretical widefield PSF (psfmodels) and a Gaussian stand-in.
+
+All PSFs are float32 arrays in (z, y, x), centred, non-negative and summing to one, with odd sizes
+so the centre is a voxel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import psfmodels
+
+from cycledecon.voxel import VoxelSize
+
+
+def _check_odd(shape: tuple[int, int, int]) -> None:
+    if len(shape) != 3 or any(int(s) % 2 == 0 or int(s) < 1 for s in shape):
+        raise ValueError(f"PSF shape must be three odd sizes (z, y, x), got {shape}")
+
+
+def normalize_psf(psf: np.ndarray) -> np.ndarray:
+    """Clip negatives and scale to unit sum, so convolving with it preserves total intensity."""
+    psf = np.clip(np.asarray(psf, dtype=np.float64), 0, None)
+    total = psf.sum()
+    if total <= 0:
+        raise ValueError("PSF has no positive mass")
+    return (psf / total).astype(np.float32)
+
+
+def widefield_psf(
+    shape: tuple[int, int, int],
+    voxel_size: VoxelSize,
+    na: float,
+    wavelength_nm: float,
+    immersion_ri: float,
+    sample_ri: float | None = None,
+    depth_um: float = 0.0,
+) -> np.ndarray:
+    """Theoretical widefield PSF (Gibson–Lanni vectorial model from psfmodels), unit sum.
+
+    Parameters
+    ----------
+    shape : odd (z, y, x) size in voxels.
+    voxel_size : voxel size in µm.
+    na, wavelength_nm, immersion_ri : objective NA, emission wavelength (nm), immersion index.
+    sample_ri : refractive index of the sample; defaults to the immersion index (no mismatch).
+    depth_um : depth of the emitter below the coverslip (µm); with a sample/immersion index
+        mismatch this produces depth-induced spherical aberration.
+    """
+    _check_odd(shape)
+    nz, ny, nx = (int(s) for s in shape)
+    if ny != nx:
+        raise ValueError(f"psfmodels needs a square lateral PSF, got {ny}×{nx}")
+    ni = float(immersion_ri)
+    ns = ni if sample_ri is None else float(sample_ri)
+    if na >= min(ni, ns) + 1e-6 and sample_ri is not None:
+        pass  # psfmodels handles supercritical angles itself
+    z_um = (np.arange(nz) - nz // 2) * voxel_size.z
+    psf = psfmodels.vectorial_psf(
+        z_um,
+        nx=nx,
+        dxy=voxel_size.x,
+        pz=float(depth_um),
+        wvl=wavelength_nm / 1000.0,
+        params={"NA": float(na), "ni": ni, "ni0": ni, "ns": ns},
+    )
+    return normalize_psf(psf)
+
+
+def gaussian_psf(shape: tuple[int, int, int], sigma_voxels: tuple[float, float, float]) -> np.ndarray:
+    """Separable anisotropic Gaussian PSF with the given sigmas (voxels), unit sum."""
+    _check_odd(shape)
+    grids = np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")
+    r2 = sum((g / s) ** 2 for g, s in zip(grids, sigma_voxels))
+    return normalize_psf(np.exp(-0.5 * r2))
+
+
+def sigma_from_optics(
+    voxel_size: VoxelSize, na: float, wavelength_nm: float, immersion_ri: float
+) -> tuple[float, float, float]:
+    """Gaussian sigmas (voxels) approximating a widefield PSF (Zhang et al., Appl. Opt. 2007)."""
+    wavelength_um = wavelength_nm / 1000.0
+    sigma_xy = 0.21 * wavelength_um / na
+    sigma_z = 0.66 * wavelength_um * immersion_ri / na**2
+    return (sigma_z / voxel_size.z, sigma_xy / voxel_size.y, sigma_xy / voxel_size.x)
