@@ -1,0 +1,219 @@
+"""The `train:` config section as frozen dataclasses with defaults, parsed and validated from a dict.
+
+Every key has a default that trains the demo campaign on a CPU; an unknown key, a wrong type or an
+out-of-range value raises CycledeconError naming the dotted key (e.g. ``train.optim.lr_g``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cycledecon.errors import CycledeconError
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """3D U-Net G (and F in the two-generator ablation).
+
+    depth: number of 2× downsamplings; patches are padded internally to a multiple of 2**depth.
+    base_channels: channels at full resolution, doubled at each level.
+    norm: ``batch`` keeps the network a pure convolution at inference (running statistics), so
+        tiled inference with a receptive-field halo is seamless; ``instance`` normalizes each
+        patch/tile by its own statistics (tiles then differ slightly); ``none`` for neither.
+    activation: ``leaky_relu`` | ``relu`` | ``gelu``.
+    residual: output = input + correction; the network starts near the identity, which is a good
+        deblurring prior and keeps early adversarial gradients meaningful.
+    """
+
+    depth: int = 2
+    base_channels: int = 8
+    norm: Literal["batch", "instance", "none"] = "batch"
+    activation: Literal["leaky_relu", "relu", "gelu"] = "leaky_relu"
+    residual: bool = True
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """3D PatchGAN: `layers` stride-2 4³ convolutions starting at `base_channels`."""
+
+    base_channels: int = 8
+    layers: int = 2
+
+
+@dataclass(frozen=True)
+class PsfConfig:
+    """Learnable PSF layer H.
+
+    shape_voxels: odd (z, y, x) kernel size; ignored when size_um is given.
+    size_um: (z, y, x) kernel extent in µm, converted with the patch store's voxel size (rounded up
+        to odd voxel counts).
+    init: ``gaussian`` (broad Gaussian, sigma = init_sigma_voxels or a sixth of the kernel size) or
+        ``theoretical`` (cycledecon.psf.widefield_psf from the store's optics).
+    learnable: false freezes H (non-blind mode) at `file` (a TIFF) or at the initial kernel.
+    symmetric: average the kernel with its x and y mirror images; widefield PSFs of an aligned
+        system are mirror-symmetric laterally, and this halves the unknowns.
+    ema: decay of the exponential moving average of the kernel that is saved and evaluated
+        (0 disables); it removes the step-to-step jitter of adversarial training.
+    """
+
+    shape_voxels: tuple[int, int, int] = (9, 15, 15)
+    size_um: tuple[float, float, float] | None = None
+    init: Literal["gaussian", "theoretical"] = "gaussian"
+    init_sigma_voxels: tuple[float, float, float] | None = None
+    learnable: bool = True
+    symmetric: bool = True
+    ema: float = 0.99
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights; the cycle weight follows CycleGAN (10), the rest were tuned on the demo."""
+
+    adversarial_a: float = 1.0
+    adversarial_b: float = 1.0
+    cycle: float = 10.0
+    identity: float = 0.0
+    spectral: float = 1.0
+    psf_center: float = 1.0
+    psf_smooth: float = 0.0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam settings; learning rates decay linearly to zero from `decay_start` to `steps`."""
+
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    lr_psf: float = 1e-2
+    betas: tuple[float, float] = (0.5, 0.999)
+    steps: int = 400
+    batch_size: int = 4
+    decay_start: int = 200
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The whole `train:` section."""
+
+    model: Literal["psf_layer", "two_generators"] = "psf_layer"
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    psf: PsfConfig = field(default_factory=PsfConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint_every: int = 100
+    log_every: int = 10
+    val_every: int = 50
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), as stored in model.pt and accepted by parse."""
+        return _plain(dataclasses.asdict(self))
+
+
+def parse_config(section: dict[str, Any] | None, prefix: str = "train") -> TrainConfig:
+    """Build a TrainConfig from the plain `train:` dict, filling defaults and naming any bad key."""
+    config = _build(TrainConfig, section or {}, prefix)
+    _check_ranges(config, prefix)
+    return config
+
+
+def parse_generator_config(section: GeneratorConfig | dict[str, Any]) -> GeneratorConfig:
+    """A GeneratorConfig from itself or from its plain dict (as stored in model.pt metadata)."""
+    if isinstance(section, GeneratorConfig):
+        return section
+    return _build(GeneratorConfig, section, "train.generator")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, values: Any, path: str) -> Any:
+    if not isinstance(values, dict):
+        raise CycledeconError(f"{path}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise CycledeconError(f"{path}.{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {k: _convert(hints[k], v, f"{path}.{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    """Check `value` against a type hint, converting lists to tuples and ints to floats."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, path)
+    if origin is Literal:
+        if value not in args:
+            raise CycledeconError(f"{path}: must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise CycledeconError(f"{path}: expected a list of {len(args)} numbers, got {value!r}")
+        return tuple(_convert(a, v, path) for a, v in zip(args, value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise CycledeconError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CycledeconError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CycledeconError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise CycledeconError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint} at {path}")
+
+
+def _check_ranges(config: TrainConfig, prefix: str) -> None:
+    """Reject values that parse but cannot work, naming the key."""
+    checks = [
+        ("generator.depth", config.generator.depth >= 1),
+        ("generator.base_channels", config.generator.base_channels >= 1),
+        ("discriminator.base_channels", config.discriminator.base_channels >= 1),
+        ("discriminator.layers", config.discriminator.layers >= 1),
+        ("psf.shape_voxels", all(s >= 1 and s % 2 == 1 for s in config.psf.shape_voxels)),
+        ("psf.size_um", config.psf.size_um is None or all(s > 0 for s in config.psf.size_um)),
+        ("psf.init_sigma_voxels",
+         config.psf.init_sigma_voxels is None or all(s > 0 for s in config.psf.init_sigma_voxels)),
+        ("psf.ema", 0.0 <= config.psf.ema < 1.0),
+        ("optim.steps", config.optim.steps >= 1),
+        ("optim.batch_size", config.optim.batch_size >= 1),
+        ("optim.decay_start", 0 <= config.optim.decay_start <= config.optim.steps),
+        ("optim.lr_g", config.optim.lr_g > 0),
+        ("optim.lr_d", config.optim.lr_d > 0),
+        ("optim.lr_psf", config.optim.lr_psf > 0),
+        ("optim.betas", all(0 <= b < 1 for b in config.optim.betas)),
+        ("checkpoint_every", config.checkpoint_every >= 1),
+        ("log_every", config.log_every >= 1),
+        ("val_every", config.val_every >= 1),
+    ]
+    checks += [(f"loss.{f.name}", getattr(config.loss, f.name) >= 0) for f in dataclasses.fields(LossConfig)]
+    for key, ok in checks:
+        if not ok:
+            value = operator.attrgetter(key)(config)
+            raise CycledeconError(f"{prefix}.{key}: invalid value {value!r}")

@@ -1,0 +1,106 @@
+"""The generator: a 3D U-Net for single-channel volumes, and its receptive field for tiled inference.
+
+Each level has two 3³ convolutions (norm, activation); levels are joined by 2× max pooling on the
+way down and 2³ stride-2 transposed convolutions on the way up, with skip connections. The output
+is residual (input + correction) when configured, so an untrained G is close to the identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cycledecon.model.config import GeneratorConfig, parse_generator_config
+
+KERNEL = 3
+CONVS_PER_LEVEL = 2
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm3d(channels, affine=True)
+    return nn.Identity()
+
+
+def _activation(kind: str) -> nn.Module:
+    return {"leaky_relu": lambda: nn.LeakyReLU(0.2), "relu": nn.ReLU, "gelu": nn.GELU}[kind]()
+
+
+def _conv_block(c_in: int, c_out: int, config: GeneratorConfig) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(CONVS_PER_LEVEL):
+        layers += [
+            nn.Conv3d(c_in if i == 0 else c_out, c_out, KERNEL, padding=KERNEL // 2),
+            _norm(config.norm, c_out),
+            _activation(config.activation),
+        ]
+    return nn.Sequential(*layers)
+
+
+class UNet3d(nn.Module):
+    """3D U-Net mapping (n, 1, z, y, x) to the same shape; any spatial size of at least 2**depth.
+
+    Sizes that are not a multiple of 2**depth are reflect-padded at the high end and cropped back,
+    so odd tiles need no special handling by the caller.
+    """
+
+    def __init__(self, config: GeneratorConfig | dict[str, Any]) -> None:
+        super().__init__()
+        config = parse_generator_config(config)
+        self.config = config
+        widths = [config.base_channels * 2**level for level in range(config.depth + 1)]
+        self.down = nn.ModuleList(
+            _conv_block(1 if level == 0 else widths[level - 1], widths[level], config)
+            for level in range(config.depth)
+        )
+        self.bottom = _conv_block(widths[-2], widths[-1], config)
+        self.up = nn.ModuleList(
+            nn.ConvTranspose3d(widths[level + 1], widths[level], 2, stride=2)
+            for level in range(config.depth)
+        )
+        self.merge = nn.ModuleList(
+            _conv_block(2 * widths[level], widths[level], config) for level in range(config.depth)
+        )
+        self.head = nn.Conv3d(widths[0], 1, 1)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        size = volume.shape[-3:]
+        multiple = 2**self.config.depth
+        pad = [(-n) % multiple for n in size]
+        h = F.pad(volume, (0, pad[2], 0, pad[1], 0, pad[0]), mode="reflect") if any(pad) else volume
+        skips = []
+        for block in self.down:
+            h = block(h)
+            skips.append(h)
+            h = F.max_pool3d(h, 2)
+        h = self.bottom(h)
+        for level in reversed(range(self.config.depth)):
+            h = self.merge[level](torch.cat([self.up[level](h), skips[level]], dim=1))
+        out = self.head(h)[..., : size[0], : size[1], : size[2]]
+        return volume + out if self.config.residual else out
+
+
+def receptive_field(config: GeneratorConfig | dict[str, Any]) -> tuple[int, int, int]:
+    """Radius (voxels, per axis z, y, x) of the input region that can affect one output voxel.
+
+    Walks the deepest path of the U-Net: a k³ convolution at voxel spacing j adds (k-1)/2·j, a 2×
+    pooling adds j (its window is one-sided) and doubles j, a stride-2 transposed 2³ convolution
+    adds nothing and halves j. Inference uses this as the map_overlap halo. It is exact for
+    `norm: batch` or `none`; with instance norm the tile statistics also reach further.
+    """
+    config = parse_generator_config(config)
+    per_conv = (KERNEL - 1) // 2
+    radius, spacing = 0, 1
+    for _ in range(config.depth):
+        radius += CONVS_PER_LEVEL * per_conv * spacing + spacing
+        spacing *= 2
+    radius += CONVS_PER_LEVEL * per_conv * spacing
+    for _ in range(config.depth):
+        spacing //= 2
+        radius += CONVS_PER_LEVEL * per_conv * spacing
+    return (radius, radius, radius)

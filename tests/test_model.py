@@ -1,0 +1,190 @@
+"""Unit tests of the model library: U-Net, PSF layer, discriminators, losses, config, model files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cycledecon.errors import CycledeconError
+from cycledecon.model import (
+    PsfLayer, UNet3d, build_model, fft_convolve, kernel_ncc, load_model, parse_config,
+    receptive_field, save_model,
+)
+from cycledecon.model.config import GeneratorConfig
+from cycledecon.psf import gaussian_psf
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def small_config(**overrides):
+    section = {"generator": {"depth": 2, "base_channels": 4},
+               "discriminator": {"base_channels": 4, "layers": 2},
+               "psf": {"shape_voxels": [5, 7, 7]}}
+    return parse_config(section | overrides)
+
+
+@pytest.mark.parametrize("shape", [(16, 32, 32), (15, 33, 31), (5, 7, 9)])
+def test_generator_keeps_odd_and_even_shapes(shape):
+    g = UNet3d(GeneratorConfig(depth=2, base_channels=4)).eval()
+    assert g(torch.rand(2, 1, *shape)).shape == (2, 1, *shape)
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+@pytest.mark.parametrize("depth", [1, 2])
+def test_receptive_field_bounds_the_reach_of_one_voxel(norm, depth):
+    config = GeneratorConfig(depth=depth, base_channels=2, norm=norm)
+    radius = receptive_field(config)
+    g = UNet3d(config).double().eval()
+    size = 2 * max(radius) + 8
+    base = torch.rand(1, 1, size, size, size, dtype=torch.float64)
+    poked = base.clone()
+    centre = size // 2
+    poked[..., centre, centre, centre] += 1.0
+    with torch.no_grad():
+        changed = (g(poked) - g(base)).abs()[0, 0] > 1e-12  # float64: untouched voxels agree exactly
+    for axis in range(3):
+        hit = np.flatnonzero(changed.numpy().any(axis=tuple(a for a in range(3) if a != axis)))
+        reach = max(centre - hit.min(), hit.max() - centre)
+        assert reach <= radius[axis]
+        # The bound is tight: random weights reach it (or one voxel short, by pooling alignment).
+        assert reach >= radius[axis] - 1
+
+
+def test_receptive_field_grows_with_depth_and_accepts_a_dict():
+    # 2 convs (2) + pool (1) + 2 convs at spacing 2 (4) + 2 convs on the way up (2)
+    assert receptive_field({"depth": 1}) == (9, 9, 9)
+    assert receptive_field({"depth": 3}) > receptive_field({"depth": 2})
+
+
+def test_fft_convolution_matches_conv3d():
+    kernel = torch.rand(9, 15, 15)
+    kernel /= kernel.sum()
+    volume = torch.rand(2, 1, 16, 32, 31)
+    padded = F.pad(volume, (7, 7, 7, 7, 4, 4), mode="reflect")
+    expected = F.conv3d(padded, kernel.flip(0, 1, 2)[None, None])  # conv3d correlates: flip
+    # float32 rounding of ~2000-term sums of values in [0, 1]: errors of a few 1e-6 at most.
+    assert torch.allclose(fft_convolve(volume, kernel), expected, atol=1e-5)
+
+
+def test_psf_layer_of_a_delta_is_its_kernel():
+    layer = PsfLayer(gaussian_psf((5, 7, 9), (1.0, 1.5, 2.0)), symmetric=False)
+    with torch.no_grad():
+        layer.logits.add_(0.3 * torch.randn_like(layer.logits))  # make it asymmetric
+    delta = torch.zeros(1, 1, 21, 21, 21)
+    delta[..., 10, 10, 10] = 1.0
+    with torch.no_grad():
+        image = layer(delta)[0, 0, 8:13, 7:14, 6:15]
+    assert torch.allclose(image, layer.kernel(), atol=1e-6)
+
+
+def test_kernel_stays_a_normalized_psf_after_wild_optimizer_steps():
+    layer = PsfLayer(gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)))
+    optimizer = torch.optim.SGD(layer.parameters(), lr=100.0)
+    for _ in range(5):
+        optimizer.zero_grad()
+        (layer(torch.rand(1, 1, 8, 12, 12)) * torch.randn(1, 1, 8, 12, 12)).sum().backward()
+        optimizer.step()
+        kernel = layer.kernel().detach()
+        assert kernel.min() >= 0
+        assert abs(float(kernel.sum()) - 1.0) < 1e-5  # float32 sum of 245 terms
+    assert torch.equal(kernel, kernel.flip(-1)) and torch.equal(kernel, kernel.flip(-2))
+
+
+def test_centre_penalty_sees_a_shifted_kernel():
+    centred = PsfLayer(gaussian_psf((7, 7, 7), (1.0, 1.0, 1.0)), symmetric=False)
+    shifted = PsfLayer(np.roll(gaussian_psf((7, 7, 7), (1.0, 1.0, 1.0)), 1, axis=0), symmetric=False)
+    assert float(centred.center_penalty()) < 1e-10
+    assert float(shifted.center_penalty()) > 0.05  # offset ≈ 1 voxel = 1/3 radius → ≈ 0.1
+
+
+def test_kernel_ncc_ranks_kernels():
+    truth = gaussian_psf((9, 15, 15), (2.0, 1.0, 1.0))
+    assert kernel_ncc(truth, truth) == pytest.approx(1.0)
+    near = gaussian_psf((9, 15, 15), (2.2, 1.1, 1.1))
+    far = gaussian_psf((9, 15, 15), (1.0, 3.0, 3.0))
+    assert kernel_ncc(truth, far) < kernel_ncc(truth, near) < 1.0
+    assert kernel_ncc(truth, gaussian_psf((7, 11, 11), (2.0, 1.0, 1.0))) > 0.99  # padding only
+
+
+@pytest.mark.parametrize("kind", ["psf_layer", "two_generators"])
+def test_gradients_reach_every_network(kind):
+    config = small_config(model=kind)
+    model = build_model(config, gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)))
+    y, x = torch.rand(2, 1, 8, 16, 16), torch.rand(2, 1, 8, 16, 16)
+    total, terms, fakes = model.generator_losses(y, x, config.loss)
+    total.backward()
+    for net in (model.g, model.f):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    assert ("psf_center" in terms) == (kind == "psf_layer")
+    d_total, _ = model.discriminator_losses(y, x, *fakes)
+    d_total.backward()
+    for net in (model.d_a, model.d_b):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+def test_frozen_psf_has_no_trainable_parameters():
+    model = build_model(small_config(psf={"shape_voxels": [5, 7, 7], "learnable": False}),
+                        gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)))
+    assert not any(p.requires_grad for p in model.f.parameters())
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [({"optim": {"lr_gg": 1.0}}, "train.optim.lr_gg"),
+     ({"optim": {"steps": "many"}}, "train.optim.steps"),
+     ({"psf": {"shape_voxels": [4, 7, 7]}}, "train.psf.shape_voxels"),
+     ({"model": "transformer"}, "train.model"),
+     ({"generator": {"residual": 1}}, "train.generator.residual")],
+)
+def test_bad_config_names_the_key(section, key):
+    with pytest.raises(CycledeconError, match=key.replace(".", r"\.")):
+        parse_config(section)
+
+
+def test_config_round_trips_through_a_plain_dict():
+    config = small_config()
+    assert parse_config(config.to_dict()) == config
+
+
+def _save_tiny_model(path):
+    config = small_config()
+    generator = UNet3d(config.generator)
+    metadata = {"generator": config.to_dict()["generator"], "receptive_field": [23, 23, 23],
+                "patch_shape": [8, 16, 16], "channels": 1, "normalization": {"method": "percentile"},
+                "voxel_size": [0.3, 0.1, 0.1]}
+    save_model(path, generator, metadata, gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)))
+    return generator.eval()
+
+
+def test_model_file_round_trip(tmp_path):
+    saved = _save_tiny_model(tmp_path / "model.pt")
+    generator, metadata = load_model(tmp_path / "model.pt", "cpu")
+    volume = torch.rand(1, 1, 8, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(generator(volume), saved(volume))
+    assert not generator.training
+    assert metadata["patch_shape"] == [8, 16, 16] and metadata["learned_psf"].shape == (5, 7, 7)
+    assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temporary behind
+
+
+def test_load_model_rejects_missing_corrupt_and_foreign_files(tmp_path):
+    with pytest.raises(CycledeconError, match="no such model file"):
+        load_model(tmp_path / "absent.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"\x00not a torch file at all")
+    with pytest.raises(CycledeconError, match="garbage.pt: not a cycledecon model"):
+        load_model(tmp_path / "garbage.pt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CycledeconError, match="foreign.pt: not a cycledecon model"):
+        load_model(tmp_path / "foreign.pt")
+    _save_tiny_model(tmp_path / "model.pt")
+    truncated = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(truncated[: len(truncated) // 2])
+    with pytest.raises(CycledeconError, match="truncated.pt: not a cycledecon model"):
+        load_model(tmp_path / "truncated.pt")
