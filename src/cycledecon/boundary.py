@@ -1,0 +1,50 @@
+"""The boundary between user-facing entry points (CLI, Snakemake scripts) and the library.
+
+User problems (CycledeconError) become one clear line and exit status 1; programming errors keep
+their traceback. Logging goes to the rule's log file when there is one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from cycledecon.errors import CycledeconError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
+    """Send the library's logging to `log_path` (a rule's log) or to stderr."""
+    handler: logging.Handler
+    if log_path is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path, mode="w")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+@contextlib.contextmanager
+def user_errors_exit(log_path: str | Path | None = None) -> Iterator[None]:
+    """Run a block; a CycledeconError prints `error: <message>` (also to the log) and exits 1.
+
+    In a Snakemake script, stderr is redirected to the rule's log file too, so progress bars and
+    warnings land there; the one-line error still reaches the terminal through the original stderr.
+    """
+    setup_logging(log_path)
+    with contextlib.ExitStack() as stack:
+        if log_path is not None:
+            stream = stack.enter_context(open(log_path, "a"))
+            stack.enter_context(contextlib.redirect_stderr(stream))
+        try:
+            yield
+        except CycledeconError as exc:
+            message = f"error: {exc}"
+            logging.getLogger("cycledecon").error(message)
+            print(message, file=sys.__stderr__)
+            raise SystemExit(1) from None

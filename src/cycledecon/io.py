@@ -1,0 +1,360 @@
+"""Reading raw stacks (TIFF, OME-TIFF, ImageJ) and reading/writing OME-Zarr with physical voxel sizes.
+
+Raw inputs are opened read-only and streamed through tifffile's zarr interface, so a stack larger
+than memory is never loaded whole. Every OME-Zarr write goes to a temporary sibling that is renamed
+into place only once complete, so an interrupted run never leaves a store that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import tifffile
+import zarr
+from ome_zarr.writer import write_multiscale
+
+from cycledecon.errors import CycledeconError
+from cycledecon.voxel import VoxelSize
+
+log = logging.getLogger(__name__)
+
+#: Chunk shape (z, y, x) of written stores: small enough for random 3D patch access, large enough
+#: that a 2048² frame is not thousands of files.
+DEFAULT_CHUNKS = (32, 128, 128)
+#: No pyramid level is made whose largest lateral size would fall below this.
+MIN_PYRAMID_SIZE = 64
+MAX_PYRAMID_LEVELS = 5
+
+_UNIT_TO_UM = {
+    "nm": 1e-3, "nanometer": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0,
+    "\\u00B5m": 1.0, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6, "meter": 1e6,
+}  # fmt: skip
+_AXES_UNITS = {"z": "micrometer", "y": "micrometer", "x": "micrometer"}
+
+
+@dataclass
+class Stack:
+    """A lazily read (z, y, x) stack with its voxel size and where that size came from."""
+
+    data: da.Array
+    voxel_size: VoxelSize
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------- reading
+def read_stack(
+    path: str | Path,
+    channel: int | None = None,
+    voxel_size: VoxelSize | None = None,
+) -> Stack:
+    """Open a TIFF, OME-TIFF or ImageJ hyperstack lazily as a (z, y, x) dask array.
+
+    Parameters
+    ----------
+    path : the raw file; opened read-only.
+    channel : index of the channel to keep when the stack has a channel axis of length > 1.
+    voxel_size : voxel size in µm from the sample sheet; it overrides file metadata (a facility
+        that states a size knows better than a mis-set acquisition field). Without it, the OME or
+        ImageJ metadata is used; with neither, a CycledeconError is raised (never a silent 1 µm).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CycledeconError(f"{path}: file not found")
+    try:
+        with _tifffile_errors() as errors, tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
+            file_voxel_size, source = _voxel_size_from_metadata(tif)
+            store = series.aszarr()
+    except (tifffile.TiffFileError, ValueError, IndexError, OSError) as exc:
+        raise CycledeconError(f"{path}: not a readable TIFF, or truncated ({exc})") from None
+    if errors:
+        raise CycledeconError(f"{path}: not a readable TIFF, or truncated ({errors[0]})")
+    if dtype.kind not in "uif":
+        raise CycledeconError(f"{path}: unsupported pixel type {dtype}; need integer or float")
+    data = da.from_zarr(zarr.open_array(store, mode="r"))
+    data = _to_zyx(data, axes, channel, path)
+    if voxel_size is None:
+        if file_voxel_size is None:
+            raise CycledeconError(
+                f"{path}: no voxel size in the file's metadata; give dz_um, dy_um, dx_um in the sample sheet"
+            )
+        voxel_size = file_voxel_size
+    else:
+        source = "sample sheet"
+    metadata = {
+        "source_path": str(path.resolve()),
+        "source_axes": axes,
+        "source_shape": list(shape),
+        "source_dtype": str(dtype),
+        "voxel_size_source": source,
+        "channel": channel,
+    }
+    return Stack(data=data, voxel_size=voxel_size, metadata=metadata)
+
+
+@contextlib.contextmanager
+def _tifffile_errors() -> Iterator[list[str]]:
+    """Collect the errors tifffile logs instead of raising (it skips corrupt pages of a
+    truncated file and would silently hand back fewer planes)."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def _to_zyx(data: da.Array, axes: str, channel: int | None, path: Path) -> da.Array:
+    """Drop singleton axes, select the channel and return (z, y, x); reject what is not a 3D stack."""
+    axes = axes.upper()
+    for name, size in zip(list(axes), data.shape):
+        if name == "T" and size > 1:
+            raise CycledeconError(f"{path}: time series ({size} time points) are not supported")
+    index: list[Any] = []
+    kept = ""
+    for name, size in zip(axes, data.shape):
+        if name == "C" and size > 1:
+            if channel is None:
+                raise CycledeconError(f"{path}: {size} channels; set the sample's channel in the sheet")
+            if not 0 <= channel < size:
+                raise CycledeconError(f"{path}: channel {channel} out of range (file has {size})")
+            index.append(channel)
+        elif size == 1 and name not in "YX":
+            index.append(0)
+        else:
+            index.append(slice(None))
+            kept += name
+    data = data[tuple(index)]
+    if data.ndim == 2:
+        raise CycledeconError(f"{path}: a 2D image ({'×'.join(map(str, data.shape))}); need a 3D stack")
+    if data.ndim != 3 or kept[-2:] != "YX":
+        raise CycledeconError(f"{path}: unsupported dimensions {kept} {data.shape}; need (z, y, x)")
+    return data
+
+
+def _voxel_size_from_metadata(tif: tifffile.TiffFile) -> tuple[VoxelSize | None, str | None]:
+    """Voxel size in µm from OME-XML or ImageJ metadata, or (None, None) when the file has none."""
+    if tif.is_ome and tif.ome_metadata:
+        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+        pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
+        sizes = []
+        for axis in "ZYX":
+            value = pixels.get(f"PhysicalSize{axis}")
+            unit = str(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+            if value is None or unit not in _UNIT_TO_UM:
+                return None, None
+            sizes.append(float(value) * _UNIT_TO_UM[unit])
+        return _voxel_or_none(sizes), "OME metadata"
+    if tif.is_imagej and tif.imagej_metadata:
+        meta = tif.imagej_metadata
+        unit = str(meta.get("unit", "")).replace("\\u00B5", "µ")
+        spacing = meta.get("spacing")
+        if spacing is None or unit not in _UNIT_TO_UM:
+            return None, None
+        page = tif.pages[0]
+        y_res = page.tags["YResolution"].value
+        x_res = page.tags["XResolution"].value
+        scale = _UNIT_TO_UM[unit]
+        sizes = [float(spacing) * scale, y_res[1] / y_res[0] * scale, x_res[1] / x_res[0] * scale]
+        return _voxel_or_none(sizes), "ImageJ metadata"
+    return None, None
+
+
+def _voxel_or_none(sizes: list[float]) -> VoxelSize | None:
+    try:
+        return VoxelSize(*sizes)
+    except ValueError:
+        return None
+
+
+def check_values(data: da.Array, path: str | Path) -> tuple[float, float]:
+    """Reject NaN/Inf and all-constant stacks in one streaming pass; return (min, max)."""
+    try:
+        finite, low, high = da.compute(da.isfinite(data).all(), data.min(), data.max())
+    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+        raise CycledeconError(f"{path}: not a readable TIFF, or truncated ({exc})") from None
+    if not finite:
+        raise CycledeconError(f"{path}: contains NaN or Inf values")
+    if low == high:
+        raise CycledeconError(f"{path}: every voxel has the same value ({low}); nothing to deconvolve")
+    return float(low), float(high)
+
+
+# --------------------------------------------------------------------------------------- writing
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        _remove(old)
+    else:
+        os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def pyramid_factors(shape: tuple[int, ...], voxel_size: VoxelSize) -> list[tuple[int, int, int]]:
+    """Per-level (z, y, x) downsampling factors that make voxels more isotropic, never less.
+
+    An axis is halved only while its voxel is within 1.5× of the finest axis; so a stack with
+    0.1 µm pixels and 0.25 µm steps is first downsampled laterally, and in z only once the lateral
+    voxels have caught up.
+    """
+    sizes = np.array(voxel_size.as_tuple(), dtype=float)
+    dims = np.array(shape, dtype=float)
+    factors = []
+    for _ in range(MAX_PYRAMID_LEVELS - 1):
+        step = np.where((sizes <= 1.5 * sizes.min()) & (dims >= 2), 2, 1)
+        if max(dims[1:] / step[1:]) < MIN_PYRAMID_SIZE:
+            break
+        factors.append(tuple(int(s) for s in step))
+        sizes, dims = sizes * step, np.floor(dims / step)
+    return factors
+
+
+def _downsample(image: da.Array, factor: tuple[int, int, int]) -> da.Array:
+    """Block-mean downsampling that keeps the dtype (integers are rounded back)."""
+    trimmed = image[tuple(slice(0, (n // f) * f) for n, f in zip(image.shape, factor))]
+    mean = da.coarsen(np.mean, trimmed.astype(np.float32), dict(enumerate(factor)), trim_excess=True)
+    if np.issubdtype(image.dtype, np.integer):
+        return da.round(mean).astype(image.dtype)
+    return mean.astype(image.dtype)
+
+
+def _transform(scale: tuple[float, ...], translation: tuple[float, ...]) -> list[dict[str, Any]]:
+    return [
+        {"type": "scale", "scale": [float(v) for v in scale]},
+        {"type": "translation", "translation": [float(v) for v in translation]},
+    ]
+
+
+def write_ome_zarr(
+    data: np.ndarray | da.Array,
+    path: str | Path,
+    voxel_size: VoxelSize,
+    attrs: dict[str, Any] | None = None,
+    chunks: tuple[int, int, int] = DEFAULT_CHUNKS,
+) -> Path:
+    """Write a (z, y, x) volume as an OME-Zarr (NGFF 0.5) image with a pyramid, atomically.
+
+    Parameters
+    ----------
+    data : the full-resolution volume; a dask array is streamed chunk by chunk.
+    path : the store to create (`*.ome.zarr`); replaced atomically if it exists.
+    voxel_size : voxel size in µm, written as the scale transform of level 0.
+    attrs : JSON-serialisable provenance stored under the group's `cycledecon` attribute.
+    chunks : on-disk chunk shape (z, y, x), clipped to the volume.
+    """
+    image = da.asarray(data)
+    if image.ndim != 3:
+        raise ValueError(f"expected a (z, y, x) volume, got shape {image.shape}")
+    chunks = tuple(min(c, n) for c, n in zip(chunks, image.shape))
+    image = image.rechunk(chunks)
+    pyramid, transforms = [image], [_transform(voxel_size.as_tuple(), (0.0, 0.0, 0.0))]
+    for factor in pyramid_factors(image.shape, voxel_size):
+        pyramid.append(_downsample(pyramid[-1], factor).rechunk(chunks))
+        scale, shift = transforms[-1][0]["scale"], transforms[-1][1]["translation"]
+        # a block mean's centre lies (f - 1) / 2 finer voxels past the block's first voxel
+        transforms.append(
+            _transform(
+                tuple(s * f for s, f in zip(scale, factor)),
+                tuple(t + (f - 1) / 2 * s for t, f, s in zip(shift, factor, scale)),
+            )
+        )
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # ome-zarr 0.18 deprecates explicit transforms, but its own derivation from `scale` writes
+        # the half-voxel translations in voxels instead of µm; ours are exact.
+        warnings.filterwarnings("ignore", message=".*coordinate_transformations", category=DeprecationWarning)
+        group = zarr.open_group(str(tmp), mode="w")
+        write_multiscale(
+            pyramid,
+            group,
+            axes=[{"name": a, "type": "space", "unit": _AXES_UNITS[a]} for a in "zyx"],
+            coordinate_transformations=transforms,
+            storage_options={"chunks": chunks},
+        )
+        group.attrs["cycledecon"] = attrs or {}
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------ reading OME-Zarr
+def read_ome_zarr(path: str | Path) -> tuple[da.Array, VoxelSize, dict[str, Any]]:
+    """Open level 0 of an OME-Zarr image lazily: (data, voxel size in µm, cycledecon attributes)."""
+    path = Path(path)
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        attrs = group.attrs.asdict()
+        multiscale = attrs.get("ome", attrs)["multiscales"][0]
+        level0 = multiscale["datasets"][0]
+        scale = next(t["scale"] for t in level0["coordinateTransformations"] if t["type"] == "scale")
+        data = da.from_zarr(group[level0["path"]])
+    except (KeyError, IndexError, StopIteration, FileNotFoundError, zarr.errors.ZarrError) as exc:
+        raise CycledeconError(f"{path}: not an OME-Zarr image ({exc.__class__.__name__}: {exc})") from None
+    return data, VoxelSize(*scale[-3:]), dict(attrs.get("cycledecon", {}))
+
+
+def write_ome_tiff(data: np.ndarray, path: str | Path, voxel_size: VoxelSize) -> Path:
+    """Write a (z, y, x) array as an OME-TIFF carrying its physical voxel size, atomically."""
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(
+            tmp,
+            np.asarray(data),
+            ome=True,
+            photometric="minisblack",
+            metadata={
+                "axes": "ZYX",
+                "PhysicalSizeZ": voxel_size.z,
+                "PhysicalSizeY": voxel_size.y,
+                "PhysicalSizeX": voxel_size.x,
+                "PhysicalSizeZUnit": "µm",
+                "PhysicalSizeYUnit": "µm",
+                "PhysicalSizeXUnit": "µm",
+            },
+        )
+    return Path(path)
+
+
+def ingest(
+    path: str | Path,
+    out: str | Path,
+    channel: int | None = None,
+    voxel_size: VoxelSize | None = None,
+    extra_attrs: dict[str, Any] | None = None,
+    chunks: tuple[int, int, int] = DEFAULT_CHUNKS,
+) -> Path:
+    """Convert one raw stack to OME-Zarr, after checking it is a usable 3D volume."""
+    stack = read_stack(path, channel=channel, voxel_size=voxel_size)
+    low, high = check_values(stack.data, path)
+    attrs = {**stack.metadata, "value_range": [low, high], **(extra_attrs or {})}
+    log.info("ingesting %s %s %s voxel %s µm", path, stack.data.shape, stack.data.dtype, stack.voxel_size)
+    return write_ome_zarr(stack.data, out, stack.voxel_size, attrs=attrs, chunks=chunks)

@@ -1,0 +1,127 @@
+"""Ingest: raw stacks → OME-Zarr with exact voxel sizes; every bad input fails cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+
+from conftest import sha256, write_ome
+from cycledecon import io
+from cycledecon.errors import CycledeconError
+from cycledecon.voxel import VoxelSize
+
+
+def read_with_ome_zarr(path: Path):
+    """Read a store the way other NGFF tools would, not with our own reader."""
+    node = list(Reader(parse_url(str(path)))())[0]
+    scale = node.metadata["coordinateTransformations"][0][0]["scale"]
+    axes = [a["name"] for a in node.metadata["axes"]]
+    units = {a["unit"] for a in node.metadata["axes"]}
+    return node.data, scale, axes, units
+
+
+def test_ome_tiff_round_trip_keeps_exact_voxel_size(tmp_path, stack):
+    raw = write_ome(tmp_path / "s.ome.tif", stack, voxel_size=(0.25, 0.1, 0.1))
+    out = io.ingest(raw, tmp_path / "s.ome.zarr")
+    data, scale, axes, units = read_with_ome_zarr(out)
+    assert scale == [0.25, 0.1, 0.1]
+    assert axes == ["z", "y", "x"] and units == {"micrometer"}
+    assert data[0].dtype == np.uint16
+    np.testing.assert_array_equal(np.asarray(data[0]), stack)
+
+
+def test_imagej_spacing_round_trip(tmp_path, stack):
+    raw = tmp_path / "ij.tif"
+    tifffile.imwrite(raw, stack, imagej=True, resolution=(10.0, 10.0), metadata={"spacing": 0.25, "unit": "um", "axes": "ZYX"})
+    out = io.ingest(raw, tmp_path / "ij.ome.zarr")
+    _, scale, _, _ = read_with_ome_zarr(out)
+    np.testing.assert_allclose(scale, [0.25, 0.1, 0.1], rtol=1e-6)  # TIFF stores 1/0.1 as a rational
+
+
+def test_channel_is_selected_from_czyx(tmp_path, stack):
+    two = np.stack([stack, stack // 2])
+    raw = write_ome(tmp_path / "c.ome.tif", two, axes="CZYX")
+    out = io.ingest(raw, tmp_path / "c.ome.zarr", channel=1)
+    data, voxel_size, attrs = io.read_ome_zarr(out)
+    np.testing.assert_array_equal(data.compute(), stack // 2)
+    assert attrs["channel"] == 1 and attrs["source_axes"] == "CZYX"
+
+
+def test_sheet_voxel_size_overrides_file(tmp_path, stack):
+    raw = write_ome(tmp_path / "s.ome.tif", stack, voxel_size=(1.0, 1.0, 1.0))
+    out = io.ingest(raw, tmp_path / "s.ome.zarr", voxel_size=VoxelSize(0.3, 0.13, 0.13))
+    _, voxel_size, attrs = io.read_ome_zarr(out)
+    assert voxel_size == VoxelSize(0.3, 0.13, 0.13)
+    assert attrs["voxel_size_source"] == "sample sheet"
+
+
+def test_pyramid_downsamples_lateral_first_and_keeps_dtype(tmp_path, rng):
+    volume = rng.integers(0, 1000, size=(8, 256, 256), dtype=np.uint16)
+    out = io.write_ome_zarr(volume, tmp_path / "p.ome.zarr", VoxelSize(0.25, 0.1, 0.1), chunks=(8, 64, 64))
+    data, _, _, _ = read_with_ome_zarr(out)
+    node = list(Reader(parse_url(str(out)))())[0]
+    scales = [t[0]["scale"] for t in node.metadata["coordinateTransformations"]]
+    assert [d.shape for d in data] == [(8, 256, 256), (8, 128, 128), (4, 64, 64)]
+    assert scales[1] == [0.25, 0.2, 0.2] and scales[2] == [0.5, 0.4, 0.4]
+    assert all(d.dtype == np.uint16 for d in data)
+    assert data[0].chunksize == (8, 64, 64)
+
+
+def _truncated(path: Path, stack: np.ndarray, keep: float = 0.33) -> Path:
+    write_ome(path, stack)
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+    return path
+
+
+BAD_INPUTS = {
+    "missing file": (lambda p, s: p, "file not found"),
+    "not a TIFF": (lambda p, s: (p.write_text("hello"), p)[1], "not a readable TIFF, or truncated"),
+    "truncated TIFF": (_truncated, "not a readable TIFF, or truncated"),
+    "truncated pixel data": (lambda p, s: _truncated(p, s, keep=0.97), "not a readable TIFF, or truncated"),
+    "2D image": (lambda p, s: write_ome(p, s[0], axes="YX"), "2D image"),
+    "time series": (lambda p, s: write_ome(p, np.stack([s, s]), axes="TZYX"), "time series"),
+    "complex dtype": (lambda p, s: write_ome(p, s.astype(np.complex64)), "unsupported pixel type"),
+    "NaN values": (lambda p, s: write_ome(p, np.where(s > 3900, np.nan, s).astype(np.float32)), "NaN or Inf"),
+    "Inf values": (lambda p, s: write_ome(p, np.where(s > 3900, np.inf, s).astype(np.float32)), "NaN or Inf"),
+    "constant stack": (lambda p, s: write_ome(p, np.full_like(s, 7)), "same value"),
+    "no voxel size": (lambda p, s: (tifffile.imwrite(p, s), p)[1], "no voxel size"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_clear_line_and_leaves_nothing(tmp_path, stack, case):
+    make, expected = BAD_INPUTS[case]
+    raw = make(tmp_path / "raw.tif", stack)
+    before = sha256(raw) if raw.exists() else None
+    out = tmp_path / "out" / "raw.ome.zarr"
+    with pytest.raises(CycledeconError) as info:
+        io.ingest(raw, out)
+    message = str(info.value)
+    assert message.startswith(str(raw)) and expected in message and "\n" not in message
+    assert not out.exists()
+    assert not any((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+    if before is not None:
+        assert sha256(raw) == before
+
+
+def test_interrupted_write_leaves_no_store(tmp_path, stack, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(io, "write_multiscale", fail)
+    out = tmp_path / "o.ome.zarr"
+    with pytest.raises(RuntimeError):
+        io.write_ome_zarr(stack, out, VoxelSize(0.25, 0.1, 0.1))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_raw_input_is_opened_read_only(tmp_path, stack):
+    raw = write_ome(tmp_path / "s.ome.tif", stack)
+    raw.chmod(0o444)
+    io.ingest(raw, tmp_path / "s.ome.zarr")
+    assert oct(raw.stat().st_mode & 0o777) == "0o444"

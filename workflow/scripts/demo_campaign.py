@@ -1,0 +1,17 @@
+"""Snakemake adapter for rule demo_campaign."""
+
+from pathlib import Path
+
+from cycledecon.boundary import user_errors_exit
+from cycledecon.demo import DemoSettings, generate_campaign
+
+with user_errors_exit(snakemake.log[0]):
+    generate_campaign(
+        DemoSettings.from_config(snakemake.params.settings),
+        widefield={
+            name: (Path(path), None if truth is None else Path(truth))
+            for name, (path, truth) in snakemake.params.widefield.items()
+        },
+        references={name: Path(path) for name, path in snakemake.params.references.items()},
+        psf_path=Path(snakemake.output.psf),
+    )
