@@ -1,0 +1,389 @@
+"""Intensity normalization of one stack: robust percentile rescale, then (by default) 3D CLAHE.
+
+Two methods, chosen by ``normalize.method``:
+
+``clahe`` (default)
+    The volume is rescaled linearly so that its low/high percentiles map to 0/1 and clipped to
+    [0, 1]; then contrast-limited adaptive histogram equalization is applied in 3D with a
+    contextual-region (kernel) size given in µm and converted to voxels with the stack's voxel
+    size. The CLAHE itself is scikit-image's (``skimage.exposure._adapthist._clahe``, the core of
+    ``equalize_adapthist``) with the same 14-bit quantization; only equalize_adapthist's two
+    *image-dependent* min–max stretches are replaced by fixed ones (input: [0, 1] → [0, 2¹⁴−1];
+    output: divided by 2¹⁴−1). The input stretch is the identity whenever the rescaled volume
+    reaches 0 and 1, which the clipped percentile rescale guarantees; without the output stretch
+    the result is a pure function of the globally rescaled volume, which is what makes blockwise
+    processing exact (see below). Output in [0, 1].
+
+``percentile``
+    Only the linear percentile rescale (optionally clipped), so intensities stay proportional to
+    photon counts above the offset.
+
+Percentiles are computed once per volume: exactly when the volume has at most
+``percentile_sample_voxels`` voxels, otherwise on a regular strided subsample (every s-th voxel
+along each axis) of at most that many voxels, read from the lazily opened store.
+
+Volumes with more than ``chunk_voxels`` voxels are equalized in blocks. skimage's CLAHE anchors
+its tile grid at the volume origin (tiles ``[j·k, (j+1)·k)`` per axis for kernel ``k``, the last
+one completed by reflection) and interpolates each voxel between the two nearest tiles per axis.
+Block cores therefore start and end on multiples of the kernel and are read with one kernel of
+halo on each side (clipped at the volume edge): every tile a core voxel uses is then complete in
+the block and identical to the global tile, and the global end reflection happens at the same
+place. The blockwise result equals the whole-volume result exactly (tested bit for bit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+from skimage.exposure import rescale_intensity
+from skimage.exposure._adapthist import NR_OF_GRAY, _clahe
+from skimage.util import img_as_uint
+
+from cycledecon.errors import CycledeconError
+from cycledecon.io import read_ome_zarr, write_ome_zarr
+from cycledecon.voxel import VoxelSize
+
+log = logging.getLogger(__name__)
+
+#: Key of the `normalization` record that holds values computed for one stack (not configuration).
+APPLIED_KEY = "applied"
+
+
+@dataclass(frozen=True)
+class ClaheConfig:
+    """CLAHE settings.
+
+    kernel_um: (z, y, x) size of the contextual regions in µm; converted per stack to the nearest
+        odd voxel count, at least 1 (so anisotropic voxels give an anisotropic kernel in voxels).
+    clip_limit: skimage's normalized clip limit in (0, 1]; higher gives more contrast, 0 disables
+        clipping (plain AHE, which amplifies background noise).
+    nbins: number of histogram bins per contextual region.
+    """
+
+    kernel_um: tuple[float, float, float] = (2.0, 3.2, 3.2)
+    clip_limit: float = 0.01
+    nbins: int = 256
+
+
+@dataclass(frozen=True)
+class NormalizeConfig:
+    """The `normalize:` config section.
+
+    method: ``clahe`` or ``percentile`` (see the module docstring).
+    percentiles: (low, high) percentiles in %, mapped to 0 and 1.
+    clip: clip the percentile rescale to [0, 1] (percentile method only; CLAHE always clips).
+    clahe: CLAHE settings.
+    chunk_voxels: volumes with more voxels are equalized in blocks of at most this many voxels,
+        halo included (about 40 bytes of working memory per voxel).
+    percentile_sample_voxels: percentiles of larger volumes come from a strided subsample of at
+        most this many voxels.
+    """
+
+    method: Literal["clahe", "percentile"] = "clahe"
+    percentiles: tuple[float, float] = (0.1, 99.9)
+    clip: bool = True
+    clahe: ClaheConfig = field(default_factory=ClaheConfig)
+    chunk_voxels: int = 2**24
+    percentile_sample_voxels: int = 2**24
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), as accepted by parse_normalize_config."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def parse_section(cls: type, values: Any, prefix: str) -> Any:
+    """Build the (frozen) dataclass `cls` from a plain config mapping, filling defaults.
+
+    Supports fields typed bool, int, float, str, Literal, ``X | None``, fixed-length tuples,
+    ``tuple[X, ...]`` and nested dataclasses. Lists become tuples and ints become floats where a
+    float is expected; an unknown key or a wrong type raises CycledeconError naming the dotted key.
+    """
+    if not isinstance(values, Mapping):
+        raise CycledeconError(f"{prefix}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise CycledeconError(f"{prefix}.{unknown[0]}: unknown key (known: {', '.join(names)})")
+    return cls(**{k: _convert(hints[k], v, f"{prefix}.{k}") for k, v in values.items()})
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    """Check `value` against a type hint (see parse_section)."""
+    if dataclasses.is_dataclass(hint):
+        return parse_section(hint, value, path)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, path)
+    if origin is Literal:
+        if value not in args:
+            raise CycledeconError(f"{path}: must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        variable = len(args) == 2 and args[1] is Ellipsis
+        if not isinstance(value, (list, tuple)) or not (variable or len(value) == len(args)):
+            raise CycledeconError(f"{path}: expected a list of {'values' if variable else len(args)}, got {value!r}")
+        item_hints = [args[0]] * len(value) if variable else args
+        return tuple(_convert(h, v, path) for h, v in zip(item_hints, value))
+    expected = {bool: (bool, "true or false"), int: (int, "an integer"),
+                float: ((int, float), "a number"), str: (str, "a string")}  # fmt: skip
+    if hint not in expected:
+        raise TypeError(f"unsupported config type {hint} at {path}")
+    types_ok, words = expected[hint]
+    if not isinstance(value, types_ok) or (hint is not bool and isinstance(value, bool)):
+        raise CycledeconError(f"{path}: expected {words}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+def parse_normalize_config(
+    section: Mapping[str, Any] | NormalizeConfig | None, prefix: str = "normalize"
+) -> NormalizeConfig:
+    """Build a NormalizeConfig from the plain `normalize:` dict, or from a stored `normalization`
+    record (its `applied` values are dropped: they belong to the stack they were computed on).
+
+    Raises CycledeconError naming the dotted key of an unknown key, wrong type or bad value.
+    """
+    if isinstance(section, NormalizeConfig):
+        return section
+    values = {k: v for k, v in (section or {}).items() if k != APPLIED_KEY}
+    config = parse_section(NormalizeConfig, values, prefix)
+    low, high = config.percentiles
+    checks = [
+        ("percentiles", 0.0 <= low < high <= 100.0),
+        ("clahe.kernel_um", all(k > 0 for k in config.clahe.kernel_um)),
+        ("clahe.clip_limit", 0.0 <= config.clahe.clip_limit <= 1.0),
+        ("clahe.nbins", 2 <= config.clahe.nbins <= NR_OF_GRAY),
+        ("chunk_voxels", config.chunk_voxels >= 1),
+        ("percentile_sample_voxels", config.percentile_sample_voxels >= 1),
+    ]
+    for key, ok in checks:
+        if not ok:
+            raise CycledeconError(f"{prefix}.{key}: invalid value {_lookup(config, key)!r}")
+    return config
+
+
+def _lookup(config: NormalizeConfig, dotted: str) -> Any:
+    value: Any = config
+    for name in dotted.split("."):
+        value = getattr(value, name)
+    return value
+
+
+# ------------------------------------------------------------------------------------ parameters
+def kernel_voxels(kernel_um: tuple[float, float, float], voxel_size: VoxelSize) -> tuple[int, int, int]:
+    """CLAHE kernel in voxels: `kernel_um` / voxel size, rounded to the nearest odd integer ≥ 1.
+
+    Parameters
+    ----------
+    kernel_um : (z, y, x) kernel size in µm.
+    voxel_size : voxel size in µm.
+
+    Returns
+    -------
+    (z, y, x) kernel size in voxels, each odd (ties round up: 2.0 → 3).
+    """
+    return tuple(max(1, 2 * math.floor(v / 2) + 1) for v in voxel_size.to_voxels(kernel_um))
+
+
+def strided_sample(data: da.Array | np.ndarray, max_voxels: int) -> tuple[np.ndarray, int]:
+    """Every s-th voxel along each axis, with the smallest step s leaving at most `max_voxels`.
+
+    Returns
+    -------
+    (sample, s): the sample as a NumPy array (the whole volume when s == 1) and the step.
+    """
+    step = max(1, math.floor((math.prod(data.shape) / max_voxels) ** (1 / data.ndim)))
+    while math.prod(math.ceil(n / step) for n in data.shape) > max_voxels:
+        step += 1
+    return np.asarray(data[(slice(None, None, step),) * data.ndim]), step
+
+
+def percentile_values(
+    data: da.Array | np.ndarray, percentiles: tuple[float, float], max_voxels: int
+) -> tuple[tuple[float, float], int]:
+    """Intensities at the (low, high) percentiles of a volume (exact up to `max_voxels` voxels).
+
+    Returns
+    -------
+    ((low, high), s): the two intensities and the subsampling step used (1 = every voxel).
+
+    Raises CycledeconError when they are equal (a constant or nearly constant volume).
+    """
+    sample, step = strided_sample(data, max_voxels)
+    low, high = (float(v) for v in np.percentile(sample, percentiles))
+    if not high > low:
+        raise CycledeconError(
+            f"the {percentiles[0]} and {percentiles[1]} percentiles are both {low}; "
+            "the volume is (nearly) constant and cannot be normalized"
+        )
+    return (low, high), step
+
+
+# ------------------------------------------------------------------------------------ transforms
+def rescale(block: np.ndarray, low: float, high: float, clip: bool) -> np.ndarray:
+    """Map intensities `low` → 0 and `high` → 1 linearly (float32), optionally clipped to [0, 1]."""
+    out = (np.asarray(block, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
+    return np.clip(out, 0.0, 1.0, out=out) if clip else out
+
+
+def clahe(unit: np.ndarray, kernel: tuple[int, int, int], clip_limit: float, nbins: int) -> np.ndarray:
+    """3D CLAHE of a volume in [0, 1] with a fixed (not min–max) intensity scale.
+
+    Parameters
+    ----------
+    unit : (z, y, x) volume with values in [0, 1].
+    kernel : (z, y, x) contextual-region size in voxels.
+    clip_limit, nbins : as in ``skimage.exposure.equalize_adapthist``.
+
+    Returns
+    -------
+    float32 volume in [0, 1]: skimage's 14-bit CLAHE levels divided by 2¹⁴ − 1.
+    """
+    levels = rescale_intensity(img_as_uint(unit), in_range=(0, 2**16 - 1), out_range=(0, NR_OF_GRAY - 1))
+    levels = np.round(levels).astype(np.uint16)
+    equalized = _clahe(levels, list(kernel), clip_limit, nbins)
+    return (equalized / np.float32(NR_OF_GRAY - 1)).astype(np.float32)
+
+
+def block_chunks(
+    shape: tuple[int, ...], kernel: tuple[int, ...], max_voxels: int
+) -> tuple[tuple[int, ...], ...]:
+    """Dask chunks for blockwise CLAHE: cores are multiples of the kernel, so the tile grid stays
+    the global one; axes are halved (largest core first) until a core plus one kernel of halo on
+    each side has at most `max_voxels` voxels, or every core is one kernel wide.
+
+    Returns
+    -------
+    Chunk sizes per axis; a single chunk per axis when the volume has at most `max_voxels` voxels.
+    """
+    if math.prod(shape) <= max_voxels:
+        return tuple((n,) for n in shape)
+    tiles = [math.ceil(n / k) for n, k in zip(shape, kernel)]
+
+    def block_voxels() -> int:
+        return math.prod(min(t * k + 2 * k, n) for t, k, n in zip(tiles, kernel, shape))
+
+    while block_voxels() > max_voxels and max(tiles) > 1:
+        axis = max((i for i in range(len(shape)) if tiles[i] > 1), key=lambda i: tiles[i] * kernel[i])
+        tiles[axis] = math.ceil(tiles[axis] / 2)
+    if block_voxels() > max_voxels:
+        log.warning("CLAHE blocks of %d voxels exceed chunk_voxels=%d (3 kernels per axis)",
+                    block_voxels(), max_voxels)
+    return tuple(_split(n, t * k) for n, t, k in zip(shape, tiles, kernel))
+
+
+def _split(length: int, core: int) -> tuple[int, ...]:
+    return (core,) * (length // core) + ((length % core,) if length % core else ())
+
+
+def blockwise_clahe(
+    data: da.Array,
+    low: float,
+    high: float,
+    kernel: tuple[int, int, int],
+    clip_limit: float,
+    nbins: int,
+    chunks: tuple[tuple[int, ...], ...],
+) -> da.Array:
+    """Lazy CLAHE of the percentile-rescaled `data`, one task per chunk of `chunks`.
+
+    Each task reads its core plus one kernel of halo per side from `data` (so only one block is in
+    memory per worker), equalizes it and keeps the core. With `chunks` from `block_chunks` the
+    result equals the whole-volume result exactly.
+    """
+
+    def equalize_block(block_info: dict | None = None) -> np.ndarray:
+        location = block_info[None]["array-location"]
+        halo = tuple(slice(max(a - k, 0), min(b + k, n)) for (a, b), k, n in zip(location, kernel, data.shape))
+        raw = data[halo].compute(scheduler="synchronous")
+        out = clahe(rescale(raw, low, high, clip=True), kernel, clip_limit, nbins)
+        return out[tuple(slice(a - h.start, b - h.start) for (a, b), h in zip(location, halo))]
+
+    return da.map_blocks(equalize_block, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+
+
+# ------------------------------------------------------------------------------------ entry points
+def normalize_lazy(
+    data: da.Array, voxel_size: VoxelSize, params: NormalizeConfig | Mapping[str, Any] | None = None
+) -> tuple[da.Array, dict[str, Any]]:
+    """Lazily normalized (z, y, x) volume and the record of how (see `normalize_array`).
+
+    Only the percentiles are computed now (one streaming pass); the returned dask array reads
+    `data` block by block when computed or written.
+    """
+    config = parse_normalize_config(params)
+    (low, high), step = percentile_values(data, config.percentiles, config.percentile_sample_voxels)
+    applied: dict[str, Any] = {"percentile_values": [low, high], "percentile_sample_step": step}
+    if config.method == "percentile":
+        out = data.map_blocks(rescale, low, high, config.clip, dtype=np.float32)
+        applied["chunked"] = out.npartitions > 1
+    else:
+        kernel = kernel_voxels(config.clahe.kernel_um, voxel_size)
+        chunks = block_chunks(data.shape, kernel, config.chunk_voxels)
+        out = blockwise_clahe(data, low, high, kernel, config.clahe.clip_limit, config.clahe.nbins, chunks)
+        applied.update(kernel_voxels=list(kernel), chunked=out.npartitions > 1, block_shape=list(out.chunksize))
+    log.info("normalize %s %s: %s", config.method, data.shape, applied)
+    return out, {**config.to_dict(), APPLIED_KEY: applied}
+
+
+def normalize_array(
+    volume: np.ndarray, voxel_size: VoxelSize, params: NormalizeConfig | Mapping[str, Any] | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Normalize an in-memory (z, y, x) volume.
+
+    Parameters
+    ----------
+    volume : the raw volume (any real dtype).
+    voxel_size : its voxel size in µm (converts the CLAHE kernel to voxels).
+    params : a NormalizeConfig, a `normalize:` config dict, or a stored `normalization` record (as
+        found in a normalized store or a patch store). A record's `applied` intensity values are
+        not reused: percentiles are always recomputed on `volume`, because a new stack's offset,
+        exposure and bleaching differ from the training stacks' and a rescale fixed to theirs
+        would misplace its background and saturation.
+
+    Returns
+    -------
+    (normalized float32 volume, record): the record holds the configuration plus, under
+    `applied`, the percentile intensity values, the subsampling step, the kernel in voxels and
+    whether the volume was processed in blocks.
+    """
+    out, record = normalize_lazy(da.asarray(volume), voxel_size, params)
+    return out.compute(), record
+
+
+def normalize(
+    in_path: str | Path, out_path: str | Path, params: NormalizeConfig | Mapping[str, Any] | None = None
+) -> Path:
+    """Normalize one OME-Zarr stack into a new float32 OME-Zarr (written atomically).
+
+    The input's `cycledecon` attributes are kept and the record of `normalize_array` is added under
+    `normalization`. Memory stays bounded by one block when the volume is above `chunk_voxels`.
+    """
+    config = parse_normalize_config(params)
+    data, voxel_size, attrs = read_ome_zarr(in_path)
+    try:
+        out, record = normalize_lazy(data, voxel_size, config)
+    except CycledeconError as exc:
+        raise CycledeconError(f"{in_path}: {exc}") from None
+    return write_ome_zarr(out, out_path, voxel_size, attrs={**attrs, "normalization": record})
