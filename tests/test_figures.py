@@ -1,0 +1,87 @@
+"""Figures: each writes a readable PNG of a sensible size and rejects bad input clearly."""
+
+from __future__ import annotations
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+
+from cycledecon.figures import line_profile, loss_curves, orthoslice_panel, psf_panel
+from cycledecon.psf import gaussian_psf
+from cycledecon.voxel import VoxelSize
+
+VOXEL = VoxelSize(0.3, 0.1, 0.1)
+
+
+@pytest.fixture
+def volumes() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    truth = np.zeros((16, 32, 32), dtype=np.float32)
+    truth[tuple(rng.integers(2, s - 2, 20) for s in truth.shape)] = 1
+    truth = ndi.gaussian_filter(truth, 0.7)
+    raw = rng.poisson(1000 * ndi.gaussian_filter(truth, (3, 2, 2)) + 10).astype(np.float32)
+    return {"raw": raw, "RL": ndi.gaussian_filter(raw, 0.5), "ground truth": truth}
+
+
+def assert_png(path, min_px: int, max_px: int) -> None:
+    """A PNG that matplotlib reads back, with both sides within [min_px, max_px] pixels."""
+    assert path.stat().st_size > 0
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert min_px <= height <= max_px and min_px <= width <= max_px, (height, width)
+    assert not list(path.parent.glob(f".{path.name}.*"))  # no temporary sibling left behind
+
+
+def test_orthoslice_panel(volumes, tmp_path):
+    path = orthoslice_panel(volumes, VOXEL, tmp_path / "ortho.png", "demo", reference="ground truth")
+    assert path == tmp_path / "ortho.png"
+    assert_png(path, 300, 2500)  # 3 columns x 4 rows of ~290-px panels at 120 dpi
+
+
+def test_line_profile(volumes, tmp_path):
+    assert_png(line_profile(volumes, VOXEL, tmp_path / "sub" / "line.png"), 300, 1200)
+
+
+def test_psf_panel_with_different_sizes(tmp_path):
+    psfs = {
+        "learned": gaussian_psf((15, 21, 21), (2.2, 1.6, 1.6)),
+        "theoretical": gaussian_psf((21, 25, 25), (2.0, 1.5, 1.5)),
+        "cut short": gaussian_psf((3, 21, 21), (9.0, 1.5, 1.5)),  # no axial FWHM: shown as n/a
+    }
+    assert_png(psf_panel(psfs, VOXEL, tmp_path / "psf.png"), 300, 1500)
+
+
+def test_loss_curves(tmp_path):
+    steps = np.arange(0, 200, 10)
+    log = pd.DataFrame(
+        {
+            "step": steps,
+            "cycle": 1.0 / (1 + steps),
+            "adversarial": np.sin(steps / 20.0),  # crosses zero: linear axis
+            "psf_reg": np.where(steps % 20 == 0, 0.1, np.nan),  # logged every other step
+            "phase": "train",  # not numeric: skipped
+        }
+    )
+    assert_png(loss_curves(log, tmp_path / "loss.png"), 300, 1500)
+
+
+@pytest.mark.parametrize(
+    ("draw", "message"),
+    [
+        (lambda p: orthoslice_panel({}, VOXEL, p, "t"), "no volumes"),
+        (
+            lambda p: orthoslice_panel({"a": np.ones((4, 8, 8)), "b": np.ones((4, 8, 9))}, VOXEL, p),
+            "same shape",
+        ),
+        (lambda p: line_profile({"a": np.ones((8, 8))}, VOXEL, p), r"\(z, y, x\)"),
+        (lambda p: line_profile({"a": np.ones((4, 8, 8))}, VOXEL, p, reference="truth"), "reference"),
+        (lambda p: psf_panel({}, VOXEL, p), "no PSFs"),
+        (lambda p: loss_curves(pd.DataFrame({"loss": [1.0]}), p), "step"),
+        (lambda p: loss_curves(pd.DataFrame({"step": [], "loss": []}), p), "no rows"),
+    ],
+)
+def test_bad_input_is_rejected_before_writing(draw, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        draw(tmp_path / "bad.png")
+    assert not list(tmp_path.iterdir())
