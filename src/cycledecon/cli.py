@@ -1,0 +1,110 @@
+"""`cycledecon` command line: the library's stages without Snakemake.
+
+    cycledecon ingest stack.tif -o stack.ome.zarr [--voxel-size Z Y X] [--channel C]
+    cycledecon train results/patches/demo/patches.zarr -o results/models/demo [--config config.yaml]
+    cycledecon deconvolve stack.tif --model model.pt -o out.ome.zarr [--config config.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cycledecon import __version__
+from cycledecon.boundary import user_errors_exit
+from cycledecon.errors import CycledeconError
+from cycledecon.voxel import VoxelSize
+
+
+def _voxel_size(values: list[float] | None) -> VoxelSize | None:
+    if values is None:
+        return None
+    try:
+        return VoxelSize(*values)
+    except ValueError as exc:
+        raise CycledeconError(f"--voxel-size: {exc}") from None
+
+
+def _config_section(path: Path | None, section: str) -> dict[str, Any]:
+    """One section of a workflow config file (empty: the library's defaults)."""
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise CycledeconError(f"{path}: config file not found")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CycledeconError(f"{path}: not valid YAML ({exc})") from None
+    return dict(config.get(section) or {})
+
+
+def _ingest(args: argparse.Namespace) -> None:
+    from cycledecon.io import ingest
+
+    ingest(args.input, args.output, channel=args.channel, voxel_size=_voxel_size(args.voxel_size))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from cycledecon.train import train
+
+    model = train(args.patches, args.output, _config_section(args.config, "train"))
+    print(f"model written to {model}")
+
+
+def _deconvolve(args: argparse.Namespace) -> None:
+    from cycledecon.infer import deconvolve_file
+
+    deconvolve_file(
+        args.input,
+        args.model,
+        args.output,
+        _config_section(args.config, "deconvolve"),
+        voxel_size=_voxel_size(args.voxel_size),
+        channel=args.channel,
+    )
+    print(f"deconvolved stack written to {args.output}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cycledecon", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"cycledecon {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def stack_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"),
+                             help="voxel size in µm, overriding the file's metadata")  # fmt: skip
+        command.add_argument("--channel", type=int, help="channel index of a multi-channel stack")
+
+    ingest = commands.add_parser("ingest", help="convert a TIFF/OME-TIFF/ImageJ stack to OME-Zarr")
+    ingest.add_argument("input", type=Path)
+    ingest.add_argument("-o", "--output", type=Path, required=True)
+    stack_options(ingest)
+    ingest.set_defaults(run=_ingest)
+
+    train = commands.add_parser("train", help="train a model on a patch store")
+    train.add_argument("patches", type=Path, help="patches.zarr written by the patches stage")
+    train.add_argument("-o", "--output", type=Path, required=True, help="model directory")
+    train.add_argument("--config", type=Path, help="workflow config file; its train: section is used")
+    train.set_defaults(run=_train)
+
+    deconvolve = commands.add_parser("deconvolve", help="deconvolve a stack with a trained model")
+    deconvolve.add_argument("input", type=Path, help="TIFF/OME-TIFF or OME-Zarr")
+    deconvolve.add_argument("--model", type=Path, required=True)
+    deconvolve.add_argument("-o", "--output", type=Path, required=True, help="output .ome.zarr")
+    deconvolve.add_argument("--config", type=Path, help="workflow config file; its deconvolve: section is used")
+    stack_options(deconvolve)
+    deconvolve.set_defaults(run=_deconvolve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    with user_errors_exit():
+        args.run(args)
+
+
+if __name__ == "__main__":
+    main()
