@@ -86,7 +86,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Adam settings; learning rates decay linearly to zero from `decay_start` to `steps`."""
+    """Adam settings; learning rates decay linearly to zero from `decay_start` (default: half way)
+    to `steps`."""
 
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -94,7 +95,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     steps: int = 400
     batch_size: int = 4
-    decay_start: int = 200
+    decay_start: int | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,8 @@ def _check_ranges(config: TrainConfig, prefix: str) -> None:
         ("psf.ema", 0.0 <= config.psf.ema < 1.0),
         ("optim.steps", config.optim.steps >= 1),
         ("optim.batch_size", config.optim.batch_size >= 1),
-        ("optim.decay_start", 0 <= config.optim.decay_start <= config.optim.steps),
+        ("optim.decay_start",
+         config.optim.decay_start is None or 0 <= config.optim.decay_start <= config.optim.steps),
         ("optim.lr_g", config.optim.lr_g > 0),
         ("optim.lr_d", config.optim.lr_d > 0),
         ("optim.lr_psf", config.optim.lr_psf > 0),

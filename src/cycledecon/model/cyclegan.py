@@ -78,6 +78,34 @@ class CycleModel(nn.Module):
         return terms["d_a"] + terms["d_b"], terms
 
     @torch.no_grad()
+    def after_step(self, ema_decay: float) -> None:
+        """Per-step bookkeeping after the optimizers: the PSF layer's kernel average."""
+        if isinstance(self.f, PsfLayer) and self.f.logits.requires_grad:
+            self.f.update_ema(ema_decay)
+
+    @torch.no_grad()
+    def psf_estimate(self, shape: tuple[int, int, int]) -> torch.Tensor:
+        """The PSF this model has learned, (z, y, x), unit sum.
+
+        The PSF layer's (moving-average) kernel; for the two-generator ablation the impulse
+        response of F, F(δ + c) − F(c) on a flat background c, clipped and normalized, so both
+        variants can be compared in the same figures.
+        """
+        if isinstance(self.f, PsfLayer):
+            return self.f.ema_kernel.clone()
+        device = next(self.f.parameters()).device
+        background = torch.full((1, 1, *[2 * n for n in shape]), 0.1, device=device)
+        impulse = background.clone()
+        impulse[0, 0, shape[0], shape[1], shape[2]] += 1.0
+        was_training = self.f.training
+        self.f.eval()
+        response = (self.f(impulse) - self.f(background))[0, 0].float()
+        self.f.train(was_training)
+        centre = [slice(n - n // 2, n + n // 2 + 1) for n in shape]
+        kernel = response[tuple(centre)].clamp_min(0)
+        return kernel / kernel.sum().clamp_min(1e-12)
+
+    @torch.no_grad()
     def cycle_loss(self, y: torch.Tensor, x: torch.Tensor) -> float:
         """Validation cycle loss ‖F(G(y)) − y‖₁ + ‖G(F(x)) − x‖₁."""
         return float(F.l1_loss(self.f(self.g(y)), y) + F.l1_loss(self.g(self.f(x)), x))

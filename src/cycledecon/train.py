@@ -1,0 +1,313 @@
+"""Training: unpaired patches in, model.pt, the learned PSF, a loss log and two figures out.
+
+`train()` reads the patch store (zarr v3 group with A_train/B_train/A_val/B_val and attrs), builds
+the cycle model, and runs Adam with a linear learning-rate decay. Every `checkpoint_every` steps
+the full training state (networks, optimizers, RNG states, log so far) is written atomically to
+``checkpoint.pt``; a rerun into the same directory resumes there and ends exactly where an
+uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tifffile
+import torch
+import zarr
+from tqdm import tqdm
+
+import cycledecon
+from cycledecon.errors import CycledeconError
+from cycledecon.model.checkpoint import atomic_save, save_model
+from cycledecon.model.config import PsfConfig, TrainConfig, parse_config
+from cycledecon.model.cyclegan import CycleModel, build_model
+from cycledecon.model.figures import plot_losses, plot_psf
+from cycledecon.model.psf_layer import kernel_ncc
+from cycledecon.model.unet import receptive_field
+from cycledecon.psf import gaussian_psf, normalize_psf, widefield_psf
+from cycledecon.voxel import VoxelSize
+
+log = logging.getLogger(__name__)
+
+ARRAYS = ("A_train", "B_train", "A_val", "B_val")
+CHECKPOINT = "checkpoint.pt"
+VAL_BATCHES = 4  # validation uses the first VAL_BATCHES·batch_size patches, the same each time
+
+
+@dataclass
+class PatchStore:
+    """The unpaired patch sets (n, z, y, x) and the attrs training needs."""
+
+    arrays: dict[str, np.ndarray]
+    voxel_size: VoxelSize
+    patch_shape: tuple[int, int, int]
+    campaign: str
+    normalization: dict[str, Any]
+    optics: dict[str, float] | None
+
+    @classmethod
+    def open(cls, path: Path) -> PatchStore:
+        """Read the whole store into memory (patch sets are small next to the raw stacks)."""
+        try:
+            group = zarr.open_group(str(path), mode="r")
+            attrs = dict(group.attrs)
+            arrays = {name: np.asarray(group[name][...], dtype=np.float32) for name in ARRAYS}
+            store = cls(arrays, VoxelSize(*attrs["voxel_size_um"]), tuple(attrs["patch_shape"]),
+                        str(attrs.get("campaign", "")), dict(attrs.get("normalization") or {}),
+                        attrs.get("optics"))
+        except (OSError, KeyError, ValueError, TypeError, zarr.errors.BaseZarrError) as error:
+            raise CycledeconError(f"{path}: not a readable patch store ({error!r})") from None
+        for name, array in store.arrays.items():
+            if array.ndim != 4 or len(array) == 0:
+                raise CycledeconError(f"{path}/{name}: expected a non-empty (n, z, y, x) array, "
+                                      f"got shape {array.shape}")
+        return store
+
+
+def train(
+    patches_path: Path, out_dir: Path, config: dict[str, Any], reference_psf: np.ndarray | None = None
+) -> Path:
+    """Train (or resume training) on a patch store; returns the path of model.pt.
+
+    Parameters
+    ----------
+    patches_path : the campaign's patches.zarr.
+    out_dir : receives model.pt, learned_psf.ome.tif, train_log.csv, loss_curves.png, psf.png
+        and checkpoint.pt.
+    config : the plain `train:` config section (see cycledecon.model.config for keys).
+    reference_psf : a known PSF (z, y, x) to report the learned kernel's NCC against.
+    """
+    cfg = parse_config(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = PatchStore.open(Path(patches_path))
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    initial = initial_psf(cfg, store) if cfg.model == "psf_layer" else None
+    model = build_model(cfg, initial).to(device)
+    run = Run(cfg, model, store, device, initial, reference_psf)
+    run.resume(out_dir / CHECKPOINT)
+    run.loop(out_dir)
+    return run.write_outputs(out_dir)
+
+
+def pick_device(choice: str) -> torch.device:
+    """CUDA, else Apple MPS, else CPU for ``auto``; an explicit device must exist."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(),
+                 "cpu": True}
+    if choice == "auto":
+        choice = next(name for name in ("cuda", "mps", "cpu") if available[name])
+    if not available[choice]:
+        raise CycledeconError(f"train.device: {choice} is not available on this machine")
+    return torch.device(choice)
+
+
+def kernel_shape(psf: PsfConfig, voxel_size: VoxelSize) -> tuple[int, int, int]:
+    """Odd kernel size in voxels, from size_um (rounded up to odd) or shape_voxels."""
+    if psf.size_um is None:
+        return psf.shape_voxels
+    return tuple(2 * math.ceil((n - 1) / 2) + 1 for n in voxel_size.to_voxels(psf.size_um))
+
+
+def initial_psf(cfg: TrainConfig, store: PatchStore) -> np.ndarray:
+    """The kernel H starts from (or is frozen at): a file, the theoretical PSF or a broad Gaussian."""
+    psf = cfg.psf
+    if psf.file is not None:
+        try:
+            kernel = normalize_psf(tifffile.imread(psf.file))
+        except (OSError, ValueError) as error:
+            raise CycledeconError(f"train.psf.file: cannot read {psf.file} ({error})") from None
+        if kernel.ndim != 3 or any(n % 2 == 0 for n in kernel.shape):
+            raise CycledeconError(f"train.psf.file: {psf.file} must be a 3D PSF with odd sizes, "
+                                  f"got shape {kernel.shape}")
+    else:
+        shape = kernel_shape(psf, store.voxel_size)
+        if psf.init == "theoretical":
+            kernel = theoretical_psf(shape, store)
+        else:
+            sigma = psf.init_sigma_voxels or tuple(n / 6 for n in shape)
+            kernel = gaussian_psf(shape, sigma)
+    too_big = [n for n, p in zip(kernel.shape, store.patch_shape) if n // 2 >= p]
+    if too_big:
+        raise CycledeconError(f"train.psf.shape_voxels: kernel {kernel.shape} does not fit patches "
+                              f"{store.patch_shape} (radius must be below the patch size)")
+    return kernel
+
+
+def theoretical_psf(shape: tuple[int, int, int], store: PatchStore) -> np.ndarray:
+    """Widefield PSF from the campaign's optics recorded in the patch store."""
+    if not store.optics:
+        raise CycledeconError("train.psf.init: 'theoretical' needs the campaign's optics "
+                              "(na, wavelength_nm, immersion_ri), but the patch store has none")
+    lateral = max(shape[1], shape[2])
+    try:
+        return widefield_psf((shape[0], lateral, lateral), store.voxel_size,
+                             store.optics["na"], store.optics["wavelength_nm"],
+                             store.optics["immersion_ri"])
+    except (KeyError, ValueError) as error:
+        raise CycledeconError(f"train.psf.init: cannot compute the theoretical PSF ({error})") from None
+
+
+def lr_factor(step: int, optim: Any) -> float:
+    """1 until decay_start, then linearly down to 0 at the last step."""
+    start = optim.steps // 2 if optim.decay_start is None else optim.decay_start
+    if step < start:
+        return 1.0
+    return max(0.0, (optim.steps - step) / max(1, optim.steps - start))
+
+
+class Run:
+    """One training run's state: model, optimizers, sampler, log; resumable from a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, model: CycleModel, store: PatchStore, device: torch.device,
+                 initial: np.ndarray | None, reference: np.ndarray | None) -> None:
+        self.cfg, self.model, self.store, self.device = cfg, model, store, device
+        self.initial, self.reference = initial, reference
+        o = cfg.optim
+        lr_f = o.lr_psf if cfg.model == "psf_layer" else o.lr_g
+        groups = [{"params": list(model.g.parameters()), "lr": o.lr_g},
+                  {"params": [p for p in model.f.parameters() if p.requires_grad], "lr": lr_f}]
+        self.opt_g = torch.optim.Adam([g for g in groups if g["params"]], betas=o.betas)
+        self.opt_d = torch.optim.Adam(list(model.d_a.parameters()) + list(model.d_b.parameters()),
+                                      lr=o.lr_d, betas=o.betas)
+        self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in (self.opt_g, self.opt_d)]
+        self.sampler = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.rows: list[dict[str, float]] = []
+        self.autocast = device.type == "cuda"  # bf16 autocast on GPU only
+
+    def resume(self, path: Path) -> None:
+        """Continue from checkpoint.pt when present and made with the same config."""
+        if not path.exists():
+            return
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state["config"] != self.cfg.to_dict():
+            raise CycledeconError(f"{path}: checkpoint was made with a different train config; "
+                                  "delete it or train into another directory")
+        self.model.load_state_dict(state["model"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sampler.set_state(state["rng"]["sampler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        self.step, self.rows = state["step"], state["log"]
+        log.info("resuming from %s at step %d", path, self.step)
+
+    def checkpoint(self, path: Path) -> None:
+        atomic_save({
+            "step": self.step, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "log": self.rows,
+            "rng": {"sampler": self.sampler.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None},
+        }, path)
+
+    def batch(self, name: str) -> torch.Tensor:
+        patches = self.store.arrays[name]
+        index = torch.randint(len(patches), (self.cfg.optim.batch_size,), generator=self.sampler)
+        return torch.from_numpy(patches[index.numpy()][:, None]).to(self.device)
+
+    def loop(self, out_dir: Path) -> None:
+        steps = self.cfg.optim.steps
+        bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", mininterval=5)
+        started = time.perf_counter()
+        while self.step < steps:
+            for opt, bases in zip((self.opt_g, self.opt_d), self.base_lrs):
+                for group, base in zip(opt.param_groups, bases):
+                    group["lr"] = base * lr_factor(self.step, self.cfg.optim)
+            terms = train_step(self, self.batch("A_train"), self.batch("B_train"))
+            self.step += 1
+            if self.step % self.cfg.log_every == 0 or self.step % self.cfg.val_every == 0 \
+                    or self.step == steps:
+                row = {"step": self.step, **terms, "lr_g": self.opt_g.param_groups[0]["lr"],
+                       "seconds": time.perf_counter() - started}
+                if self.step % self.cfg.val_every == 0 or self.step == steps:
+                    row |= self.validate()
+                self.rows.append(row)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("cycle", "adv_a", "d_a", "psf_ncc")})
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == steps:
+                self.checkpoint(out_dir / CHECKPOINT)
+            bar.update(1)
+        bar.close()
+
+    def validate(self) -> dict[str, float]:
+        """Validation cycle loss on the first val patches, and the PSF's NCC to the reference."""
+        n = self.cfg.optim.batch_size
+        a, b = self.store.arrays["A_val"], self.store.arrays["B_val"]
+        self.model.eval()
+        losses = []
+        for i in range(min(VAL_BATCHES, math.ceil(min(len(a), len(b)) / n))):
+            y = torch.from_numpy(a[i * n : (i + 1) * n][:, None]).to(self.device)
+            x = torch.from_numpy(b[i * n : (i + 1) * n][:, None]).to(self.device)
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+                losses.append(self.model.cycle_loss(y, x))
+        self.model.train()
+        result = {"val_cycle": float(np.mean(losses))}
+        if self.reference is not None:
+            result["psf_ncc"] = kernel_ncc(self.model.psf_estimate(self.reference.shape), self.reference)
+        return result
+
+    def write_outputs(self, out_dir: Path) -> Path:
+        """model.pt, learned_psf.ome.tif, train_log.csv and the two figures."""
+        psf_shape = self.initial.shape if self.initial is not None else self.cfg.psf.shape_voxels
+        learned = self.model.psf_estimate(psf_shape).cpu().numpy()
+        write_ome_tiff(out_dir / "learned_psf.ome.tif", learned, self.store.voxel_size)
+        table = pd.DataFrame(self.rows)
+        tmp = out_dir / ".train_log.csv.tmp"
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, out_dir / "train_log.csv")
+        plot_losses(table, out_dir / "loss_curves.png")
+        comparison = ("reference", self.reference) if self.reference is not None else \
+            ("initial", self.initial)
+        plot_psf(learned, comparison, self.store.voxel_size, out_dir / "psf.png")
+        return save_model(out_dir / "model.pt", self.model.g, self.metadata(), learned)
+
+    def metadata(self) -> dict[str, Any]:
+        cfg = self.cfg.to_dict()
+        return {
+            "config": cfg, "generator": cfg["generator"], "model": self.cfg.model,
+            "receptive_field": list(receptive_field(self.cfg.generator)),
+            "patch_shape": list(self.store.patch_shape), "channels": 1,
+            "normalization": self.store.normalization,
+            "voxel_size": list(self.store.voxel_size.as_tuple()), "campaign": self.store.campaign,
+            "optics": self.store.optics, "steps": self.step,
+            "versions": {"cycledecon": cycledecon.__version__, "torch": str(torch.__version__),
+                         "numpy": np.__version__, "zarr": zarr.__version__,
+                         "python": platform.python_version()},
+        }
+
+
+def train_step(run: Run, y: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
+    """One Adam step of G/F, then one of both discriminators; returns the loss terms."""
+    model, cfg = run.model, run.cfg
+    with torch.autocast(run.device.type, torch.bfloat16, enabled=run.autocast):
+        total, terms, fakes = model.generator_losses(y, x, cfg.loss)
+    run.opt_g.zero_grad(set_to_none=True)
+    total.backward()
+    run.opt_g.step()
+    with torch.autocast(run.device.type, torch.bfloat16, enabled=run.autocast):
+        d_total, d_terms = model.discriminator_losses(y, x, *fakes)
+    run.opt_d.zero_grad(set_to_none=True)
+    d_total.backward()
+    run.opt_d.step()
+    model.after_step(cfg.psf.ema)
+    return {"loss_g": float(total.detach()), **{k: float(v.detach()) for k, v in (terms | d_terms).items()}}
+
+
+def write_ome_tiff(path: Path, volume: np.ndarray, voxel_size: VoxelSize) -> None:
+    """OME-TIFF (z, y, x) float32 with physical sizes in µm, written atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tifffile.imwrite(tmp, volume.astype(np.float32), ome=True, metadata={
+        "axes": "ZYX", "PhysicalSizeZ": voxel_size.z, "PhysicalSizeY": voxel_size.y,
+        "PhysicalSizeX": voxel_size.x, "PhysicalSizeZUnit": "µm", "PhysicalSizeYUnit": "µm",
+        "PhysicalSizeXUnit": "µm"})
+    os.replace(tmp, path)

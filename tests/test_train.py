@@ -1,0 +1,176 @@
+"""Training tests: outputs, resume, non-blind mode, errors, and blind identifiability of the PSF."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+import zarr
+from scipy import ndimage
+
+import cycledecon.train as training
+from cycledecon.errors import CycledeconError
+from cycledecon.model import kernel_ncc, load_model
+from cycledecon.psf import gaussian_psf
+
+torch.set_num_threads(2)
+
+VOXEL = [0.3, 0.1, 0.1]
+TINY = {"generator": {"depth": 1, "base_channels": 2}, "discriminator": {"base_channels": 2},
+        "psf": {"shape_voxels": [3, 5, 5]}, "optim": {"steps": 6, "batch_size": 2},
+        "log_every": 1, "val_every": 3, "checkpoint_every": 2, "device": "cpu"}
+
+
+def sharp_volume(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
+    """Sparse beads and straight filaments, slightly smoothed: a sharp fluorescence object."""
+    volume = np.zeros(shape, np.float32)
+    for _ in range(int(np.prod(shape) / 1500)):
+        volume[tuple(rng.integers(0, n) for n in shape)] += rng.uniform(0.5, 1.0)
+    for _ in range(int(np.prod(shape) / 8000)):
+        start = rng.uniform(0, 1, 3) * shape
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        for t in np.arange(0, 40, 0.5):
+            p = tuple(np.round(start + t * direction).astype(int))
+            if all(0 <= c < n for c, n in zip(p, shape)):
+                volume[p] = max(volume[p], 0.6)
+    return ndimage.gaussian_filter(volume, 0.6)
+
+
+def write_store(path, psf: np.ndarray, seed: int, patch=(16, 32, 32), volumes=8, per_volume=8,
+                noise=0.002, optics=None):
+    """Unpaired store: A = objects ⊛ psf + noise, B = *other* random objects; one common scale."""
+    rng = np.random.default_rng(seed)
+    big = tuple(2 * p for p in patch)
+    sets = {}
+    for domain in "AB":
+        for split, n_volumes in (("train", volumes), ("val", 2)):
+            patches = []
+            for _ in range(n_volumes):
+                volume = sharp_volume(rng, big)
+                if domain == "A":
+                    volume = ndimage.convolve(volume, psf, mode="reflect")
+                    volume += rng.normal(0, noise, big).astype(np.float32)
+                for _ in range(per_volume):
+                    o = [rng.integers(0, b - p + 1) for b, p in zip(big, patch)]
+                    patches.append(volume[o[0]:o[0] + patch[0], o[1]:o[1] + patch[1],
+                                          o[2]:o[2] + patch[2]])
+            sets[f"{domain}_{split}"] = np.stack(patches)
+    scale = float(np.percentile(sets["B_train"], 99.9))
+    group = zarr.open_group(str(path), mode="w")
+    for name, data in sets.items():
+        group.create_array(name, data=(data / scale).astype(np.float32))
+    group.attrs.update({"voxel_size_um": VOXEL, "patch_shape": list(patch), "campaign": "synthetic",
+                        "normalization": {"method": "fixed", "scale": scale}, "optics": optics})
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("store") / "patches.zarr"
+    return write_store(path, gaussian_psf((3, 5, 5), (1.0, 1.0, 1.0)), seed=1, patch=(8, 16, 16),
+                       volumes=2, per_volume=3,
+                       optics={"na": 1.2, "wavelength_nm": 520.0, "immersion_ri": 1.33})
+
+
+def test_train_writes_a_loadable_model_and_its_reports(tiny_store, tmp_path):
+    reference = gaussian_psf((3, 5, 5), (1.0, 1.0, 1.0))
+    model_path = training.train(tiny_store, tmp_path / "out", TINY, reference_psf=reference)
+    assert model_path == tmp_path / "out" / "model.pt"
+    generator, meta = load_model(model_path, "cpu")
+    assert meta["patch_shape"] == [8, 16, 16] and meta["channels"] == 1
+    assert meta["voxel_size"] == VOXEL and meta["normalization"]["method"] == "fixed"
+    assert meta["generator"]["depth"] == 1 and meta["receptive_field"] == [9, 9, 9]
+    assert meta["config"]["optim"]["steps"] == 6 and "torch" in meta["versions"]
+    with tifffile.TiffFile(tmp_path / "out" / "learned_psf.ome.tif") as tif:
+        assert tif.is_ome and 'PhysicalSizeZ="0.3"' in tif.ome_metadata
+        psf = tif.asarray()
+    assert psf.shape == (3, 5, 5) and psf.min() >= 0 and psf.sum() == pytest.approx(1, abs=1e-5)
+    log = pd.read_csv(tmp_path / "out" / "train_log.csv")
+    assert list(log["step"]) == [1, 2, 3, 4, 5, 6]
+    assert log["val_cycle"].notna().sum() == 2 and log["psf_ncc"].notna().sum() == 2
+    for figure in ("loss_curves.png", "psf.png"):
+        assert (tmp_path / "out" / figure).stat().st_size > 1000
+
+
+def test_two_generator_ablation_trains_with_the_same_loop(tiny_store, tmp_path):
+    training.train(tiny_store, tmp_path, TINY | {"model": "two_generators"})
+    psf = tifffile.imread(tmp_path / "learned_psf.ome.tif")  # F's impulse response
+    assert psf.shape == (3, 5, 5) and psf.sum() == pytest.approx(1, abs=1e-5)
+    assert "psf_center" not in pd.read_csv(tmp_path / "train_log.csv")
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_store, tmp_path, monkeypatch):
+    training.train(tiny_store, tmp_path / "whole", TINY)
+
+    real_step, calls = training.train_step, []
+
+    def crash_on_fourth_step(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    monkeypatch.setattr(training, "train_step", crash_on_fourth_step)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(tiny_store, tmp_path / "split", TINY)
+    monkeypatch.undo()
+    assert not (tmp_path / "split" / "model.pt").exists()
+    training.train(tiny_store, tmp_path / "split", TINY)  # resumes from the step-2 checkpoint
+
+    whole = pd.read_csv(tmp_path / "whole" / "train_log.csv")
+    split = pd.read_csv(tmp_path / "split" / "train_log.csv")
+    assert list(split["step"]) == [1, 2, 3, 4, 5, 6]  # no gap, no repeat
+    # Same seed, same RNG states restored: the CPU run is reproduced (up to float rounding).
+    pd.testing.assert_frame_equal(whole.drop(columns="seconds"), split.drop(columns="seconds"),
+                                  rtol=1e-5)
+    g_whole, _ = load_model(tmp_path / "whole" / "model.pt")
+    g_split, _ = load_model(tmp_path / "split" / "model.pt")
+    for a, b in zip(g_whole.state_dict().values(), g_split.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+
+
+def test_non_blind_mode_keeps_the_given_psf(tiny_store, tmp_path):
+    given = gaussian_psf((3, 5, 5), (0.8, 1.3, 0.9))
+    tifffile.imwrite(tmp_path / "psf.tif", given, photometric="minisblack")
+    config = TINY | {"psf": {"learnable": False, "file": str(tmp_path / "psf.tif")}}
+    training.train(tiny_store, tmp_path / "out", config)
+    learned = tifffile.imread(tmp_path / "out" / "learned_psf.ome.tif")
+    np.testing.assert_allclose(learned, given, atol=1e-7)  # exp(log(p)) round trip in float32
+
+
+def test_theoretical_init_needs_optics_and_uses_them(tiny_store, tmp_path):
+    config = TINY | {"psf": {"shape_voxels": [3, 5, 5], "init": "theoretical", "learnable": False}}
+    training.train(tiny_store, tmp_path, config)
+    _, meta = load_model(tmp_path / "model.pt")
+    assert meta["optics"]["na"] == 1.2
+    assert meta["learned_psf"].shape == (3, 5, 5)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [(TINY | {"optim": {"stepz": 3}}, "train.optim.stepz"),
+     (TINY | {"psf": {"shape_voxels": [17, 5, 5]}}, "train.psf.shape_voxels"),
+     (TINY | {"device": "tpu"}, "train.device")],
+)
+def test_bad_config_fails_before_training(tiny_store, tmp_path, config, message):
+    with pytest.raises(CycledeconError, match=message):
+        training.train(tiny_store, tmp_path, config)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_unreadable_store_is_a_user_error(tmp_path):
+    zarr.open_group(str(tmp_path / "empty.zarr"), mode="w")
+    with pytest.raises(CycledeconError, match="empty.zarr: not a readable patch store"):
+        training.train(tmp_path / "empty.zarr", tmp_path / "out", TINY)
+
+
+def test_theoretical_init_without_optics_is_a_user_error(tmp_path):
+    store = write_store(tmp_path / "p.zarr", gaussian_psf((3, 5, 5), (1, 1, 1)), seed=0,
+                        patch=(8, 16, 16), volumes=1, per_volume=2)
+    with pytest.raises(CycledeconError, match="optics"):
+        training.train(store, tmp_path / "out", TINY | {"psf": {"init": "theoretical"}})
