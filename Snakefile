@@ -5,9 +5,22 @@
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/ingest.smk"
+include: "workflow/rules/normalize.smk"
+include: "workflow/rules/patches.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/deconvolve.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+localrules:
+    all,
+    report_summary,
 
 
 rule all:

@@ -4,6 +4,8 @@ from pathlib import Path
 from snakemake.utils import min_version, validate
 
 from cycledecon.errors import CycledeconError
+from cycledecon.evaluate import CYCLEDECON, RAW, RL_LEARNED, RL_THEORETICAL
+from cycledecon.settings import check_stage_configs
 from cycledecon.sheet import campaign_optics, read_sample_sheet, voxel_size_override
 
 min_version("9.27")
@@ -12,6 +14,7 @@ min_version("9.27")
 validate(config, schema="../schemas/config.schema.yaml")
 
 try:
+    check_stage_configs(config)
     samples = read_sample_sheet(config["samples"])
 except CycledeconError as exc:
     raise WorkflowError(str(exc)) from None
@@ -37,10 +40,75 @@ def zarr_path(sample):
     return f"results/zarr/{sample}.ome.zarr"
 
 
+def normalized_path(sample):
+    return f"results/normalized/{sample}.ome.zarr"
+
+
+def campaign_samples(campaign, role=None):
+    """Sample names of a campaign, optionally of one role, in sheet order."""
+    rows = samples[samples["campaign"] == campaign]
+    if role is not None:
+        rows = rows[rows["role"] == role]
+    return rows["sample"].tolist()
+
+
+def campaigns():
+    return sorted(set(samples["campaign"]))
+
+
+def reference_psf(wildcards):
+    """The campaign's known PSF (config `true_psf`), used only to report the learned PSF's accuracy."""
+    path = config.get("true_psf", {}).get(wildcards.campaign)
+    return {"reference_psf": path} if path else {}
+
+
+def method_paths(sample):
+    """Method → (result, the stack it was computed from) for one widefield sample, plus its truth."""
+    campaign = sample_row(sample)["campaign"]
+    raw = zarr_path(sample)
+    methods = {RAW: (raw, raw)}
+    if campaign_optics(samples, campaign) is not None:
+        methods[RL_THEORETICAL] = (
+            f"results/baselines/{sample}/rl_theoretical.ome.zarr",
+            raw,
+        )
+    methods[RL_LEARNED] = (f"results/baselines/{sample}/rl_learned.ome.zarr", raw)
+    methods[CYCLEDECON] = (
+        f"results/deconvolved/{sample}.ome.zarr",
+        normalized_path(sample),
+    )
+    return {"methods": methods, "truth": sample_row(sample)["ground_truth"]}
+
+
+def method_inputs(wildcards):
+    paths = method_paths(wildcards.sample)
+    files = {p for pair in paths["methods"].values() for p in pair}
+    return sorted(files) + ([paths["truth"]] if paths["truth"] else [])
+
+
+def method_names(wildcards):
+    return method_paths(wildcards.sample)
+
+
+def campaign_evaluation_inputs(wildcards):
+    files = [
+        f
+        for s in campaign_samples(wildcards.campaign, "widefield")
+        for f in method_inputs(type("W", (), {"sample": s}))
+    ]
+    learned = f"results/models/{wildcards.campaign}/learned_psf.ome.tif"
+    return {"files": files, "learned_psf": learned, **reference_psf(wildcards)}
+
+
 def demo_samples():
     """Rows of the sheet whose raw stacks the demo rule generates."""
     return samples[samples["path"].str.startswith(DEMO_DIR + "/")]
 
 
 def all_outputs():
-    return [zarr_path(s) for s in samples["sample"]]
+    figures = [
+        f"results/figures/{s}_{kind}.png"
+        for s in samples[samples["role"] == "widefield"]["sample"]
+        for kind in ("slices", "profile")
+    ]
+    return ["results/summary.md", *figures]

@@ -1,0 +1,169 @@
+"""Evaluation of one campaign: baselines, metrics per sample and method, PSF measurements, figures.
+
+Intensity spaces, stated once: Richardson–Lucy runs on the raw (ingested) stack, in camera units;
+cycledecon runs on the normalized stack. Ground-truth metrics fit each result to the truth by least
+squares (a·result + b, see cycledecon.metrics.match_intensity), which removes any linear intensity
+mapping, so all methods are scored alike as long as the normalization is linear (`percentile`). With
+`clahe`, the network's scores also carry CLAHE's non-linearity (stated in the report). The
+hallucination check compares each method's output with the stack it was given (raw for RL, the
+normalized stack for cycledecon), in that stack's units.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cycledecon import figures
+from cycledecon.baselines import richardson_lucy
+from cycledecon.errors import CycledeconError
+from cycledecon.io import atomic_path, read_ome_zarr, read_stack, write_ome_zarr
+from cycledecon.metrics import background_std_ratio, compare_to_truth, frc_resolution
+from cycledecon.psf import widefield_psf
+from cycledecon.psf_metrics import fwhm, psf_ncc
+from cycledecon.voxel import VoxelSize
+
+log = logging.getLogger(__name__)
+
+RAW = "raw"
+RL_THEORETICAL = "RL (theoretical PSF)"
+RL_LEARNED = "RL (learned PSF)"
+CYCLEDECON = "cycledecon"
+TRUTH = "ground truth"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A result to score: its volume, and the volume it was computed from (for the background check)."""
+
+    name: str
+    path: Path
+    input_path: Path
+
+
+def load(path: str | Path) -> tuple[np.ndarray, VoxelSize]:
+    """A whole volume as float32, from an OME-Zarr store or a TIFF (evaluation works in memory)."""
+    path = Path(path)
+    if path.suffix == ".zarr" or path.is_dir():
+        data, voxel_size, _ = read_ome_zarr(path)
+        return np.asarray(data, dtype=np.float32), voxel_size
+    stack = read_stack(path)
+    return np.asarray(stack.data, dtype=np.float32), stack.voxel_size
+
+
+def theoretical_psf(shape: tuple[int, int, int], voxel_size: VoxelSize, optics: dict) -> np.ndarray:
+    """The widefield PSF a user would compute from the campaign's optics."""
+    return widefield_psf(shape, voxel_size, optics["na"], optics["wavelength_nm"], optics["immersion_ri"])
+
+
+def run_baselines(
+    raw_path: Path,
+    out: dict[str, Path],
+    learned_psf_path: Path | None,
+    optics: dict | None,
+    psf_shape: tuple[int, int, int],
+    iterations: int,
+) -> None:
+    """Richardson–Lucy with the theoretical and with the learned PSF, each written as OME-Zarr.
+
+    `out` maps "theoretical" / "learned" to output paths; a method whose PSF is unknown (no optics,
+    no learned PSF) is skipped, and its key must then be absent.
+    """
+    raw, voxel_size = load(raw_path)
+    psfs = {}
+    if "theoretical" in out:
+        if optics is None:
+            raise CycledeconError(f"{raw_path}: no optics (na, wavelength_nm, immersion_ri) for the theoretical PSF")
+        psfs["theoretical"] = theoretical_psf(psf_shape, voxel_size, optics)
+    if "learned" in out:
+        psfs["learned"] = load(learned_psf_path)[0]
+    for name, psf in psfs.items():
+        log.info("Richardson-Lucy (%s PSF, %d iterations) on %s", name, iterations, raw_path)
+        result = richardson_lucy(raw, psf, iterations=iterations)
+        write_ome_zarr(result, out[name], voxel_size, attrs={"method": f"Richardson-Lucy, {name} PSF", "iterations": iterations})
+
+
+def score_sample(sample: str, methods: list[Method], truth_path: Path | None) -> list[dict]:
+    """One row per method: ground-truth metrics (when known), FRC resolution, background ratio."""
+    truth = load(truth_path)[0] if truth_path is not None else None
+    rows = []
+    for method in methods:
+        result, voxel_size = load(method.path)
+        given = load(method.input_path)[0]
+        row = {"sample": sample, "method": method.name}
+        if truth is not None:
+            row.update(compare_to_truth(result, truth))
+        row["frc_resolution_um"] = frc_resolution(result, voxel_size)
+        row["background_std_ratio"] = background_std_ratio(given, result)
+        rows.append(row)
+    return rows
+
+
+def psf_rows(
+    learned: np.ndarray, voxel_size: VoxelSize, theoretical: np.ndarray | None, true: np.ndarray | None
+) -> pd.DataFrame:
+    """FWHM of each known PSF and the normalized cross-correlation of each with the true PSF."""
+    rows = []
+    for name, psf in (("learned", learned), ("theoretical", theoretical), ("true", true)):
+        if psf is None:
+            continue
+        widths = fwhm(psf, voxel_size)
+        rows.append({
+            "psf": name,
+            "lateral_fwhm_um": widths["lateral_um"],
+            "axial_fwhm_um": widths["axial_um"],
+            "ncc_to_true": psf_ncc(psf, true) if true is not None else np.nan,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def sample_figures(
+    sample: str, methods: list[Method], truth_path: Path | None, panel: Path, profile: Path
+) -> None:
+    """Orthogonal slices and a line profile of every method side by side, on one display range."""
+    volumes = {m.name: load(m.path)[0] for m in methods}
+    voxel_size = load(methods[0].path)[1]
+    reference = RAW
+    if truth_path is not None:
+        volumes[TRUTH] = load(truth_path)[0]
+        reference = TRUTH
+    figures.orthoslice_panel(volumes, voxel_size, panel, title=sample, reference=reference)
+    figures.line_profile(volumes, voxel_size, profile, reference=reference)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+    return Path(path)
+
+
+def evaluate_campaign(
+    sample_paths: dict[str, dict],
+    learned_psf_path: Path,
+    true_psf_path: Path | None,
+    optics: dict | None,
+    psf_shape: tuple[int, int, int],
+    metrics_csv: Path,
+    psf_csv: Path,
+    psf_figure: Path,
+) -> None:
+    """Score every widefield sample of a campaign and measure its PSFs.
+
+    `sample_paths` maps sample → {"methods": {name: (result, input)}, "truth": path or None}.
+    """
+    rows = []
+    for sample, paths in sample_paths.items():
+        methods = [Method(name, Path(r), Path(i)) for name, (r, i) in paths["methods"].items()]
+        truth = Path(paths["truth"]) if paths["truth"] else None
+        rows += score_sample(sample, methods, truth)
+    write_csv(pd.DataFrame(rows), metrics_csv)
+    learned, voxel_size = load(learned_psf_path)
+    true = load(true_psf_path)[0] if true_psf_path is not None else None
+    theoretical = theoretical_psf(psf_shape, voxel_size, optics) if optics is not None else None
+    write_csv(psf_rows(learned, voxel_size, theoretical, true), psf_csv)
+    psfs = {"learned": learned, "theoretical": theoretical, "true": true}
+    figures.psf_panel({k: v for k, v in psfs.items() if v is not None}, voxel_size, psf_figure)

@@ -1,0 +1,107 @@
+# Baselines, metrics and figures of every campaign, and the text summary for the report.
+
+
+rule baselines:
+    input:
+        raw="results/zarr/{sample}.ome.zarr",
+        learned_psf=lambda wc: (
+            f"results/models/{sample_row(wc.sample)['campaign']}/learned_psf.ome.tif"
+            if wc.psf == "learned"
+            else []
+        ),
+    output:
+        zarr=directory("results/baselines/{sample}/rl_{psf}.ome.zarr"),
+    log:
+        "logs/baselines/{sample}_{psf}.log",
+    wildcard_constraints:
+        psf="theoretical|learned",
+    conda:
+        "../../envs/cycledecon.yaml"
+    resources:
+        mem_mb=4000,
+    params:
+        optics=lambda wc: campaign_optics(samples, sample_row(wc.sample)["campaign"]),
+        psf_shape=config["evaluate"]["theoretical_psf_shape"],
+        iterations=config["evaluate"]["rl_iterations"],
+    script:
+        "../scripts/baselines.py"
+
+
+rule figures:
+    input:
+        unpack(method_inputs),
+    output:
+        slices=report(
+            "results/figures/{sample}_slices.png",
+            caption="../report/slices.rst",
+            category="Results",
+            subcategory="{sample}",
+            labels={"sample": "{sample}", "figure": "orthogonal slices"},
+        ),
+        profile=report(
+            "results/figures/{sample}_profile.png",
+            caption="../report/profile.rst",
+            category="Results",
+            subcategory="{sample}",
+            labels={"sample": "{sample}", "figure": "line profile"},
+        ),
+    log:
+        "logs/figures/{sample}.log",
+    conda:
+        "../../envs/cycledecon.yaml"
+    params:
+        methods=method_names,
+    script:
+        "../scripts/figures.py"
+
+
+rule evaluate:
+    input:
+        unpack(campaign_evaluation_inputs),
+    output:
+        metrics=report(
+            "results/metrics/{campaign}.csv",
+            caption="../report/metrics.rst",
+            category="Metrics",
+            labels={"campaign": "{campaign}", "table": "image quality"},
+        ),
+        psf=report(
+            "results/metrics/{campaign}_psf.csv",
+            caption="../report/psf_metrics.rst",
+            category="Metrics",
+            labels={"campaign": "{campaign}", "table": "PSF"},
+        ),
+        psf_figure=report(
+            "results/figures/{campaign}_psf.png",
+            caption="../report/psf_figure.rst",
+            category="Metrics",
+            labels={"campaign": "{campaign}", "table": "PSF slices"},
+        ),
+    log:
+        "logs/evaluate/{campaign}.log",
+    conda:
+        "../../envs/cycledecon.yaml"
+    resources:
+        mem_mb=4000,
+    params:
+        samples=lambda wc: {
+            s: method_paths(s) for s in campaign_samples(wc.campaign, "widefield")
+        },
+        optics=lambda wc: campaign_optics(samples, wc.campaign),
+        psf_shape=config["evaluate"]["theoretical_psf_shape"],
+    script:
+        "../scripts/evaluate.py"
+
+
+rule report_summary:
+    input:
+        metrics=expand("results/metrics/{campaign}.csv", campaign=campaigns()),
+        psf=expand("results/metrics/{campaign}_psf.csv", campaign=campaigns()),
+    output:
+        summary="results/summary.md",
+    log:
+        "logs/report_summary.log",
+    conda:
+        "../../envs/cycledecon.yaml"
+    script:
+        "../scripts/report_summary.py"
