@@ -1,0 +1,363 @@
+"""Unpaired 3D training patches of one campaign: domain A (widefield) and domain B (reference).
+
+The two domains are sampled independently, from different stacks: there is no spatial
+correspondence between an A patch and a B patch, which is what cycle-consistent training expects.
+
+Validation is held out **by sample**, per domain: with ``val_samples`` the named stacks, otherwise
+``round(val_fraction × stacks)`` stacks (at least one, and at least one left for training) chosen
+with the seed. A domain with a single stack cannot be split by sample; its validation patches then
+come from a held-out slab of that stack along y: the last ``max(patch_y, round(val_fraction × ny))``
+rows; training patches come from the other rows, and no patch crosses the boundary (the manifest's
+``split`` column and the store's ``splits`` attribute say which case applied).
+
+A patch is kept when at least ``min_foreground_fraction`` of its voxels lie above its stack's
+foreground level (Otsu's threshold, or a percentile, of the stack), with at most ``max_tries``
+random positions per requested patch. The patches of one (domain, split) are shared out evenly
+between its stacks, so a stack where the filter finds nothing is named in the error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import zarr
+from skimage.filters import threshold_otsu
+
+from cycledecon.errors import CycledeconError
+from cycledecon.io import atomic_path, read_ome_zarr
+from cycledecon.normalize import APPLIED_KEY, parse_section, strided_sample
+from cycledecon.voxel import VoxelSize
+
+log = logging.getLogger(__name__)
+
+#: Domain letter of each sample role: the generator maps A (blurred) to B (sharp).
+DOMAINS = {"widefield": "A", "reference": "B"}
+SPLITS = ("train", "val")
+#: Voxels of the strided subsample on which a stack's foreground level is computed.
+FOREGROUND_SAMPLE_VOXELS = 2**22
+MANIFEST_COLUMNS = ("array", "index", "domain", "split", "sample", "z", "y", "x",
+                    "mean", "p1", "p99", "foreground_fraction")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SampleInput:
+    """One normalized stack of a campaign: its sample name, role and OME-Zarr path."""
+
+    name: str
+    role: Literal["widefield", "reference"]
+    path: Path
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    """The `patches:` config section.
+
+    shape: (z, y, x) patch size in voxels.
+    n_train, n_val: patches per domain for training and for validation (0 disables validation).
+    val_fraction: share of each domain's stacks held out for validation, in (0, 1); with a single
+        stack, the share of its y extent held out instead.
+    val_samples: explicit validation sample names (overrides val_fraction for domains of ≥ 2 stacks).
+    foreground: ``otsu`` (Otsu's threshold of the stack) or ``percentile`` (its
+        `foreground_percentile`-th percentile) as the stack's foreground level.
+    min_foreground_fraction: a patch is kept when at least this fraction of its voxels lie above
+        the level.
+    max_tries: random positions tried per requested patch before giving up.
+    seed: seed of the split and of the positions; the same seed gives the same patches.
+    """
+
+    shape: tuple[int, int, int] = (16, 32, 32)
+    n_train: int = 64
+    n_val: int = 16
+    val_fraction: float = 0.25
+    val_samples: tuple[str, ...] | None = None
+    foreground: Literal["otsu", "percentile"] = "otsu"
+    foreground_percentile: float = 50.0
+    min_foreground_fraction: float = 0.1
+    max_tries: int = 50
+    seed: int = 0
+
+
+def parse_patch_config(section: Mapping[str, Any] | PatchConfig | None, prefix: str = "patches") -> PatchConfig:
+    """Build a PatchConfig from the plain `patches:` dict; a bad key or value names its dotted key."""
+    if isinstance(section, PatchConfig):
+        return section
+    config = parse_section(PatchConfig, section or {}, prefix)
+    checks = [
+        ("shape", all(s >= 1 for s in config.shape)),
+        ("n_train", config.n_train >= 1),
+        ("n_val", config.n_val >= 0),
+        ("val_fraction", 0.0 < config.val_fraction < 1.0),
+        ("foreground_percentile", 0.0 <= config.foreground_percentile <= 100.0),
+        ("min_foreground_fraction", 0.0 <= config.min_foreground_fraction <= 1.0),
+        ("max_tries", config.max_tries >= 1),
+    ]
+    for key, ok in checks:
+        if not ok:
+            raise CycledeconError(f"{prefix}.{key}: invalid value {getattr(config, key)!r}")
+    return config
+
+
+@dataclass(frozen=True)
+class _Stack:
+    """An opened stack with its foreground level."""
+
+    sample: SampleInput
+    data: da.Array
+    voxel_size: VoxelSize
+    attrs: dict[str, Any]
+    level: float
+
+
+@dataclass(frozen=True)
+class _Region:
+    """The box of one stack that one (domain, split) samples from."""
+
+    stack: _Stack
+    box: tuple[slice, slice, slice]
+
+
+# ------------------------------------------------------------------------------------ stacks
+def foreground_level(data: da.Array, config: PatchConfig) -> float:
+    """A stack's foreground level: Otsu's threshold or a percentile of a strided subsample."""
+    sample, _ = strided_sample(data, FOREGROUND_SAMPLE_VOXELS)
+    if config.foreground == "otsu":
+        return float(threshold_otsu(sample))
+    return float(np.percentile(sample, config.foreground_percentile))
+
+
+def _open_stacks(samples: list[SampleInput], config: PatchConfig, campaign: str) -> list[_Stack]:
+    stacks = []
+    for sample in sorted(samples, key=lambda s: s.name):
+        if sample.role not in DOMAINS:
+            raise CycledeconError(f"campaign {campaign}: sample {sample.name} has role {sample.role!r}; "
+                                  f"need one of {', '.join(DOMAINS)}")
+        data, voxel_size, attrs = read_ome_zarr(sample.path)
+        stacks.append(_Stack(sample, data, voxel_size, attrs, foreground_level(data, config)))
+    for role in DOMAINS:
+        if not any(s.sample.role == role for s in stacks):
+            raise CycledeconError(f"campaign {campaign}: no {role} stack; patches need both widefield "
+                                  "(domain A) and reference (domain B) stacks")
+    return stacks
+
+
+def _common_voxel_size(stacks: list[_Stack], campaign: str) -> VoxelSize:
+    """The campaign's voxel size; stacks that differ (relative 1e-6, float round-off) are an error."""
+    first = stacks[0]
+    for stack in stacks[1:]:
+        if not np.allclose(stack.voxel_size.as_tuple(), first.voxel_size.as_tuple(), rtol=1e-6, atol=0):
+            raise CycledeconError(
+                f"campaign {campaign}: samples {first.sample.name} and {stack.sample.name} have different "
+                f"voxel sizes {first.voxel_size.as_tuple()} and {stack.voxel_size.as_tuple()} µm; "
+                "a campaign shares one microscope"
+            )
+    return first.voxel_size
+
+
+def _normalization(stacks: list[_Stack], campaign: str) -> dict[str, Any]:
+    """The widefield stacks' shared normalization settings (without per-stack intensity values)."""
+    settings = {}
+    for stack in stacks:
+        if stack.sample.role != "widefield":
+            continue
+        record = stack.attrs.get("normalization")
+        if record is None:
+            raise CycledeconError(f"campaign {campaign}: sample {stack.sample.name} has no normalization "
+                                  f"record; patches need stacks written by cycledecon normalize")
+        settings[stack.sample.name] = {k: v for k, v in record.items() if k != APPLIED_KEY}
+    names = list(settings)
+    for name in names[1:]:
+        if settings[name] != settings[names[0]]:
+            raise CycledeconError(f"campaign {campaign}: samples {names[0]} and {name} were normalized "
+                                  "with different settings")
+    return settings[names[0]]
+
+
+# ------------------------------------------------------------------------------------ splits
+def split_regions(
+    stacks: list[_Stack], config: PatchConfig, campaign: str
+) -> dict[tuple[str, str], list[_Region]]:
+    """Regions sampled by each (domain, split); validation is held out by sample (see module doc)."""
+    names = {s.sample.name for s in stacks}
+    unknown = sorted(set(config.val_samples or ()) - names)
+    if unknown:
+        raise CycledeconError(f"campaign {campaign}: patches.val_samples names unknown sample(s) "
+                              f"{', '.join(unknown)}")
+    regions: dict[tuple[str, str], list[_Region]] = {}
+    for index, (role, domain) in enumerate(DOMAINS.items()):
+        members = [s for s in stacks if s.sample.role == role]
+        if config.n_val == 0:
+            split = {"train": [_whole(s) for s in members], "val": []}
+        elif len(members) == 1:
+            split = _slab_split(members[0], config, campaign)
+        else:
+            val = _val_names(members, config, index, campaign)
+            split = {"train": [_whole(s) for s in members if s.sample.name not in val],
+                     "val": [_whole(s) for s in members if s.sample.name in val]}  # fmt: skip
+        for name, parts in split.items():
+            regions[domain, name] = parts
+    return regions
+
+
+def _whole(stack: _Stack) -> _Region:
+    return _Region(stack, tuple(slice(0, n) for n in stack.data.shape))
+
+
+def _val_names(members: list[_Stack], config: PatchConfig, domain_index: int, campaign: str) -> set[str]:
+    names = [s.sample.name for s in members]
+    if config.val_samples is not None:
+        val = set(names) & set(config.val_samples)
+    else:
+        count = min(max(round(config.val_fraction * len(names)), 1), len(names) - 1)
+        order = np.random.default_rng([config.seed, domain_index]).permutation(len(names))
+        val = {names[i] for i in order[:count]}
+    if not val or val == set(names):
+        role = members[0].sample.role
+        raise CycledeconError(f"campaign {campaign}: patches.val_samples leaves the {role} stacks "
+                              f"({', '.join(names)}) without a {'validation' if not val else 'training'} stack")
+    return val
+
+
+def _slab_split(stack: _Stack, config: PatchConfig, campaign: str) -> dict[str, list[_Region]]:
+    """Train on the first rows of a lone stack, validate on its last rows (disjoint y slabs)."""
+    nz, ny, nx = stack.data.shape
+    held = max(config.shape[1], round(config.val_fraction * ny))
+    if ny - held < config.shape[1]:
+        raise CycledeconError(
+            f"campaign {campaign}: sample {stack.sample.name} is the only {stack.sample.role} stack and "
+            f"its {ny} rows cannot hold a training and a validation slab of patch height "
+            f"{config.shape[1]} each; add a stack or use smaller patches"
+        )
+    log.warning("campaign %s: one %s stack (%s): validation from its last %d of %d rows",
+                campaign, stack.sample.role, stack.sample.name, held, ny)
+    full_z, full_x = slice(0, nz), slice(0, nx)
+    return {"train": [_Region(stack, (full_z, slice(0, ny - held), full_x))],
+            "val": [_Region(stack, (full_z, slice(ny - held, ny), full_x))]}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ sampling
+def sample_region(
+    region: _Region, count: int, config: PatchConfig, rng: np.random.Generator, where: str
+) -> list[tuple[tuple[int, int, int], np.ndarray, float]]:
+    """Draw `count` foreground patches from a region.
+
+    Returns
+    -------
+    (origin (z, y, x) in the stack, float32 patch, foreground fraction) per patch, in draw order.
+
+    Raises CycledeconError naming `where` when the region is smaller than a patch or when fewer
+    than `count` positions pass the foreground filter in `count × max_tries` tries.
+    """
+    extent = [s.stop - s.start for s in region.box]
+    if any(e < p for e, p in zip(extent, config.shape)):
+        raise CycledeconError(f"{where}: region {'×'.join(map(str, extent))} is smaller than the patch "
+                              f"{'×'.join(map(str, config.shape))}; no valid patch position")
+    patches, best, tries = [], 0.0, count * config.max_tries
+    for _ in range(tries):
+        if len(patches) == count:
+            break
+        origin = tuple(int(rng.integers(s.start, s.stop - p + 1)) for s, p in zip(region.box, config.shape))
+        window = tuple(slice(o, o + p) for o, p in zip(origin, config.shape))
+        patch = np.asarray(region.stack.data[window].compute(scheduler="synchronous"), dtype=np.float32)
+        fraction = float(np.mean(patch > region.stack.level))
+        best = max(best, fraction)
+        if fraction >= config.min_foreground_fraction:
+            patches.append((origin, patch, fraction))
+    if len(patches) == count:
+        return patches
+    raise CycledeconError(
+        f"{where}: only {len(patches)} of {count} patches have ≥ {config.min_foreground_fraction:g} of their "
+        f"voxels above the foreground level {region.stack.level:.4g} ({config.foreground}) in {tries} tries "
+        f"(best {best:.3g}); check the stack or lower patches.min_foreground_fraction"
+    )
+
+
+def _quotas(total: int, parts: int) -> list[int]:
+    """`total` shared out as evenly as possible, the remainder going to the first parts."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def _rng(seed: int, domain: str, split: str, sample: str) -> np.random.Generator:
+    """Independent, order-free stream per (domain, split, sample)."""
+    return np.random.default_rng([seed, ord(domain), SPLITS.index(split), zlib.crc32(sample.encode())])
+
+
+def fill_array(
+    array: zarr.Array, regions: list[_Region], config: PatchConfig, domain: str, split: str, campaign: str
+) -> list[dict[str, Any]]:
+    """Write the patches of one (domain, split) into `array`; return their manifest rows."""
+    rows = []
+    for region, count in zip(regions, _quotas(array.shape[0], len(regions))):
+        name = region.stack.sample.name
+        where = f"campaign {campaign}: sample {name} ({region.stack.sample.role}, {split})"
+        for origin, patch, fraction in sample_region(region, count, config, _rng(config.seed, domain, split, name),
+                                                     where):
+            array[len(rows)] = patch
+            p1, p99 = np.percentile(patch, [1, 99])
+            rows.append(dict(zip(MANIFEST_COLUMNS, (
+                f"{domain}_{split}", len(rows), domain, split, name, *origin,
+                float(patch.mean()), float(p1), float(p99), fraction,
+            ))))  # fmt: skip
+    return rows
+
+
+# ------------------------------------------------------------------------------------ entry point
+def extract_patches(
+    samples: list[SampleInput],
+    out_dir: Path,
+    config: Mapping[str, Any] | PatchConfig | None,
+    campaign: str,
+    optics: dict[str, float] | None,
+) -> Path:
+    """Sample unpaired training and validation patches of one campaign.
+
+    Parameters
+    ----------
+    samples : the campaign's normalized stacks (widefield → domain A, reference → domain B).
+    out_dir : folder that receives `patches.zarr` and `manifest.csv` (each written atomically).
+    config : the `patches:` config section (see PatchConfig).
+    campaign : campaign name, stored and used in error messages.
+    optics : {na, wavelength_nm, immersion_ri} of the campaign's microscope, or None; stored.
+
+    Returns
+    -------
+    Path of `patches.zarr`: a zarr v3 group with float32 arrays A_train, B_train, A_val, B_val of
+    shape (n, z, y, x) and attributes voxel_size_um, patch_shape, campaign, normalization (the
+    widefield stacks' settings), optics, seed and splits (sample names per domain and split).
+    """
+    config = parse_patch_config(config)
+    stacks = _open_stacks(samples, config, campaign)
+    voxel_size = _common_voxel_size(stacks, campaign)
+    normalization = _normalization(stacks, campaign)
+    regions = split_regions(stacks, config, campaign)
+    out_dir = Path(out_dir)
+    rows: list[dict[str, Any]] = []
+    with atomic_path(out_dir / "patches.zarr") as tmp:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        for (domain, split), parts in regions.items():
+            count = config.n_train if split == "train" else config.n_val
+            array = group.create_array(f"{domain}_{split}", shape=(count, *config.shape), dtype="float32",
+                                       chunks=(1, *config.shape))
+            rows += fill_array(array, parts, config, domain, split, campaign)
+            log.info("campaign %s: %s_%s %d patches from %s", campaign, domain, split, count,
+                     sorted({r.stack.sample.name for r in parts}))
+        group.attrs.update({
+            "voxel_size_um": list(voxel_size.as_tuple()),
+            "patch_shape": list(config.shape),
+            "campaign": campaign,
+            "normalization": normalization,
+            "optics": optics,
+            "seed": config.seed,
+            "splits": {f"{d}_{s}": sorted({r.stack.sample.name for r in parts}) for (d, s), parts in regions.items()},
+        })  # fmt: skip
+    with atomic_path(out_dir / "manifest.csv") as tmp:
+        pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_csv(tmp, index=False)
+    return out_dir / "patches.zarr"

@@ -1,0 +1,149 @@
+"""Unpaired patch extraction: domains, split by sample, determinism, foreground filter, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from cycledecon.errors import CycledeconError
+from cycledecon.io import read_ome_zarr, write_ome_zarr
+from cycledecon.patches import SampleInput, extract_patches, parse_patch_config
+from cycledecon.voxel import VoxelSize
+
+VOXEL = VoxelSize(0.5, 0.2, 0.2)
+SHAPE = (8, 24, 24)
+NORMALIZATION = {"method": "clahe", "percentiles": [0.1, 99.9], "applied": {"percentile_values": [1.0, 9.0]}}
+#: Each stack's foreground has a value of its own, so a patch's maximum names the stack it came from;
+#: widefield values lie below 0.5, reference values above.
+VALUES = {"wf0": 0.20, "wf1": 0.25, "wf2": 0.30, "ref0": 0.70, "ref1": 0.75}
+CONFIG = {"shape": [4, 8, 8], "n_train": 6, "n_val": 3, "seed": 7}
+OPTICS = {"na": 1.4, "wavelength_nm": 520.0, "immersion_ri": 1.515}
+
+
+def _write(tmp_path: Path, name: str, role: str, volume: np.ndarray, voxel: VoxelSize = VOXEL) -> SampleInput:
+    path = write_ome_zarr(volume, tmp_path / f"{name}.ome.zarr", voxel, attrs={"normalization": NORMALIZATION})
+    return SampleInput(name=name, role=role, path=path)
+
+
+def _striped(value: float) -> np.ndarray:
+    """Foreground stripes 4 voxels wide along x at `value` on a zero background: half the voxels."""
+    x = np.arange(SHAPE[2])
+    return np.broadcast_to(np.where((x // 4) % 2 == 0, value, 0.0), SHAPE).astype(np.float32)
+
+
+@pytest.fixture
+def campaign(tmp_path) -> list[SampleInput]:
+    return [_write(tmp_path, name, "widefield" if name.startswith("wf") else "reference", _striped(value))
+            for name, value in VALUES.items()]
+
+
+def _read(patches: Path) -> tuple[zarr.Group, pd.DataFrame]:
+    return zarr.open_group(str(patches), mode="r"), pd.read_csv(patches.parent / "manifest.csv")
+
+
+def test_patches_come_from_their_own_domain_and_position(campaign, tmp_path):
+    path = extract_patches(campaign, tmp_path / "out", CONFIG, "c1", OPTICS)
+    group, manifest = _read(path)
+    for key in ("A_train", "A_val", "B_train", "B_val"):
+        expected = (CONFIG["n_train"] if key.endswith("train") else CONFIG["n_val"], 4, 8, 8)
+        assert group[key].shape == expected and group[key].dtype == np.float32
+    assert set(manifest.loc[manifest.domain == "A", "sample"]) <= {"wf0", "wf1", "wf2"}
+    assert set(manifest.loc[manifest.domain == "B", "sample"]) <= {"ref0", "ref1"}
+    stacks = {s.name: read_ome_zarr(s.path)[0].compute() for s in campaign}
+    for row in manifest.itertuples():
+        patch = group[row.array][row.index]
+        # By content: the maximum is the stack's foreground value, so A holds widefield data only.
+        assert patch.max() == pytest.approx(VALUES[row.sample])
+        assert (patch.max() < 0.5) == (row.domain == "A")
+        # By position: the manifest origin reproduces the patch exactly.
+        np.testing.assert_array_equal(patch, stacks[row.sample][row.z:row.z + 4, row.y:row.y + 8, row.x:row.x + 8])
+        assert row.foreground_fraction >= 0.1
+    assert dict(group.attrs)["voxel_size_um"] == [0.5, 0.2, 0.2]
+    assert dict(group.attrs)["patch_shape"] == [4, 8, 8]
+    assert dict(group.attrs)["campaign"] == "c1"
+    assert dict(group.attrs)["optics"] == OPTICS
+    assert dict(group.attrs)["normalization"] == {"method": "clahe", "percentiles": [0.1, 99.9]}
+
+
+def test_validation_samples_never_in_training(campaign, tmp_path):
+    path = extract_patches(campaign, tmp_path / "out", {**CONFIG, "val_samples": ["wf1", "ref0"]}, "c1", None)
+    group, manifest = _read(path)
+    by_split = manifest.groupby("split")["sample"].agg(set)
+    assert by_split["val"] == {"wf1", "ref0"}
+    assert by_split["train"] == {"wf0", "wf2", "ref1"}
+    assert dict(group.attrs)["splits"]["A_val"] == ["wf1"]
+
+
+def test_val_fraction_holds_out_whole_samples(campaign, tmp_path):
+    _, manifest = _read(extract_patches(campaign, tmp_path / "out", CONFIG, "c1", None))
+    for domain in "AB":
+        rows = manifest[manifest.domain == domain]
+        train, val = set(rows.loc[rows.split == "train", "sample"]), set(rows.loc[rows.split == "val", "sample"])
+        assert train and val and not train & val
+
+
+def test_same_seed_same_patches_other_seed_other_positions(campaign, tmp_path):
+    first = extract_patches(campaign, tmp_path / "one", CONFIG, "c1", None)
+    second = extract_patches(list(reversed(campaign)), tmp_path / "two", CONFIG, "c1", None)
+    other = extract_patches(campaign, tmp_path / "three", {**CONFIG, "seed": 8}, "c1", None)
+    (g1, m1), (g2, m2), (_, m3) = _read(first), _read(second), _read(other)
+    pd.testing.assert_frame_equal(m1, m2)  # the order of the sample list does not matter either
+    for key in ("A_train", "A_val", "B_train", "B_val"):
+        np.testing.assert_array_equal(g1[key][:], g2[key][:])
+    assert not m1[["sample", "z", "y", "x"]].equals(m3[["sample", "z", "y", "x"]])
+
+
+def test_single_stack_domain_validates_on_a_held_out_y_slab(campaign, tmp_path):
+    one_reference = [s for s in campaign if s.name != "ref1"]
+    _, manifest = _read(extract_patches(one_reference, tmp_path / "out", CONFIG, "c1", None))
+    ref = manifest[manifest["sample"] == "ref0"]
+    boundary = SHAPE[1] - 8  # max(patch y 8, round(0.25 × 24) = 6) rows held out
+    assert (ref[ref.split == "train"].y + 8 <= boundary).all()
+    assert (ref[ref.split == "val"].y >= boundary).all()
+
+
+def test_all_background_stack_is_a_clear_error(campaign, tmp_path):
+    rng = np.random.default_rng(0)
+    sparse = (rng.random(SHAPE) < 0.002).astype(np.float32)  # a few bright voxels, the rest background
+    samples = [s for s in campaign if s.role == "widefield"] + [_write(tmp_path, "empty", "reference", sparse)]
+    with pytest.raises(CycledeconError, match=r"campaign c1: sample empty \(reference, (train|val)\): only 0 of \d "
+                                              r"patches have ≥ 0\.1 .* foreground level .* in \d+ tries"):
+        extract_patches(samples, tmp_path / "out", CONFIG, "c1", None)
+    assert not (tmp_path / "out" / "patches.zarr").exists()  # nothing half-written is left
+
+
+def test_stack_smaller_than_the_patch_is_a_clear_error(campaign, tmp_path):
+    small = _write(tmp_path, "tiny", "reference", _striped(0.9)[:3])
+    samples = [s for s in campaign if s.role == "widefield"] + [small, campaign[-1]]
+    with pytest.raises(CycledeconError, match=r"sample tiny .* region 3×24×24 is smaller than the patch 4×8×8"):
+        extract_patches(samples, tmp_path / "out", {**CONFIG, "val_samples": ["wf0", "ref1"]}, "c1", None)
+
+
+def test_campaign_without_references_is_an_error(campaign, tmp_path):
+    widefield = [s for s in campaign if s.role == "widefield"]
+    with pytest.raises(CycledeconError, match=r"campaign c1: no reference stack"):
+        extract_patches(widefield, tmp_path / "out", CONFIG, "c1", None)
+
+
+def test_different_voxel_sizes_in_one_campaign_are_an_error(campaign, tmp_path):
+    other = _write(tmp_path, "ref9", "reference", _striped(0.9), VoxelSize(0.3, 0.1, 0.1))
+    with pytest.raises(CycledeconError, match=r"samples ref0 and ref9 have different voxel sizes"):
+        extract_patches([*campaign, other], tmp_path / "out", CONFIG, "c1", None)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"shape": [4, 8]}, r"patches\.shape: expected a list of 3"),
+        ({"val_samples": "wf1"}, r"patches\.val_samples: expected a list of values"),
+        ({"val_fraction": 1.0}, r"patches\.val_fraction: invalid value 1\.0"),
+        ({"min_fg": 0.1}, r"patches\.min_fg: unknown key"),
+    ],
+)
+def test_bad_config_names_the_key(section, message):
+    with pytest.raises(CycledeconError, match=message):
+        parse_patch_config(section)
