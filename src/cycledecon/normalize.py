@@ -84,7 +84,7 @@ class NormalizeConfig:
     clip: clip the percentile rescale to [0, 1] (percentile method only; CLAHE always clips).
     clahe: CLAHE settings.
     chunk_voxels: volumes with more voxels are equalized in blocks of at most this many voxels,
-        halo included (about 40 bytes of working memory per voxel).
+        halo included (about 60 bytes of working memory per voxel, measured).
     percentile_sample_voxels: percentiles of larger volumes come from a strided subsample of at
         most this many voxels.
     """
