@@ -1,0 +1,423 @@
+"""Seam-free blockwise inference of the generator G over stacks larger than memory.
+
+How blocks stay seam-free
+-------------------------
+The volume is reflect-padded lazily by a halo ``h`` on every side (numpy/torch ``reflect``: the
+edge voxel is not repeated). Output blocks of ``block_size`` tile the *unpadded* volume; each block
+reads its region plus ``h`` on every side from the padded volume, runs G, and keeps the centre.
+The reference this reproduces is G applied once to the whole padded volume, cropped back
+(`reference_output`):
+
+* ``h`` is at least G's receptive-field radius, so a kept voxel never sees the block's own edge
+  (where G zero-pads its convolutions) — only voxels it would also see in the whole volume.
+* ``h`` and the block size are multiples of ``2**depth``, so every block starts on the same
+  max-pooling grid as the padded whole volume; a block cut off the grid would pool different
+  voxel pairs and differ everywhere, not just at its edges.
+* The last block along an axis ends exactly where the padded volume ends, so G's internal
+  high-end reflect padding (to a multiple of ``2**depth``) and its convolution zero padding sit
+  at the same place, with the same content, as in the whole-volume run.
+
+The blockwise result then equals the reference up to float rounding (tested to 1e-4), at block
+borders and at the volume's outer faces alike; no overlap blending is needed. With
+``norm: instance`` every tile is normalized by its own statistics and this guarantee is lost.
+
+Blocks of equal shape are batched into one forward pass (``batch_size``); the blocks form a lazy
+dask array that `write_ome_zarr` streams chunk by chunk, so memory is bounded by a few blocks, not
+by the volume. All tasks run on dask's synchronous scheduler: one thread owns the model (loaded
+once per process) and torch gets the rule's threads for its own intra-op parallelism.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import torch
+from dask.callbacks import Callback
+from torch import nn
+from tqdm.auto import tqdm
+
+import cycledecon
+from cycledecon.errors import CycledeconError
+from cycledecon.io import DEFAULT_CHUNKS, read_ome_zarr, read_stack, write_ome_zarr
+from cycledecon.model.checkpoint import load_model
+from cycledecon.model.config import parse_generator_config
+from cycledecon.model.unet import receptive_field
+from cycledecon.normalize import APPLIED_KEY, normalize_lazy, parse_section
+from cycledecon.voxel import VoxelSize
+
+log = logging.getLogger(__name__)
+
+#: Relative voxel-size mismatch between a stack and the model's training data that is warned about.
+VOXEL_SIZE_TOLERANCE = 0.10
+UINT16_MAX = 65535
+_BATCH_KEY = "cycledecon-infer-batch"
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """The `deconvolve:` config section.
+
+    block_size: (z, y, x) output voxels per block, rounded up to a multiple of 2**depth and of
+        the output's zarr chunks (the default chunks, or the block where that is smaller). Each block is computed with a halo of G's receptive field on
+        every side, so larger blocks waste less work; memory per block is about
+        (block + 2·halo)³ voxels × 4 bytes × ~6 × base_channels.
+    batch_size: blocks of equal shape per forward pass (helps a GPU with small blocks).
+    device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    precision: ``float32``, or ``bfloat16``/``float16`` autocast on CUDA (ignored, with a
+        warning, on the CPU).
+    output_dtype: ``float32``, or ``uint16`` storing round(value × uint16_scale), clipped to
+        [0, 65535] (the scale is recorded in the attributes).
+    uint16_scale: see output_dtype; the default keeps values up to 6.5 (normalized inputs lie
+        in [0, 1]; sharpening raises peaks) at a resolution of 1e-4.
+    threads: torch CPU threads; default: the rule's threads (or all cores from the CLI).
+    """
+
+    block_size: tuple[int, int, int] = (64, 256, 256)
+    batch_size: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    output_dtype: Literal["float32", "uint16"] = "float32"
+    uint16_scale: float = 10000.0
+    threads: int | None = None
+
+
+def parse_inference_config(
+    section: InferenceConfig | Mapping[str, Any] | None, prefix: str = "deconvolve"
+) -> InferenceConfig:
+    """An InferenceConfig from the plain `deconvolve:` dict; a bad key or value names its path."""
+    if isinstance(section, InferenceConfig):
+        return section
+    config = parse_section(InferenceConfig, section or {}, prefix)
+    checks = [
+        ("block_size", all(b >= 1 for b in config.block_size)),
+        ("batch_size", config.batch_size >= 1),
+        ("uint16_scale", config.uint16_scale > 0),
+        ("threads", config.threads is None or config.threads >= 1),
+    ]
+    for key, ok in checks:
+        if not ok:
+            raise CycledeconError(f"{prefix}.{key}: invalid value {getattr(config, key)!r}")
+    return config
+
+
+# ---------------------------------------------------------------------------------- block geometry
+def halo_voxels(generator_config: Mapping[str, Any]) -> tuple[int, int, int]:
+    """Per-axis halo: G's receptive-field radius rounded up to a multiple of 2**depth."""
+    multiple = 2 ** parse_generator_config(generator_config).depth
+    return tuple(_round_up(r, multiple) for r in receptive_field(generator_config))
+
+
+def block_layout(
+    block_size: Sequence[int], generator_config: Mapping[str, Any]
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(block, zarr chunks) per axis: every block a whole number of chunks and of 2**depth.
+
+    Chunks are the store's default, or the block itself where that is smaller; the block is then
+    rounded up to a multiple of the chunk and of 2**depth (see the module docstring).
+    """
+    multiple = 2 ** parse_generator_config(generator_config).depth
+    chunks = tuple(min(c, _round_up(b, multiple)) for b, c in zip(block_size, DEFAULT_CHUNKS))
+    block = tuple(_round_up(b, math.lcm(c, multiple)) for b, c in zip(block_size, chunks))
+    return block, chunks
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def reflect_pad(data: da.Array, width: Sequence[int]) -> da.Array:
+    """Lazily reflect-pad each axis by `width` voxels (numpy ``reflect``), even past the axis length.
+
+    `dask.array.pad` silently truncates a reflection wider than the axis; here the indices come
+    from numpy, which reflects back and forth as often as needed (short z stacks, wide halos).
+    """
+    for axis, w in enumerate(width):
+        if w == 0:
+            continue
+        index = np.pad(np.arange(data.shape[axis]), w, mode="reflect")
+        pieces = [da.take(data, index[:w], axis=axis), data, da.take(data, index[-w:], axis=axis)]
+        data = da.concatenate(pieces, axis=axis)
+    return data
+
+
+def _block_ranges(size: int, block: int) -> list[tuple[int, int]]:
+    return [(start, min(start + block, size)) for start in range(0, size, block)]
+
+
+# --------------------------------------------------------------------------------------- predictor
+class BlockPredictor:
+    """G on one device: runs batches of halo'd blocks and returns their halo-trimmed centres."""
+
+    def __init__(self, generator: nn.Module, device: torch.device, precision: str, halo: Sequence[int]) -> None:
+        self.generator = generator
+        self.device = device
+        self.halo = tuple(halo)
+        self.autocast = precision != "float32" and device.type == "cuda"
+        self.dtype = getattr(torch, precision)
+
+    def __call__(self, blocks: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One forward pass over equal-shaped (z, y, x) blocks that include the halo."""
+        batch = torch.from_numpy(np.stack(blocks).astype(np.float32, copy=False))[:, None]
+        with torch.inference_mode(), torch.autocast(self.device.type, self.dtype, enabled=self.autocast):
+            out = self.generator(batch.to(self.device))
+        out = out[:, 0].float().cpu().numpy()
+        centre = tuple(slice(h, n - h) for h, n in zip(self.halo, out.shape[1:]))
+        return [o[centre] for o in out]
+
+    def __dask_tokenize__(self) -> tuple[str, int]:
+        # one predictor per run: its identity, not its weights (dask would otherwise pickle G)
+        return ("BlockPredictor", id(self))
+
+
+def deconvolve_lazy(
+    data: da.Array, predictor: BlockPredictor, block_size: Sequence[int], batch_size: int
+) -> tuple[da.Array, dict[str, int]]:
+    """G over a (z, y, x) volume as a lazy float32 dask array chunked by `block_size`.
+
+    Returns the array and, for progress reporting, the number of blocks in each batch task.
+    Batches group blocks of equal shape in scan order, so neighbours are computed together.
+    """
+    halo = predictor.halo
+    padded = reflect_pad(data.astype(np.float32), halo)
+    ranges = [_block_ranges(n, b) for n, b in zip(data.shape, block_size)]
+    blocks = list(np.ndindex(*(len(r) for r in ranges)))
+
+    def region(index: tuple[int, ...]) -> tuple[slice, ...]:
+        return tuple(slice(r[i][0], r[i][1] + 2 * h) for r, i, h in zip(ranges, index, halo))
+
+    def shape(index: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(r[i][1] - r[i][0] for r, i in zip(ranges, index))
+
+    by_shape: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+    for index in blocks:
+        by_shape.setdefault(shape(index), []).append(index)
+    outputs: dict[tuple[int, ...], da.Array] = {}
+    sizes: dict[str, int] = {}
+    for members in by_shape.values():
+        for start in range(0, len(members), batch_size):
+            group = members[start : start + batch_size]
+            key = f"{_BATCH_KEY}-{len(sizes)}-{dask.base.tokenize(data.name, halo, group)}"
+            task = dask.delayed(predictor, pure=True)([padded[region(i)] for i in group], dask_key_name=key)
+            sizes[key] = len(group)
+            for k, index in enumerate(group):
+                outputs[index] = da.from_delayed(task[k], shape(index), dtype=np.float32)
+    nested = np.empty([len(r) for r in ranges], dtype=object)
+    for index, block in outputs.items():
+        nested[index] = block
+    return da.block(nested.tolist()), sizes
+
+
+def reference_output(volume: np.ndarray, generator: nn.Module, halo: Sequence[int]) -> np.ndarray:
+    """G on the whole reflect-padded volume in one pass, cropped: what blockwise output equals."""
+    padded = np.pad(volume.astype(np.float32), [(h, h) for h in halo], mode="reflect")
+    with torch.inference_mode():
+        out = generator(torch.from_numpy(padded)[None, None])[0, 0].numpy()
+    return out[tuple(slice(h, h + n) for h, n in zip(halo, volume.shape))]
+
+
+class _BlockProgress(Callback):
+    """A tqdm bar advanced as batch tasks of `deconvolve_lazy` finish."""
+
+    def __init__(self, sizes: Mapping[str, int], disable: bool) -> None:
+        super().__init__()
+        self.sizes = sizes
+        self.bar = tqdm(total=sum(sizes.values()), unit="block", desc="deconvolve", disable=disable)
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        self.bar.update(self.sizes.get(key, 0))
+
+    def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
+        self.bar.close()
+
+
+# ------------------------------------------------------------------------------------------ device
+def resolve_device(choice: str) -> torch.device:
+    """`auto` → CUDA when available, else CPU; an explicit `cuda` without a GPU is a user error."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise CycledeconError("deconvolve.device: cuda requested but no CUDA GPU is available")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Set torch's intra-op CPU threads for a block of work and restore them after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ----------------------------------------------------------------------------------- input checks
+def open_input(
+    path: str | Path, voxel_size: VoxelSize | None = None, channel: int | None = None
+) -> tuple[da.Array, VoxelSize, dict[str, Any]]:
+    """A stack as (lazy data, voxel size in µm, cycledecon attributes): an OME-Zarr store or a
+    TIFF/OME-TIFF; `voxel_size` overrides the file's metadata."""
+    path = Path(path)
+    if path.is_dir():
+        data, file_voxel_size, attrs = read_ome_zarr(path)
+        return data, voxel_size or file_voxel_size, attrs
+    stack = read_stack(path, channel=channel, voxel_size=voxel_size)
+    return stack.data, stack.voxel_size, dict(stack.metadata)
+
+
+def check_channels(data: da.Array, metadata: Mapping[str, Any], path: Path) -> da.Array:
+    """The (z, y, x) volume G expects; a stack whose channel count differs from the model's fails."""
+    channels = 1 if data.ndim == 3 else data.shape[0]
+    trained = int(metadata.get("channels", 1))
+    if channels != trained:
+        raise CycledeconError(
+            f"{path}: stack has {channels} channel(s) but the model was trained on {trained}; "
+            "deconvolve each channel with a model trained on that channel"
+        )
+    if trained != 1:
+        raise CycledeconError(f"{path}: multi-channel models ({trained} channels) are not supported")
+    return data if data.ndim == 3 else data[0]
+
+
+def check_voxel_size(voxel_size: VoxelSize, metadata: Mapping[str, Any], path: Path) -> None:
+    """Warn when the stack's voxels differ from the training data's by more than 10 % on an axis:
+    G then deconvolves at the wrong physical scale (its learned blur has the wrong size)."""
+    trained = metadata.get("voxel_size")
+    if trained is None:
+        return
+    ratios = [v / t for v, t in zip(voxel_size.as_tuple(), trained)]
+    if any(abs(r - 1) > VOXEL_SIZE_TOLERANCE for r in ratios):
+        log.warning(
+            "%s: voxel size %s µm differs from the model's training data %s µm by more than %d %%; "
+            "the model will deconvolve at the wrong scale",
+            path, list(voxel_size.as_tuple()), list(trained), round(100 * VOXEL_SIZE_TOLERANCE),
+        )  # fmt: skip
+
+
+def normalized_input(
+    data: da.Array, voxel_size: VoxelSize, attrs: Mapping[str, Any], metadata: Mapping[str, Any]
+) -> tuple[da.Array, dict[str, Any] | None]:
+    """The stack as G saw its training data: a normalized store as is, a raw stack normalized
+    lazily with the model's stored normalization. Returns the data and its normalization record."""
+    stored, wanted = attrs.get("normalization"), metadata.get("normalization")
+    if stored is not None:
+        if wanted is not None and _settings(stored) != _settings(wanted):
+            log.warning("input was normalized with %s but the model expects %s", _settings(stored), _settings(wanted))
+        return data, dict(stored)
+    if wanted is None:
+        log.info("the model records no normalization; feeding the stack as float32")
+        return data.astype(np.float32), None
+    log.info("raw input: applying the model's normalization %s", _settings(wanted))
+    return normalize_lazy(data, voxel_size, _settings(wanted))
+
+
+def _settings(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A normalization record without the values computed for one particular stack."""
+    return {k: v for k, v in record.items() if k != APPLIED_KEY}
+
+
+# --------------------------------------------------------------------------------------- provenance
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def config_digest(config: Any) -> str:
+    """sha256 of a JSON config with sorted keys: equal configs give equal digests."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def model_identity(path: Path, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies the model that produced an output, recorded in its attributes."""
+    return {
+        "model_path": str(path.resolve()),
+        "model_sha256": file_sha256(path),
+        "train_config_sha256": config_digest(metadata.get("config")),
+        "campaign": metadata.get("campaign"),
+        "trained_with": metadata.get("versions"),
+        "cycledecon_version": cycledecon.__version__,
+    }
+
+
+def to_output_dtype(volume: da.Array, config: InferenceConfig) -> da.Array:
+    """float32 as is, or uint16 = round(value × uint16_scale) clipped to [0, 65535]."""
+    if config.output_dtype == "float32":
+        return volume
+    scaled = da.clip(da.rint(volume * config.uint16_scale), 0, UINT16_MAX)
+    return scaled.astype(np.uint16)
+
+
+# -------------------------------------------------------------------------------------- entry point
+def deconvolve_file(
+    input_path: str | Path,
+    model_path: str | Path,
+    output_path: str | Path,
+    config: InferenceConfig | Mapping[str, Any] | None = None,
+    *,
+    voxel_size: VoxelSize | None = None,
+    channel: int | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Deconvolve one stack with a trained model into an OME-Zarr, block by block.
+
+    Parameters
+    ----------
+    input_path : a normalized OME-Zarr (from the normalize rule), a raw OME-Zarr or a raw
+        TIFF/OME-TIFF; raw stacks get the model's stored normalization first.
+    model_path : model.pt from training.
+    output_path : the OME-Zarr to write (atomically; same axes, voxel size and pyramid as ingest).
+    config : the `deconvolve:` section (see InferenceConfig).
+    voxel_size : voxel size in µm, overriding the file's metadata.
+    channel : channel to take from a multi-channel TIFF.
+    threads : torch CPU threads when config.threads is unset (Snakemake: the rule's threads).
+    progress : show a tqdm bar over blocks.
+    """
+    config = parse_inference_config(config)
+    input_path, model_path = Path(input_path), Path(model_path)
+    device = resolve_device(config.device)
+    generator, metadata = load_model(model_path, device)
+    data, voxel_size, attrs = open_input(input_path, voxel_size, channel)
+    data = check_channels(data, metadata, input_path)
+    check_voxel_size(voxel_size, metadata, input_path)
+    data, normalization = normalized_input(data, voxel_size, attrs, metadata)
+
+    halo = halo_voxels(metadata["generator"])
+    block, chunks = block_layout(config.block_size, metadata["generator"])
+    if parse_generator_config(metadata["generator"]).norm == "instance":
+        log.warning("instance-norm model: blocks are normalized separately and may show seams")
+    if config.precision != "float32" and device.type != "cuda":
+        log.warning("precision %s needs CUDA; running float32 on %s", config.precision, device)
+    predictor = BlockPredictor(generator, device, config.precision, halo)
+    volume, batch_sizes = deconvolve_lazy(data, predictor, block, config.batch_size)
+    record = {
+        **model_identity(model_path, metadata),
+        "device": str(device),
+        "precision": config.precision if predictor.autocast else "float32",
+        "halo_voxels": list(halo),
+        "block_size": list(block),
+        "boundary": "reflect",
+        "output_dtype": config.output_dtype,
+        "uint16_scale": config.uint16_scale if config.output_dtype == "uint16" else None,
+    }
+    out_attrs = {**attrs, "normalization": normalization, "deconvolution": record}
+    log.info("deconvolving %s %s on %s: block %s, halo %s, %d blocks",
+             input_path, data.shape, device, block, halo, sum(batch_sizes.values()))  # fmt: skip
+    cpu_threads = config.threads or threads or torch.get_num_threads()
+    with torch_threads(cpu_threads), dask.config.set(scheduler="synchronous"), \
+            _BlockProgress(batch_sizes, disable=not progress):  # fmt: skip
+        return write_ome_zarr(to_output_dtype(volume, config), output_path, voxel_size, out_attrs, chunks)

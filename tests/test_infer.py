@@ -1,0 +1,205 @@
+"""Blockwise inference: seam-free equality with the whole-volume output, the written OME-Zarr and
+its provenance, model/input checks, and normalization of raw inputs."""
+
+from __future__ import annotations
+
+import logging
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+import zarr
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+
+from conftest import sha256, write_ome
+from cycledecon.errors import CycledeconError
+from cycledecon.infer import (
+    BlockPredictor, block_layout, check_voxel_size, deconvolve_file, deconvolve_lazy,
+    halo_voxels, parse_inference_config, reference_output, reflect_pad,
+)
+from cycledecon.io import read_ome_zarr, write_ome_zarr
+from cycledecon.model import UNet3d, save_model
+from cycledecon.normalize import normalize_array
+from cycledecon.voxel import VoxelSize
+
+torch.set_num_threads(2)
+
+#: Tiny but real U-Net (2 poolings): its receptive field is 23 voxels, so the halo is 24.
+GENERATOR = {"depth": 2, "base_channels": 2}
+VOXEL = VoxelSize(0.25, 0.1, 0.1)
+NORMALIZATION = {"method": "percentile", "percentiles": [1.0, 99.0], "clip": True}
+#: Blockwise and whole-volume runs do the same arithmetic on the same voxels, but torch may pick
+#: different convolution algorithms for different tensor shapes: float32 rounding, ~1e-7 here.
+TOLERANCE = 1e-4
+#: File-level tests split their (12, 40, 44) stack in two along x; seams are tested on arrays.
+TWO_BLOCKS = {"block_size": [12, 40, 24]}
+
+
+def tiny_generator(seed: int = 0) -> UNet3d:
+    """Random weights with non-trivial batch-norm statistics, so context matters everywhere."""
+    torch.manual_seed(seed)
+    generator = UNet3d(GENERATOR)
+    for module in generator.modules():
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    return generator.eval()
+
+
+def write_model(path, channels: int = 1, normalization=NORMALIZATION):
+    metadata = {
+        "generator": GENERATOR, "receptive_field": [23, 23, 23], "patch_shape": [16, 32, 32],
+        "channels": channels, "normalization": normalization, "voxel_size": list(VOXEL.as_tuple()),
+        "config": {"generator": GENERATOR, "seed": 0}, "campaign": "test",
+    }  # fmt: skip
+    return save_model(path, tiny_generator(), metadata, learned_psf=None)
+
+
+def blockwise(volume: np.ndarray, halo, block, batch_size: int = 4) -> np.ndarray:
+    predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "float32", halo)
+    out, _ = deconvolve_lazy(da.from_array(volume, chunks=(5, 7, 9)), predictor, block, batch_size)
+    with dask.config.set(scheduler="synchronous"):
+        return out.compute()
+
+
+@pytest.fixture(scope="module")
+def volume() -> np.ndarray:
+    """Odd sizes: blocks of (4, 8, 8) give three per axis, the last one ragged."""
+    return np.random.default_rng(7).random((11, 19, 21)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def reference(volume) -> np.ndarray:
+    return reference_output(volume, tiny_generator(), halo_voxels(GENERATOR))
+
+
+# -------------------------------------------------------------------------------------- seam-free
+def test_blocks_equal_the_whole_volume_everywhere(volume, reference):
+    halo = halo_voxels(GENERATOR)
+    assert halo == (24, 24, 24)
+    out = blockwise(volume, halo, (4, 8, 8))
+    assert out.shape == volume.shape
+    np.testing.assert_allclose(out, reference, rtol=0, atol=TOLERANCE)
+    # the test is sensitive: G changes the volume, and blocks without a halo show seams
+    assert np.abs(reference - volume).max() > 100 * TOLERANCE
+    assert np.abs(blockwise(volume, (0, 0, 0), (4, 8, 8)) - reference).max() > 100 * TOLERANCE
+
+
+def test_reflect_pad_matches_numpy_even_past_the_axis_length():
+    data = np.arange(3 * 5 * 6, dtype=np.float32).reshape(3, 5, 6)
+    padded = reflect_pad(da.from_array(data, chunks=2), (7, 2, 0)).compute()
+    np.testing.assert_array_equal(padded, np.pad(data, [(7, 7), (2, 2), (0, 0)], mode="reflect"))
+
+
+def test_blocks_are_whole_chunks_and_pooling_cells():
+    assert block_layout((10, 100, 300), GENERATOR) == ((12, 100, 384), (12, 100, 128))
+    assert block_layout((32, 200, 128), GENERATOR) == ((32, 256, 128), (32, 128, 128))
+    assert block_layout((6, 10, 128), GENERATOR) == ((8, 12, 128), (8, 12, 128))
+
+
+def test_config_names_an_unknown_or_bad_key():
+    assert parse_inference_config({"block_size": [8, 64, 64]}).block_size == (8, 64, 64)
+    with pytest.raises(CycledeconError, match="deconvolve.tile_size: unknown key"):
+        parse_inference_config({"tile_size": [8, 64, 64]})
+    with pytest.raises(CycledeconError, match="deconvolve.batch_size"):
+        parse_inference_config({"batch_size": 0})
+    with pytest.raises(CycledeconError, match="deconvolve.precision"):
+        parse_inference_config({"precision": "float8"})
+
+
+# ------------------------------------------------------------------------------------- file level
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A raw OME-TIFF, a model for it and the model's float32 output, made once for this module."""
+    root = tmp_path_factory.mktemp("infer")
+    raw = np.random.default_rng(3).integers(100, 4000, size=(12, 40, 44), dtype=np.uint16)
+    tiff = write_ome(root / "raw.ome.tif", raw, voxel_size=VOXEL.as_tuple())
+    model = write_model(root / "model.pt")
+    out = deconvolve_file(tiff, model, root / "out.ome.zarr", TWO_BLOCKS, progress=False)
+    return {"raw": raw, "tiff": tiff, "model": model, "out": out}
+
+
+def test_output_is_an_ome_zarr_with_voxel_size_and_model_identity(files):
+    image = list(Reader(parse_url(str(files["out"])))())[0]
+    assert image.data[0].shape == (12, 40, 44)
+    assert [a["name"] for a in image.metadata["axes"]] == ["z", "y", "x"]
+    scale = image.metadata["coordinateTransformations"][0][0]["scale"]
+    np.testing.assert_allclose(scale, VOXEL.as_tuple())
+    record = zarr.open_group(str(files["out"]), mode="r").attrs["cycledecon"]["deconvolution"]
+    assert record["model_sha256"] == sha256(files["model"])
+    assert record["model_path"] == str(files["model"].resolve())
+    assert len(record["train_config_sha256"]) == 64
+    assert record["cycledecon_version"]
+    assert record["halo_voxels"] == [24, 24, 24]
+
+
+def test_raw_input_gets_the_models_normalization(tmp_path, files):
+    from_raw, _, attrs = read_ome_zarr(files["out"])
+    assert attrs["normalization"]["applied"]["percentile_values"]
+    normalized, record = normalize_array(files["raw"], VOXEL, NORMALIZATION)
+    store = write_ome_zarr(normalized, tmp_path / "norm.ome.zarr", VOXEL, attrs={"normalization": record})
+    from_normalized, _, _ = read_ome_zarr(deconvolve_file(store, files["model"], tmp_path / "b.ome.zarr",
+                                                          progress=False))  # fmt: skip
+    np.testing.assert_allclose(from_raw.compute(), from_normalized.compute(), rtol=0, atol=TOLERANCE)
+    unnormalized = reference_output(files["raw"].astype(np.float32), tiny_generator(), halo_voxels(GENERATOR))
+    assert np.abs(from_raw.compute() - unnormalized).max() > 1.0
+
+
+def test_uint16_output_records_its_scale(tmp_path, files):
+    config = {"output_dtype": "uint16", "block_size": TWO_BLOCKS["block_size"]}
+    out = deconvolve_file(files["tiff"], files["model"], tmp_path / "u.ome.zarr", config, progress=False)
+    as_uint16, _, attrs = read_ome_zarr(out)
+    scale = attrs["deconvolution"]["uint16_scale"]
+    assert as_uint16.dtype == np.uint16
+    expected = np.clip(read_ome_zarr(files["out"])[0].compute(), 0, None)
+    np.testing.assert_allclose(as_uint16.compute() / scale, expected, rtol=0, atol=0.5 / scale + 1e-6)
+
+
+def test_interrupted_run_leaves_no_store(tmp_path, files, monkeypatch):
+    """Interrupted after some blocks were written: nothing that looks like an output remains."""
+    calls = []
+    run = BlockPredictor.__call__
+
+    def fail_on_second(self, blocks):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return run(self, blocks)
+
+    monkeypatch.setattr(BlockPredictor, "__call__", fail_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        deconvolve_file(files["tiff"], files["model"], tmp_path / "out.ome.zarr", TWO_BLOCKS,
+                        progress=False)  # fmt: skip
+    assert len(calls) == 2
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------- bad inputs
+def test_corrupt_and_foreign_model_files_are_clear_errors(tmp_path, files):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(CycledeconError, match="not a cycledecon model"):
+        deconvolve_file(files["tiff"], corrupt, tmp_path / "out.ome.zarr", progress=False)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CycledeconError, match="not a cycledecon model"):
+        deconvolve_file(files["tiff"], foreign, tmp_path / "out.ome.zarr", progress=False)
+
+
+def test_model_for_another_channel_count_is_a_clear_error(tmp_path, files):
+    model = write_model(tmp_path / "model.pt", channels=2)
+    with pytest.raises(CycledeconError, match="1 channel.*trained on 2"):
+        deconvolve_file(files["tiff"], model, tmp_path / "out.ome.zarr", progress=False)
+    assert not (tmp_path / "out.ome.zarr").exists()
+
+
+def test_voxel_size_far_from_the_training_data_is_warned(caplog):
+    metadata = {"voxel_size": [0.25, 0.1, 0.1]}
+    with caplog.at_level(logging.WARNING, logger="cycledecon.infer"):
+        check_voxel_size(VoxelSize(0.26, 0.105, 0.1), metadata, "a.tif")  # 4 % and 5 %: fine
+        assert not caplog.records
+        check_voxel_size(VoxelSize(0.25, 0.13, 0.13), metadata, "b.tif")
+    assert "wrong scale" in caplog.text
