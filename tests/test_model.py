@@ -189,3 +189,29 @@ def test_load_model_rejects_missing_corrupt_and_foreign_files(tmp_path):
     (tmp_path / "truncated.pt").write_bytes(truncated[: len(truncated) // 2])
     with pytest.raises(CycledeconError, match="truncated.pt: not a cycledecon model"):
         load_model(tmp_path / "truncated.pt")
+
+
+def test_gaussian_phase_learns_widths_then_hands_over_the_same_kernel():
+    layer = PsfLayer(gaussian_psf((7, 9, 9), (1.2, 1.5, 1.5)), gaussian_phase=True)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1)
+    target = torch.as_tensor(gaussian_psf((7, 9, 9), (2.0, 0.8, 0.8)))
+    for _ in range(60):
+        optimizer.zero_grad()
+        ((layer.kernel() - target) ** 2).sum().backward()
+        optimizer.step()
+    # Three widths suffice to fit a Gaussian target (the initial ones are off by 40–90 %).
+    assert torch.allclose(layer.log_sigma.exp(), torch.tensor([2.0, 0.8, 0.8]), rtol=0.1)
+    before = layer.kernel().detach()
+    layer.release()
+    after = layer.kernel().detach()
+    assert not layer.gaussian_phase
+    # Hand-over only renormalizes after clamping logits at log(1e-12): differences ≪ 1e-6.
+    assert torch.allclose(before, after, atol=1e-6)
+
+
+def test_smoothness_penalty_prefers_a_smooth_kernel():
+    smooth = PsfLayer(gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)), symmetric=False)
+    rough = PsfLayer(gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5))
+                     * np.random.default_rng(0).uniform(0.2, 1.8, (5, 7, 7)), symmetric=False)
+    with torch.no_grad():
+        assert float(smooth.smooth_penalty()) < float(rough.smooth_penalty())

@@ -299,7 +299,7 @@ def train_step(run: Run, y: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
     run.opt_d.zero_grad(set_to_none=True)
     d_total.backward()
     run.opt_d.step()
-    model.after_step(cfg.psf.ema)
+    model.after_step(run.step + 1, cfg.psf)
     return {"loss_g": float(total.detach()), **{k: float(v.detach()) for k, v in (terms | d_terms).items()}}
 
 

@@ -57,6 +57,8 @@ class PsfConfig:
     learnable: false freezes H (non-blind mode) at `file` (a TIFF) or at the initial kernel.
     symmetric: average the kernel with its x and y mirror images; widefield PSFs of an aligned
         system are mirror-symmetric laterally, and this halves the unknowns.
+    gaussian_steps: for this many first steps H is an anisotropic Gaussian with three learnable
+        widths, then free (see PsfLayer); 0 starts free.
     ema: decay of the exponential moving average of the kernel that is saved and evaluated
         (0 disables); it removes the step-to-step jitter of adversarial training.
     """
@@ -67,6 +69,7 @@ class PsfConfig:
     init_sigma_voxels: tuple[float, float, float] | None = None
     learnable: bool = True
     symmetric: bool = True
+    gaussian_steps: int = 100
     ema: float = 0.99
     file: str | None = None
 
@@ -79,7 +82,6 @@ class LossConfig:
     adversarial_b: float = 1.0
     cycle: float = 10.0
     identity: float = 0.0
-    spectral: float = 1.0
     psf_center: float = 1.0
     psf_smooth: float = 0.0
 
@@ -202,6 +204,7 @@ def _check_ranges(config: TrainConfig, prefix: str) -> None:
         ("psf.init_sigma_voxels",
          config.psf.init_sigma_voxels is None or all(s > 0 for s in config.psf.init_sigma_voxels)),
         ("psf.ema", 0.0 <= config.psf.ema < 1.0),
+        ("psf.gaussian_steps", config.psf.gaussian_steps >= 0),
         ("optim.steps", config.optim.steps >= 1),
         ("optim.batch_size", config.optim.batch_size >= 1),
         ("optim.decay_start",

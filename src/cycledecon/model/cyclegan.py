@@ -8,9 +8,6 @@ Losses (weights from LossConfig):
   adversarial_b · LSGAN(D_B(G(y)))
   cycle · (‖F(G(y)) − y‖₁ + ‖G(F(x)) − x‖₁)
   identity · ‖G(x) − x‖₁            — sharp input should stay as it is
-  spectral · mean |log P(F(x)) − log P(y)| — batch power spectra of the blurred domain must agree;
-      for a PSF, |OTF|² = P(y)/P(x), so this gives H a direct, low-variance signal that the
-      discriminator only provides after it has learned to see blur
   psf_center · centre-of-mass offset², psf_smooth · relative roughness (PSF layer only)
 """
 
@@ -21,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cycledecon.model.config import LossConfig, TrainConfig
+from cycledecon.model.config import LossConfig, PsfConfig, TrainConfig
 from cycledecon.model.discriminator import PatchDiscriminator3d, lsgan_loss
-from cycledecon.model.psf_layer import SPATIAL, PsfLayer
+from cycledecon.model.psf_layer import PsfLayer
 from cycledecon.model.unet import UNet3d
 
 
@@ -46,12 +43,10 @@ class CycleModel(nn.Module):
         }
         if weights.identity > 0:
             terms["identity"] = F.l1_loss(self.g(x), x)
-        if weights.spectral > 0:
-            terms["spectral"] = spectral_loss(fake_a, y)
         terms |= self.psf_penalties(weights)
         scale = {"adv_a": weights.adversarial_a, "adv_b": weights.adversarial_b,
                  "cycle": weights.cycle, "identity": weights.identity,
-                 "spectral": weights.spectral, "psf_center": weights.psf_center,
+                 "psf_center": weights.psf_center,
                  "psf_smooth": weights.psf_smooth}
         total = sum(scale[name] * value for name, value in terms.items())
         return total, terms, (fake_a, fake_b)
@@ -78,10 +73,13 @@ class CycleModel(nn.Module):
         return terms["d_a"] + terms["d_b"], terms
 
     @torch.no_grad()
-    def after_step(self, ema_decay: float) -> None:
-        """Per-step bookkeeping after the optimizers: the PSF layer's kernel average."""
+    def after_step(self, step: int, psf: PsfConfig) -> None:
+        """Bookkeeping after optimizer step `step` (1-based): end of the PSF's Gaussian phase, and
+        its kernel average."""
         if isinstance(self.f, PsfLayer) and self.f.logits.requires_grad:
-            self.f.update_ema(ema_decay)
+            if step >= psf.gaussian_steps:
+                self.f.release()
+            self.f.update_ema(psf.ema)
 
     @torch.no_grad()
     def psf_estimate(self, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -111,38 +109,14 @@ class CycleModel(nn.Module):
         return float(F.l1_loss(self.f(self.g(y)), y) + F.l1_loss(self.g(self.f(x)), x))
 
 
-def power_spectrum(batch: torch.Tensor) -> torch.Tensor:
-    """Batch-mean power spectrum of Hann-windowed, mean-free (n, 1, z, y, x) patches."""
-    with torch.autocast(batch.device.type, enabled=False):
-        batch = batch.float()
-        window = 1.0
-        for axis, n in zip(SPATIAL, batch.shape[-3:]):
-            shape = [1] * batch.ndim
-            shape[axis] = n
-            window = window * torch.hann_window(n, periodic=False, device=batch.device).view(shape)
-        centred = batch - batch.mean(dim=SPATIAL, keepdim=True)
-        return (torch.fft.rfftn(centred * window, dim=SPATIAL).abs() ** 2).mean(dim=(0, 1))
-
-
-def spectral_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Mean |log P(fake) − log P(real)| with a floor at the noise power of `real`.
-
-    The floor (median power in the highest-frequency octant, where a blurred image holds only
-    noise) makes frequencies lost in noise count as equal instead of pushing F to add detail.
-    """
-    p_fake, p_real = power_spectrum(fake), power_spectrum(real).detach()
-    nz, ny = p_real.shape[0], p_real.shape[1]
-    corner = p_real[nz // 4 : nz - nz // 4, ny // 4 : ny - ny // 4, p_real.shape[2] // 2 :]
-    floor = corner.median() + 1e-6 * p_real.max()
-    return (torch.log(p_fake + floor) - torch.log(p_real + floor)).abs().mean()
-
-
 def build_model(config: TrainConfig, initial_psf: np.ndarray | None) -> CycleModel:
     """Assemble the model; `initial_psf` (odd (z, y, x)) is required for the PSF-layer variant."""
     if config.model == "psf_layer":
         if initial_psf is None:
             raise ValueError("the psf_layer model needs an initial PSF")
-        f: nn.Module = PsfLayer(initial_psf, config.psf.learnable, config.psf.symmetric)
+        f: nn.Module = PsfLayer(initial_psf, config.psf.learnable, config.psf.symmetric,
+                                gaussian_phase=config.psf.gaussian_steps > 0
+                                and config.psf.init == "gaussian" and config.psf.file is None)
     else:
         f = UNet3d(config.generator)
     return CycleModel(

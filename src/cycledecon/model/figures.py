@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 from cycledecon.voxel import VoxelSize  # noqa: E402
 
 PANELS = {
-    "generator losses": ["adv_a", "adv_b", "cycle", "identity", "spectral"],
+    "generator losses": ["adv_a", "adv_b", "cycle", "identity"],
     "discriminator losses": ["d_a", "d_b"],
     "validation cycle loss": ["val_cycle"],
     "PSF NCC to reference": ["psf_ncc"],

@@ -41,27 +41,50 @@ def fft_convolve(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 class PsfLayer(nn.Module):
     """H(x) = x ⊛ h with h = softmax(logits), optionally mirror-symmetric in x and y.
 
+    Training can start in a *Gaussian phase*: h is an anisotropic Gaussian with three learnable
+    widths (started at the initial kernel's second moments) until `release()` turns it into free
+    logits. Free logits of a broad start move their tails only slowly (each logit by about the
+    learning rate per step), so the widths are found first, the shape afterwards.
+
     Parameters
     ----------
     initial : odd (z, y, x) non-negative kernel to start from (normalized here).
     learnable : false freezes h (non-blind deconvolution with a known PSF).
     symmetric : average h with its x, y and xy mirror images (still non-negative, unit sum).
+    gaussian_phase : start in the Gaussian phase (only when learnable).
     """
 
-    def __init__(self, initial: np.ndarray, learnable: bool = True, symmetric: bool = True) -> None:
+    def __init__(self, initial: np.ndarray, learnable: bool = True, symmetric: bool = True,
+                 gaussian_phase: bool = False) -> None:
         super().__init__()
         start = torch.as_tensor(np.asarray(initial, dtype=np.float32))
         start = start.clamp_min(0) / start.clamp_min(0).sum()
         self.logits = nn.Parameter(torch.log(start.clamp_min(1e-12)), requires_grad=learnable)
+        self.log_sigma = nn.Parameter(torch.log(_second_moments(start)), requires_grad=learnable)
+        self.register_buffer("gaussian_phase", torch.tensor(gaussian_phase and learnable))
         self.symmetric = symmetric and learnable
         self.register_buffer("ema_kernel", self.kernel().detach().clone())
 
     def kernel(self) -> torch.Tensor:
         """The current PSF, (z, y, x), non-negative, unit sum."""
+        if self.gaussian_phase:
+            return self._gaussian()
         h = torch.softmax(self.logits.flatten(), dim=0).view(self.logits.shape)
         if self.symmetric:
             h = (h + h.flip(-1) + h.flip(-2) + h.flip(-1, -2)) / 4
         return h
+
+    def _gaussian(self) -> torch.Tensor:
+        r2 = sum((c / s) ** 2 for c, s in zip(_centred_grids(self.logits), self.log_sigma.exp()))
+        h = torch.exp(-0.5 * r2)
+        return h / h.sum()
+
+    @torch.no_grad()
+    def release(self) -> None:
+        """End the Gaussian phase: the free logits take over from the current Gaussian."""
+        if self.gaussian_phase:
+            self.logits.copy_(torch.log(self._gaussian().clamp_min(1e-12)))
+            self.gaussian_phase.fill_(False)
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         return fft_convolve(volume, self.kernel())
@@ -90,6 +113,22 @@ class PsfLayer(nn.Module):
         h = self.kernel()
         rough = sum((h.diff(dim=axis) ** 2).sum() for axis in SPATIAL)
         return rough / (h**2).sum()
+
+
+def _centred_grids(like: torch.Tensor) -> list[torch.Tensor]:
+    """Voxel offsets from the centre along z, y and x, broadcastable to `like`'s shape."""
+    grids = []
+    for axis, n in enumerate(like.shape):
+        shape = [1, 1, 1]
+        shape[axis] = n
+        grids.append((torch.arange(n, device=like.device, dtype=like.dtype) - n // 2).view(shape))
+    return grids
+
+
+def _second_moments(kernel: torch.Tensor) -> torch.Tensor:
+    """RMS width (voxels) of a centred kernel along z, y, x; at least 0.3 so log() stays finite."""
+    widths = [((kernel * g**2).sum() / kernel.sum()).sqrt() for g in _centred_grids(kernel)]
+    return torch.stack(widths).clamp_min(0.3)
 
 
 def kernel_ncc(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
