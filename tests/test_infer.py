@@ -18,7 +18,7 @@ from conftest import sha256, write_ome
 from cycledecon.errors import CycledeconError
 from cycledecon.infer import (
     BlockPredictor, block_layout, check_voxel_size, deconvolve_file, deconvolve_lazy,
-    halo_voxels, parse_inference_config, reference_output, reflect_pad,
+    halo_voxels, normalized_input, parse_inference_config, reference_output, reflect_pad,
 )
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.model import UNet3d, save_model
@@ -203,3 +203,13 @@ def test_voxel_size_far_from_the_training_data_is_warned(caplog):
         assert not caplog.records
         check_voxel_size(VoxelSize(0.25, 0.13, 0.13), metadata, "b.tif")
     assert "wrong scale" in caplog.text
+
+
+def test_input_normalized_otherwise_than_the_model_expects_is_warned(caplog):
+    data = da.zeros((4, 8, 8), dtype=np.float32)
+    with caplog.at_level(logging.WARNING, logger="cycledecon.infer"):
+        model = {"normalization": NORMALIZATION}
+        normalized_input(data, VOXEL, {"normalization": {**NORMALIZATION, "applied": {}}}, model)
+        assert not caplog.records
+        normalized_input(data, VOXEL, {"normalization": {"method": "clahe"}}, model)
+    assert "model was trained with" in caplog.text

@@ -53,7 +53,7 @@ from cycledecon.io import DEFAULT_CHUNKS, read_ome_zarr, read_stack, write_ome_z
 from cycledecon.model.checkpoint import load_model
 from cycledecon.model.config import parse_generator_config
 from cycledecon.model.unet import receptive_field
-from cycledecon.normalize import APPLIED_KEY, normalize_lazy, parse_section
+from cycledecon.normalize import normalize_lazy, parse_normalize_config, parse_section
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
@@ -186,36 +186,34 @@ def deconvolve_lazy(
     """G over a (z, y, x) volume as a lazy float32 dask array chunked by `block_size`.
 
     Returns the array and, for progress reporting, the number of blocks in each batch task.
-    Batches group blocks of equal shape in scan order, so neighbours are computed together.
     """
     halo = predictor.halo
     padded = reflect_pad(data.astype(np.float32), halo)
     ranges = [_block_ranges(n, b) for n, b in zip(data.shape, block_size)]
-    blocks = list(np.ndindex(*(len(r) for r in ranges)))
-
-    def region(index: tuple[int, ...]) -> tuple[slice, ...]:
-        return tuple(slice(r[i][0], r[i][1] + 2 * h) for r, i, h in zip(ranges, index, halo))
-
-    def shape(index: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(r[i][1] - r[i][0] for r, i in zip(ranges, index))
-
-    by_shape: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
-    for index in blocks:
-        by_shape.setdefault(shape(index), []).append(index)
-    outputs: dict[tuple[int, ...], da.Array] = {}
+    outputs = np.empty([len(r) for r in ranges], dtype=object)
     sizes: dict[str, int] = {}
-    for members in by_shape.values():
-        for start in range(0, len(members), batch_size):
-            group = members[start : start + batch_size]
-            key = f"{_BATCH_KEY}-{len(sizes)}-{dask.base.tokenize(data.name, halo, group)}"
-            task = dask.delayed(predictor, pure=True)([padded[region(i)] for i in group], dask_key_name=key)
-            sizes[key] = len(group)
-            for k, index in enumerate(group):
-                outputs[index] = da.from_delayed(task[k], shape(index), dtype=np.float32)
-    nested = np.empty([len(r) for r in ranges], dtype=object)
-    for index, block in outputs.items():
-        nested[index] = block
-    return da.block(nested.tolist()), sizes
+    for group in _batches(ranges, batch_size):
+        key = f"{_BATCH_KEY}-{len(sizes)}-{dask.base.tokenize(data.name, halo, group)}"
+        inputs = [padded[tuple(slice(r[i][0], r[i][1] + 2 * h) for r, i, h in zip(ranges, index, halo))]
+                  for index in group]  # fmt: skip
+        task = dask.delayed(predictor, pure=True)(inputs, dask_key_name=key)
+        sizes[key] = len(group)
+        for k, index in enumerate(group):
+            outputs[index] = da.from_delayed(task[k], _block_shape(ranges, index), dtype=np.float32)
+    return da.block(outputs.tolist()), sizes
+
+
+def _block_shape(ranges: Sequence[list[tuple[int, int]]], index: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(r[i][1] - r[i][0] for r, i in zip(ranges, index))
+
+
+def _batches(ranges: Sequence[list[tuple[int, int]]], batch_size: int) -> list[list[tuple[int, ...]]]:
+    """Block indices grouped by block shape (one forward pass needs equal shapes), at most
+    `batch_size` per group, in scan order so that a batch holds neighbours."""
+    by_shape: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+    for index in np.ndindex(*(len(r) for r in ranges)):
+        by_shape.setdefault(_block_shape(ranges, index), []).append(index)
+    return [members[i : i + batch_size] for members in by_shape.values() for i in range(0, len(members), batch_size)]
 
 
 def reference_output(volume: np.ndarray, generator: nn.Module, halo: Sequence[int]) -> np.ndarray:
@@ -312,19 +310,15 @@ def normalized_input(
     lazily with the model's stored normalization. Returns the data and its normalization record."""
     stored, wanted = attrs.get("normalization"), metadata.get("normalization")
     if stored is not None:
-        if wanted is not None and _settings(stored) != _settings(wanted):
-            log.warning("input was normalized with %s but the model expects %s", _settings(stored), _settings(wanted))
+        if wanted is not None and parse_normalize_config(stored) != parse_normalize_config(wanted):
+            log.warning("input was normalized with %s but the model was trained with %s",
+                        parse_normalize_config(stored), parse_normalize_config(wanted))  # fmt: skip
         return data, dict(stored)
     if wanted is None:
         log.info("the model records no normalization; feeding the stack as float32")
         return data.astype(np.float32), None
-    log.info("raw input: applying the model's normalization %s", _settings(wanted))
-    return normalize_lazy(data, voxel_size, _settings(wanted))
-
-
-def _settings(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A normalization record without the values computed for one particular stack."""
-    return {k: v for k, v in record.items() if k != APPLIED_KEY}
+    log.info("raw input: applying the model's normalization %s", parse_normalize_config(wanted))
+    return normalize_lazy(data, voxel_size, wanted)
 
 
 # --------------------------------------------------------------------------------------- provenance
