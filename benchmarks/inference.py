@@ -6,9 +6,9 @@
 
 One synthetic widefield stack (mixed phantom ⊛ the true widefield PSF, Poisson and read noise) is
 made in this process. Each cycledecon run is `deconvolve_file` on the stack's normalized OME-Zarr
-in a fresh subprocess, so its peak RSS (from `os.wait4`, that child's own rusage) includes nothing
-from other runs; its wall time is end to end (zarr reads, pyramid and writes included), and the
-share spent in G's forward passes is reported. The same run is repeated on a stack 8× larger (the
+in a fresh subprocess under `/usr/bin/time`, so its peak RSS includes nothing from other runs; its
+wall time is end to end (zarr reads, pyramid and writes included), and the share spent in G's
+forward passes is reported. The same run is repeated on a stack 8× larger (the
 stack tiled 2× per axis) with the same block size: bounded memory means similar peak RSS.
 Richardson–Lucy is `cycledecon.baselines.richardson_lucy` (scikit-image's, with offset handling),
 20 iterations with the true PSF, in this process, its FFTs given the same thread count.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -93,15 +92,17 @@ def write_model(path: Path, generator_config: dict[str, int]) -> Path:
     return save_model(path, UNet3d(generator_config).eval(), metadata, learned_psf=None)
 
 
-def run_child(args: dict[str, Any]) -> dict[str, float]:
-    """Run CHILD in a fresh process; its timings plus its own peak RSS in MiB."""
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], stdout=subprocess.PIPE, text=True)
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark child failed with status {proc.returncode}")
-    return {**json.loads(output.strip().splitlines()[-1]), "peak_rss_mib": usage.ru_maxrss / 1024}
+def run_child(args: dict[str, Any], work: Path) -> dict[str, float]:
+    """Run CHILD in a fresh process under /usr/bin/time: its timings plus its own peak RSS in MiB.
+
+    /usr/bin/time is a small process that forks the child: rusage taken from this (large) process
+    would count the pages the child shared with it between fork and exec.
+    """
+    rss_file = work / "rss.txt"
+    command = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), sys.executable, "-c", CHILD, json.dumps(args)]
+    output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
+    peak_kib = int(rss_file.read_text().split()[-1])
+    return {**json.loads(output.strip().splitlines()[-1]), "peak_rss_mib": peak_kib / 1024}
 
 
 def time_richardson_lucy(stack: np.ndarray, psf: np.ndarray, threads: int) -> float:
@@ -159,7 +160,7 @@ def main() -> None:
                 write_model(model_path, MODELS[model])
             args = {"input": None if store is None else str(store), "model": str(model_path),
                     "output": str(work / "out.ome.zarr"), "config": config, "threads": opts.threads}  # fmt: skip
-            result = run_child(args)
+            result = run_child(args, work)
             if store is None:
                 result["wall_s"] = 0.0
             rows.append({"run": name, "shape": run_shape, **result})

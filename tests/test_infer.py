@@ -14,11 +14,12 @@ import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
-from conftest import sha256, write_ome
+from helpers import sha256, write_ome
 from cycledecon.errors import CycledeconError
 from cycledecon.infer import (
     BlockPredictor, block_layout, check_voxel_size, deconvolve_file, deconvolve_lazy,
     halo_voxels, normalized_input, parse_inference_config, reference_output, reflect_pad,
+    resolve_device,
 )
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.model import UNet3d, save_model
@@ -60,7 +61,7 @@ def write_model(path, channels: int = 1, normalization=NORMALIZATION):
 
 def blockwise(volume: np.ndarray, halo, block, batch_size: int = 4) -> np.ndarray:
     predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "float32", halo)
-    out, _ = deconvolve_lazy(da.from_array(volume, chunks=(5, 7, 9)), predictor, block, batch_size)
+    out = deconvolve_lazy(da.from_array(volume, chunks=(5, 7, 9)), predictor, block, batch_size)
     with dask.config.set(scheduler="synchronous"):
         return out.compute()
 
@@ -108,6 +109,13 @@ def test_config_names_an_unknown_or_bad_key():
         parse_inference_config({"batch_size": 0})
     with pytest.raises(CycledeconError, match="deconvolve.precision"):
         parse_inference_config({"precision": "float8"})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(CycledeconError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
 
 
 # ------------------------------------------------------------------------------------- file level

@@ -34,7 +34,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,7 +43,6 @@ import dask
 import dask.array as da
 import numpy as np
 import torch
-from dask.callbacks import Callback
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -61,7 +60,6 @@ log = logging.getLogger(__name__)
 #: Relative voxel-size mismatch between a stack and the model's training data that is warned about.
 VOXEL_SIZE_TOLERANCE = 0.10
 UINT16_MAX = 65535
-_BATCH_KEY = "cycledecon-infer-batch"
 
 
 @dataclass(frozen=True)
@@ -159,12 +157,20 @@ def _block_ranges(size: int, block: int) -> list[tuple[int, int]]:
 class BlockPredictor:
     """G on one device: runs batches of halo'd blocks and returns their halo-trimmed centres."""
 
-    def __init__(self, generator: nn.Module, device: torch.device, precision: str, halo: Sequence[int]) -> None:
+    def __init__(
+        self,
+        generator: nn.Module,
+        device: torch.device,
+        precision: str,
+        halo: Sequence[int],
+        on_batch: Callable[[int], Any] | None = None,
+    ) -> None:
         self.generator = generator
         self.device = device
         self.halo = tuple(halo)
-        self.autocast = precision != "float32" and device.type == "cuda"
+        self.autocast = precision != "float32"
         self.dtype = getattr(torch, precision)
+        self.on_batch = on_batch  # told the number of blocks done, e.g. a progress bar's update
 
     def __call__(self, blocks: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One forward pass over equal-shaped (z, y, x) blocks that include the halo."""
@@ -173,6 +179,8 @@ class BlockPredictor:
             out = self.generator(batch.to(self.device))
         out = out[:, 0].float().cpu().numpy()
         centre = tuple(slice(h, n - h) for h, n in zip(self.halo, out.shape[1:]))
+        if self.on_batch is not None:
+            self.on_batch(len(blocks))
         return [o[centre] for o in out]
 
     def __dask_tokenize__(self) -> tuple[str, int]:
@@ -182,25 +190,20 @@ class BlockPredictor:
 
 def deconvolve_lazy(
     data: da.Array, predictor: BlockPredictor, block_size: Sequence[int], batch_size: int
-) -> tuple[da.Array, dict[str, int]]:
-    """G over a (z, y, x) volume as a lazy float32 dask array chunked by `block_size`.
-
-    Returns the array and, for progress reporting, the number of blocks in each batch task.
-    """
+) -> da.Array:
+    """G over a (z, y, x) volume as a lazy float32 dask array chunked by `block_size`."""
     halo = predictor.halo
     padded = reflect_pad(data.astype(np.float32), halo)
     ranges = [_block_ranges(n, b) for n, b in zip(data.shape, block_size)]
     outputs = np.empty([len(r) for r in ranges], dtype=object)
-    sizes: dict[str, int] = {}
-    for group in _batches(ranges, batch_size):
-        key = f"{_BATCH_KEY}-{len(sizes)}-{dask.base.tokenize(data.name, halo, group)}"
+    for number, group in enumerate(_batches(ranges, batch_size)):
+        key = f"cycledecon-infer-batch-{number}-{dask.base.tokenize(data.name, halo, group)}"
         inputs = [padded[tuple(slice(r[i][0], r[i][1] + 2 * h) for r, i, h in zip(ranges, index, halo))]
                   for index in group]  # fmt: skip
         task = dask.delayed(predictor, pure=True)(inputs, dask_key_name=key)
-        sizes[key] = len(group)
         for k, index in enumerate(group):
             outputs[index] = da.from_delayed(task[k], _block_shape(ranges, index), dtype=np.float32)
-    return da.block(outputs.tolist()), sizes
+    return da.block(outputs.tolist())
 
 
 def _block_shape(ranges: Sequence[list[tuple[int, int]]], index: tuple[int, ...]) -> tuple[int, ...]:
@@ -224,21 +227,6 @@ def reference_output(volume: np.ndarray, generator: nn.Module, halo: Sequence[in
     return out[tuple(slice(h, h + n) for h, n in zip(halo, volume.shape))]
 
 
-class _BlockProgress(Callback):
-    """A tqdm bar advanced as batch tasks of `deconvolve_lazy` finish."""
-
-    def __init__(self, sizes: Mapping[str, int], disable: bool) -> None:
-        super().__init__()
-        self.sizes = sizes
-        self.bar = tqdm(total=sum(sizes.values()), unit="block", desc="deconvolve", disable=disable)
-
-    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        self.bar.update(self.sizes.get(key, 0))
-
-    def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
-        self.bar.close()
-
-
 # ------------------------------------------------------------------------------------------ device
 def resolve_device(choice: str) -> torch.device:
     """`auto` → CUDA when available, else CPU; an explicit `cuda` without a GPU is a user error."""
@@ -247,6 +235,15 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(choice)
+
+
+def effective_precision(precision: str, device: torch.device) -> str:
+    """The configured autocast precision on CUDA; float32 elsewhere, with a warning (reduced
+    precision is a GPU speed option here, not a CPU one)."""
+    if precision != "float32" and device.type != "cuda":
+        log.warning("precision %s needs CUDA; running float32 on %s", precision, device)
+        return "float32"
+    return precision
 
 
 @contextlib.contextmanager
@@ -384,34 +381,30 @@ def deconvolve_file(
     config = parse_inference_config(config)
     input_path, model_path = Path(input_path), Path(model_path)
     device = resolve_device(config.device)
+    precision = effective_precision(config.precision, device)
     generator, metadata = load_model(model_path, device)
     data, voxel_size, attrs = open_input(input_path, voxel_size, channel)
     data = check_channels(data, metadata, input_path)
     check_voxel_size(voxel_size, metadata, input_path)
     data, normalization = normalized_input(data, voxel_size, attrs, metadata)
+    if parse_generator_config(metadata["generator"]).norm == "instance":
+        log.warning("instance-norm model: each block is normalized by its own statistics; seams may show")
 
     halo = halo_voxels(metadata["generator"])
     block, chunks = block_layout(config.block_size, metadata["generator"])
-    if parse_generator_config(metadata["generator"]).norm == "instance":
-        log.warning("instance-norm model: blocks are normalized separately and may show seams")
-    if config.precision != "float32" and device.type != "cuda":
-        log.warning("precision %s needs CUDA; running float32 on %s", config.precision, device)
-    predictor = BlockPredictor(generator, device, config.precision, halo)
-    volume, batch_sizes = deconvolve_lazy(data, predictor, block, config.batch_size)
+    blocks = math.prod(-(-n // b) for n, b in zip(data.shape, block))
+    log.info("deconvolving %s %s on %s (%s): %d blocks of %s, halo %s",
+             input_path, data.shape, device, precision, blocks, block, halo)  # fmt: skip
     record = {
         **model_identity(model_path, metadata),
-        "device": str(device),
-        "precision": config.precision if predictor.autocast else "float32",
-        "halo_voxels": list(halo),
-        "block_size": list(block),
-        "boundary": "reflect",
-        "output_dtype": config.output_dtype,
+        "device": str(device), "precision": precision, "halo_voxels": list(halo), "block_size": list(block),
+        "boundary": "reflect", "output_dtype": config.output_dtype,
         "uint16_scale": config.uint16_scale if config.output_dtype == "uint16" else None,
-    }
+    }  # fmt: skip
     out_attrs = {**attrs, "normalization": normalization, "deconvolution": record}
-    log.info("deconvolving %s %s on %s: block %s, halo %s, %d blocks",
-             input_path, data.shape, device, block, halo, sum(batch_sizes.values()))  # fmt: skip
-    cpu_threads = config.threads or threads or torch.get_num_threads()
-    with torch_threads(cpu_threads), dask.config.set(scheduler="synchronous"), \
-            _BlockProgress(batch_sizes, disable=not progress):  # fmt: skip
-        return write_ome_zarr(to_output_dtype(volume, config), output_path, voxel_size, out_attrs, chunks)
+    with tqdm(total=blocks, unit="block", desc="deconvolve", disable=not progress) as bar, \
+            torch_threads(config.threads or threads or torch.get_num_threads()), \
+            dask.config.set(scheduler="synchronous"):  # fmt: skip
+        predictor = BlockPredictor(generator, device, precision, halo, on_batch=bar.update)
+        volume = to_output_dtype(deconvolve_lazy(data, predictor, block, config.batch_size), config)
+        return write_ome_zarr(volume, output_path, voxel_size, out_attrs, chunks)
