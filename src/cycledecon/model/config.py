@@ -39,10 +39,15 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    """3D PatchGAN: `layers` stride-2 4³ convolutions starting at `base_channels`."""
+    """3D PatchGAN: `layers` stride-2 4³ convolutions starting at `base_channels`.
 
-    base_channels: int = 8
-    layers: int = 2
+    Capacity matters for the PSF: with 8 channels and 2 layers D_A fell to chance level within
+    50 steps and the kernel drifted (NCC to the truth 0.68 → 0.56 on one seed); 16 and 3 learned
+    it on every seed tried (0.68 → 0.89–0.96).
+    """
+
+    base_channels: int = 16
+    layers: int = 3
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ class PsfConfig:
     learnable: bool = True
     symmetric: bool = True
     gaussian_steps: int = 100
-    ema: float = 0.99
+    ema: float = 0.95
     file: str | None = None
 
 
@@ -93,7 +98,7 @@ class OptimConfig:
 
     lr_g: float = 2e-4
     lr_d: float = 2e-4
-    lr_psf: float = 1e-2
+    lr_psf: float = 3e-2
     betas: tuple[float, float] = (0.5, 0.999)
     steps: int = 400
     batch_size: int = 4
