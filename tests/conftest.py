@@ -1,42 +1,9 @@
-"""Shared fixtures: tiny stacks on disk and a way to run the workflow in a scratch directory."""
+"""Shared fixtures: a seeded generator and a tiny raw stack."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-import tifffile
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def write_ome(path: Path, data: np.ndarray, voxel_size=(0.25, 0.1, 0.1), axes: str = "ZYX") -> Path:
-    """An OME-TIFF with physical voxel sizes (µm), as a microscope would write it."""
-    tifffile.imwrite(
-        path,
-        data,
-        ome=True,
-        metadata={
-            "axes": axes,
-            "PhysicalSizeZ": voxel_size[0],
-            "PhysicalSizeY": voxel_size[1],
-            "PhysicalSizeX": voxel_size[2],
-        },
-    )
-    return path
 
 
 @pytest.fixture
@@ -47,39 +14,3 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def stack(rng) -> np.ndarray:
     return rng.integers(100, 4000, size=(12, 40, 48), dtype=np.uint16)
-
-
-def make_workdir(tmp_path: Path, config_overrides: dict | None = None, sheet: str | None = None) -> Path:
-    """A scratch copy of the workflow (Snakefile, workflow/, config/, profiles/) to run snakemake in."""
-    work = tmp_path / "wf"
-    work.mkdir()
-    for name in ("Snakefile", "workflow", "config", "profiles", "envs"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    tiny = yaml.safe_load((REPO / "tests" / "tiny_config.yaml").read_text())
-    config = deep_update(deep_update(config, tiny), config_overrides or {})
-    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    if sheet is not None:
-        (work / "config" / "samples.tsv").write_text(sheet)
-    return work
-
-
-def deep_update(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def run_snakemake(work: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run snakemake in `work` with the default profile; output captured as text."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [SNAKEMAKE, "--cores", "2", *args],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )

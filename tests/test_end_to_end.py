@@ -10,7 +10,7 @@ from io import StringIO
 import pandas as pd
 import pytest
 
-from conftest import make_workdir, run_snakemake
+from helpers import make_workdir, run_snakemake
 from cycledecon.evaluate import CYCLEDECON, RAW, RL_LEARNED, RL_THEORETICAL
 from cycledecon.io import read_ome_zarr, read_stack
 from test_io import read_with_ome_zarr

@@ -10,7 +10,7 @@ import tifffile
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
-from conftest import sha256, write_ome
+from helpers import sha256, write_ome
 from cycledecon import io
 from cycledecon.errors import CycledeconError
 from cycledecon.voxel import VoxelSize

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import tifffile
 
-from conftest import REPO, SNAKEMAKE, make_workdir, run_snakemake, write_ome
+from helpers import REPO, SNAKEMAKE, make_workdir, run_snakemake, write_ome
 from cycledecon.io import read_ome_zarr
 from test_io import read_with_ome_zarr
 
