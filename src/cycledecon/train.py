@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ARRAYS = ("A_train", "B_train", "A_val", "B_val")
 CHECKPOINT = "checkpoint.pt"
+PROGRESS = ("cycle", "adv_a", "d_a", "psf_ncc")  # shown beside the progress bar
 VAL_BATCHES = 4  # validation uses the first VAL_BATCHES·batch_size patches, the same each time
 
 
@@ -219,7 +220,7 @@ class Run:
     def loop(self, out_dir: Path) -> None:
         steps = self.cfg.optim.steps
         bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", mininterval=5)
-        started = time.perf_counter()
+        started = time.perf_counter() - (self.rows[-1]["seconds"] if self.rows else 0.0)
         while self.step < steps:
             for opt, bases in zip((self.opt_g, self.opt_d), self.base_lrs):
                 for group, base in zip(opt.param_groups, bases):
@@ -233,7 +234,7 @@ class Run:
                 if self.step % self.cfg.val_every == 0 or self.step == steps:
                     row |= self.validate()
                 self.rows.append(row)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("cycle", "adv_a", "d_a", "psf_ncc")})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in PROGRESS})
             if self.step % self.cfg.checkpoint_every == 0 or self.step == steps:
                 self.checkpoint(out_dir / CHECKPOINT)
             bar.update(1)
