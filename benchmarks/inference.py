@@ -35,6 +35,7 @@ import torch
 from scipy.signal import fftconvolve
 
 from cycledecon.baselines import richardson_lucy
+from cycledecon.infer import InferenceConfig
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.model import UNet3d, receptive_field, save_model
 from cycledecon.normalize import normalize_array
@@ -174,7 +175,7 @@ def main() -> None:
     header = (
         f"# Inference benchmark\n\n`python benchmarks/inference.py {' '.join(sys.argv[1:])}` on "
         f"{platform.processor() or platform.machine()}, {opts.threads} threads (torch and RL's FFTs), "
-        f"CPU, block_size {block or 'default'}, batch_size {opts.batch_size}. "
+        f"CPU, block_size {block or list(InferenceConfig().block_size)}, batch_size {opts.batch_size}. "
         "cycledecon wall time is end to end (read, halo, G, pyramid, write); "
         "'G share' is the part spent in G's forward passes. Peak RSS is each run's own process."
     )

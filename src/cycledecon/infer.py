@@ -10,9 +10,11 @@ The reference this reproduces is G applied once to the whole padded volume, crop
 
 * ``h`` is at least G's receptive-field radius, so a kept voxel never sees the block's own edge
   (where G zero-pads its convolutions) — only voxels it would also see in the whole volume.
-* ``h`` and the block size are multiples of ``2**depth``, so every block starts on the same
+* The block size is a multiple of ``2**depth``, so every block's input starts on the same
   max-pooling grid as the padded whole volume; a block cut off the grid would pool different
-  voxel pairs and differ everywhere, not just at its edges.
+  voxel pairs and differ everywhere, not just at its edges. ``h`` is a multiple of ``2**depth``
+  too, so that grid is also G's grid on the unpadded volume: away from the volume's faces the
+  output equals G applied to the stack without any padding.
 * The last block along an axis ends exactly where the padded volume ends, so G's internal
   high-end reflect padding (to a multiple of ``2**depth``) and its convolution zero padding sit
   at the same place, with the same content, as in the whole-volume run.
@@ -22,8 +24,8 @@ borders and at the volume's outer faces alike; no overlap blending is needed. Wi
 ``norm: instance`` every tile is normalized by its own statistics and this guarantee is lost.
 
 Blocks of equal shape are batched into one forward pass (``batch_size``); the blocks form a lazy
-dask array that `write_ome_zarr` streams chunk by chunk, so memory is bounded by a few blocks, not
-by the volume. All tasks run on dask's synchronous scheduler: one thread owns the model (loaded
+dask array that `write_ome_zarr` streams chunk by chunk (pyramid included), so memory is bounded
+by a few blocks, not by the volume. All tasks run on dask's synchronous scheduler: one thread owns the model (loaded
 once per process) and torch gets the rule's threads for its own intra-op parallelism.
 """
 
@@ -67,9 +69,12 @@ class InferenceConfig:
     """The `deconvolve:` config section.
 
     block_size: (z, y, x) output voxels per block, rounded up to a multiple of 2**depth and of
-        the output's zarr chunks (the default chunks, or the block where that is smaller). Each block is computed with a halo of G's receptive field on
-        every side, so larger blocks waste less work; memory per block is about
-        (block + 2·halo)³ voxels × 4 bytes × ~6 × base_channels.
+        the output's zarr chunks (the default chunks, or the block where that is smaller). Each
+        block is computed with G's receptive field as halo on every side (24 voxels for depth 2),
+        so larger blocks waste less work but need more memory: about 260 bytes per voxel of
+        the halo'd block for the demo generator (depth 2, 8 channels), roughly proportional to
+        base_channels (measured on CPU: 2.9 GiB peak RSS with the default block; see
+        benchmarks/results/inference.md).
     batch_size: blocks of equal shape per forward pass (helps a GPU with small blocks).
     device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     precision: ``float32``, or ``bfloat16``/``float16`` autocast on CUDA (ignored, with a
@@ -78,7 +83,7 @@ class InferenceConfig:
         [0, 65535] (the scale is recorded in the attributes).
     uint16_scale: see output_dtype; the default keeps values up to 6.5 (normalized inputs lie
         in [0, 1]; sharpening raises peaks) at a resolution of 1e-4.
-    threads: torch CPU threads; default: the rule's threads (or all cores from the CLI).
+    threads: torch CPU threads; default: the rule's threads (torch's own default from the CLI).
     """
 
     block_size: tuple[int, int, int] = (64, 256, 256)
