@@ -41,7 +41,12 @@ def richardson_lucy(image: np.ndarray, psf: np.ndarray, iterations: int = 30) ->
     if scale == 0:
         return image.copy()
     positive = (image - offset) / scale
-    restored = _skimage_richardson_lucy(positive, normalize_psf(psf), num_iter=iterations, clip=False)
+    # scikit-image convolves with zero padding, which darkens the borders and rings there; padding
+    # by reflection (half the PSF per side) and cropping back keeps the borders as good as the middle.
+    margin = [(min(k // 2, n - 1),) * 2 for k, n in zip(psf.shape, image.shape)]
+    padded = np.pad(positive, margin, mode="reflect")
+    restored = _skimage_richardson_lucy(padded, normalize_psf(psf), num_iter=iterations, clip=False)
+    restored = restored[tuple(slice(m, m + n) for (m, _), n in zip(margin, image.shape))]
     return (restored * scale + offset).astype(np.float32)
 
 
