@@ -64,15 +64,12 @@ def test_best_iterations_is_the_psnr_argmax(beads):
 
 
 def test_richardson_lucy_keeps_borders_as_bright_as_the_middle():
-    """Zero padding would darken the border of a uniform background; reflection must not."""
-    from scipy import ndimage
-
+    """Zero padding darkens the border of a bright ramp (to 0.37 of it, measured); reflection must not."""
     from cycledecon.psf import gaussian_psf
 
-    truth = np.full((16, 48, 48), 0.2, np.float32)
-    truth[8, 24, 24] = 5.0
+    ramp = np.broadcast_to(np.linspace(0.5, 1.5, 48, dtype=np.float32), (16, 48, 48)).copy()
     psf = gaussian_psf((9, 15, 15), (2.0, 2.0, 2.0))
-    blurred = ndimage.convolve(truth, psf, mode="reflect") + 1.0
+    blurred = ndi.convolve(ramp, psf, mode="reflect")
     restored = richardson_lucy(blurred, psf, iterations=20)
-    # background far from the bead: border voxel vs an interior voxel, within 2 %
-    assert restored[8, 0, 24] == pytest.approx(restored[8, 12, 24], rel=0.02)
+    # a ramp is (nearly) its own blur: the border stays within 10 % of the data there
+    assert restored[8, 24, -1] == pytest.approx(blurred[8, 24, -1], rel=0.10)
