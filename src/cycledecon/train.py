@@ -174,9 +174,7 @@ class Run:
         self.cfg, self.model, self.store, self.device = cfg, model, store, device
         self.initial, self.reference = initial, reference
         o = cfg.optim
-        lr_f = o.lr_psf if cfg.model == "psf_layer" else o.lr_g
-        groups = [{"params": list(model.g.parameters()), "lr": o.lr_g},
-                  {"params": [p for p in model.f.parameters() if p.requires_grad], "lr": lr_f}]
+        groups = [{"params": list(model.g.parameters()), "lr": o.lr_g}, *model.f_param_groups(o)]
         self.opt_g = torch.optim.Adam([g for g in groups if g["params"]], betas=o.betas)
         self.opt_d = torch.optim.Adam(list(model.d_a.parameters()) + list(model.d_b.parameters()),
                                       lr=o.lr_d, betas=o.betas)

@@ -100,12 +100,14 @@ class LossConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     """Adam settings; learning rates decay linearly to zero from `decay_start` (default: half way)
-    to `steps`. lr_psf applies to the PSF layer (to F's U-Net in the ablation: lr_g); 3e-2 with
-    the Gaussian phase found the synthetic PSF in 150 steps, 1e-2 needed about 300."""
+    to `steps`. lr_psf is for the PSF's three widths in its Gaussian phase (3e-2 found the
+    synthetic PSF in 150 steps, 1e-2 needed about 300); lr_psf_free for its free logits after.
+    F's U-Net in the two-generator ablation uses lr_g."""
 
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     lr_psf: float = 3e-2
+    lr_psf_free: float = 3e-3
     betas: tuple[float, float] = (0.5, 0.999)
     steps: int = 400
     batch_size: int = 4
@@ -224,6 +226,7 @@ def _check_ranges(config: TrainConfig, prefix: str) -> None:
         ("optim.lr_g", config.optim.lr_g > 0),
         ("optim.lr_d", config.optim.lr_d > 0),
         ("optim.lr_psf", config.optim.lr_psf > 0),
+        ("optim.lr_psf_free", config.optim.lr_psf_free > 0),
         ("optim.betas", all(0 <= b < 1 for b in config.optim.betas)),
         ("checkpoint_every", config.checkpoint_every >= 1),
         ("log_every", config.log_every >= 1),

@@ -13,12 +13,14 @@ Losses (weights from LossConfig):
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cycledecon.model.config import LossConfig, PsfConfig, TrainConfig
+from cycledecon.model.config import LossConfig, OptimConfig, PsfConfig, TrainConfig
 from cycledecon.model.discriminator import PatchDiscriminator3d, lsgan_loss
 from cycledecon.model.psf_layer import PsfLayer
 from cycledecon.model.unet import UNet3d
@@ -71,6 +73,15 @@ class CycleModel(nn.Module):
             "d_b": 0.5 * (lsgan_loss(self.d_b(x), True) + lsgan_loss(self.d_b(fake_b.detach()), False)),
         }
         return terms["d_a"] + terms["d_b"], terms
+
+    def f_param_groups(self, optim: OptimConfig) -> list[dict[str, Any]]:
+        """Adam parameter groups of F: the PSF's widths at lr_psf and its free logits at
+        lr_psf_free; F's U-Net (ablation) at lr_g. Frozen parameters are left out."""
+        if isinstance(self.f, PsfLayer):
+            groups = [([self.f.log_sigma], optim.lr_psf), ([self.f.logits], optim.lr_psf_free)]
+        else:
+            groups = [(list(self.f.parameters()), optim.lr_g)]
+        return [{"params": [p for p in params if p.requires_grad], "lr": lr} for params, lr in groups]
 
     @torch.no_grad()
     def after_step(self, step: int, psf: PsfConfig) -> None:
