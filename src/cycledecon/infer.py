@@ -54,7 +54,8 @@ from cycledecon.io import DEFAULT_CHUNKS, read_ome_zarr, read_stack, write_ome_z
 from cycledecon.model.checkpoint import load_model
 from cycledecon.model.config import parse_generator_config
 from cycledecon.model.unet import receptive_field
-from cycledecon.normalize import normalize_lazy, parse_normalize_config, parse_section
+from cycledecon.configparse import check_ranges, parse_section
+from cycledecon.normalize import normalize_lazy, parse_normalize_config
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,7 @@ def parse_inference_config(
         ("uint16_scale", config.uint16_scale > 0),
         ("threads", config.threads is None or config.threads >= 1),
     ]
-    for key, ok in checks:
-        if not ok:
-            raise CycledeconError(f"{prefix}.{key}: invalid value {getattr(config, key)!r}")
+    check_ranges(config, prefix, checks)
     return config
 
 

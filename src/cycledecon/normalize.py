@@ -33,11 +33,8 @@ place. The blockwise result equals the whole-volume result exactly (tested bit f
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +46,7 @@ from skimage.exposure import rescale_intensity
 from skimage.exposure._adapthist import NR_OF_GRAY, _clahe
 from skimage.util import img_as_uint
 
+from cycledecon.configparse import check_ranges, parse_section, plain
 from cycledecon.errors import CycledeconError
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.voxel import VoxelSize
@@ -98,62 +96,7 @@ class NormalizeConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as accepted by parse_normalize_config."""
-        return _plain(dataclasses.asdict(self))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def parse_section(cls: type, values: Any, prefix: str) -> Any:
-    """Build the (frozen) dataclass `cls` from a plain config mapping, filling defaults.
-
-    Supports fields typed bool, int, float, str, Literal, ``X | None``, fixed-length tuples,
-    ``tuple[X, ...]`` and nested dataclasses. Lists become tuples and ints become floats where a
-    float is expected; an unknown key or a wrong type raises CycledeconError naming the dotted key.
-    """
-    if not isinstance(values, Mapping):
-        raise CycledeconError(f"{prefix}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = sorted(f.name for f in dataclasses.fields(cls))
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise CycledeconError(f"{prefix}.{unknown[0]}: unknown key (known: {', '.join(names)})")
-    return cls(**{k: _convert(hints[k], v, f"{prefix}.{k}") for k, v in values.items()})
-
-
-def _convert(hint: Any, value: Any, path: str) -> Any:
-    """Check `value` against a type hint (see parse_section)."""
-    if dataclasses.is_dataclass(hint):
-        return parse_section(hint, value, path)
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, path)
-    if origin is Literal:
-        if value not in args:
-            raise CycledeconError(f"{path}: must be one of {', '.join(map(str, args))}, got {value!r}")
-        return value
-    if origin is tuple:
-        variable = len(args) == 2 and args[1] is Ellipsis
-        if not isinstance(value, (list, tuple)) or not (variable or len(value) == len(args)):
-            raise CycledeconError(f"{path}: expected a list of {'values' if variable else len(args)}, got {value!r}")
-        item_hints = [args[0]] * len(value) if variable else args
-        return tuple(_convert(h, v, path) for h, v in zip(item_hints, value))
-    expected = {bool: (bool, "true or false"), int: (int, "an integer"),
-                float: ((int, float), "a number"), str: (str, "a string")}  # fmt: skip
-    if hint not in expected:
-        raise TypeError(f"unsupported config type {hint} at {path}")
-    types_ok, words = expected[hint]
-    if not isinstance(value, types_ok) or (hint is not bool and isinstance(value, bool)):
-        raise CycledeconError(f"{path}: expected {words}, got {value!r}")
-    return float(value) if hint is float else value
+        return plain(self)
 
 
 def parse_normalize_config(
@@ -177,17 +120,8 @@ def parse_normalize_config(
         ("chunk_voxels", config.chunk_voxels >= 1),
         ("percentile_sample_voxels", config.percentile_sample_voxels >= 1),
     ]
-    for key, ok in checks:
-        if not ok:
-            raise CycledeconError(f"{prefix}.{key}: invalid value {_lookup(config, key)!r}")
+    check_ranges(config, prefix, checks)
     return config
-
-
-def _lookup(config: NormalizeConfig, dotted: str) -> Any:
-    value: Any = config
-    for name in dotted.split("."):
-        value = getattr(value, name)
-    return value
 
 
 # ------------------------------------------------------------------------------------ parameters

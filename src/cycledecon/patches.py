@@ -19,7 +19,6 @@ between its stacks, so a stack where the filter finds nothing is named in the er
 from __future__ import annotations
 
 import logging
-import math
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ from skimage.filters import threshold_otsu
 
 from cycledecon.errors import CycledeconError
 from cycledecon.io import atomic_path, read_ome_zarr
-from cycledecon.normalize import APPLIED_KEY, parse_section, strided_sample
+from cycledecon.configparse import check_ranges, parse_section
+from cycledecon.normalize import APPLIED_KEY, strided_sample
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,7 @@ def parse_patch_config(section: Mapping[str, Any] | PatchConfig | None, prefix: 
         ("min_foreground_fraction", 0.0 <= config.min_foreground_fraction <= 1.0),
         ("max_tries", config.max_tries >= 1),
     ]
-    for key, ok in checks:
-        if not ok:
-            raise CycledeconError(f"{prefix}.{key}: invalid value {getattr(config, key)!r}")
+    check_ranges(config, prefix, checks)
     return config
 
 
