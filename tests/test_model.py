@@ -16,16 +16,6 @@ from cycledecon.model.config import GeneratorConfig
 from cycledecon.psf import gaussian_psf
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads ran these steps 5× slower
-    (0.55 → 2.8 s/step, OpenMP threads spinning against other processes)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

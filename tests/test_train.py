@@ -17,16 +17,6 @@ from cycledecon.errors import CycledeconError
 from cycledecon.model import kernel_ncc, load_model
 from cycledecon.psf import gaussian_psf
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads ran these steps 5× slower
-    (0.55 → 2.8 s/step, OpenMP threads spinning against other processes)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 VOXEL = [0.3, 0.1, 0.1]
 TINY = {"generator": {"depth": 1, "base_channels": 2}, "discriminator": {"base_channels": 2},
         "psf": {"shape_voxels": [3, 5, 5]}, "optim": {"steps": 6, "batch_size": 2},

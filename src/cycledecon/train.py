@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -26,11 +25,12 @@ import zarr
 from tqdm import tqdm
 
 import cycledecon
+from cycledecon import figures
 from cycledecon.errors import CycledeconError
+from cycledecon.io import atomic_path, write_ome_tiff
 from cycledecon.model.checkpoint import atomic_save, save_model
 from cycledecon.model.config import PsfConfig, TrainConfig, parse_config
 from cycledecon.model.cyclegan import CycleModel, build_model
-from cycledecon.model.figures import plot_losses, plot_psf
 from cycledecon.model.psf_layer import kernel_ncc
 from cycledecon.model.unet import receptive_field
 from cycledecon.psf import gaussian_psf, normalize_psf, widefield_psf
@@ -259,15 +259,14 @@ class Run:
         """model.pt, learned_psf.ome.tif, train_log.csv and the two figures."""
         psf_shape = self.initial.shape if self.initial is not None else self.cfg.psf.shape_voxels
         learned = self.model.psf_estimate(psf_shape).cpu().numpy()
-        write_ome_tiff(out_dir / "learned_psf.ome.tif", learned, self.store.voxel_size)
+        write_ome_tiff(learned.astype(np.float32), out_dir / "learned_psf.ome.tif", self.store.voxel_size)
         table = pd.DataFrame(self.rows)
-        tmp = out_dir / ".train_log.csv.tmp"
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out_dir / "train_log.csv")
-        plot_losses(table, out_dir / "loss_curves.png")
-        comparison = ("reference", self.reference) if self.reference is not None else \
-            ("initial", self.initial)
-        plot_psf(learned, comparison, self.store.voxel_size, out_dir / "psf.png")
+        with atomic_path(out_dir / "train_log.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        figures.loss_curves(table.drop(columns=["seconds", "lr_g"], errors="ignore"), out_dir / "loss_curves.png")
+        label, other = ("reference", self.reference) if self.reference is not None else ("initial", self.initial)
+        psfs = {"learned": learned} | ({label: other} if other is not None else {})
+        figures.psf_panel(psfs, self.store.voxel_size, out_dir / "psf.png")
         return save_model(out_dir / "model.pt", self.model.g, self.metadata(), learned)
 
     def metadata(self) -> dict[str, Any]:
@@ -300,13 +299,3 @@ def train_step(run: Run, y: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
     run.opt_d.step()
     model.after_step(run.step + 1, cfg.psf)
     return {"loss_g": float(total.detach()), **{k: float(v.detach()) for k, v in (terms | d_terms).items()}}
-
-
-def write_ome_tiff(path: Path, volume: np.ndarray, voxel_size: VoxelSize) -> None:
-    """OME-TIFF (z, y, x) float32 with physical sizes in µm, written atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tifffile.imwrite(tmp, volume.astype(np.float32), ome=True, metadata={
-        "axes": "ZYX", "PhysicalSizeZ": voxel_size.z, "PhysicalSizeY": voxel_size.y,
-        "PhysicalSizeX": voxel_size.x, "PhysicalSizeZUnit": "µm", "PhysicalSizeYUnit": "µm",
-        "PhysicalSizeXUnit": "µm"})
-    os.replace(tmp, path)

@@ -7,13 +7,10 @@ out-of-range value raises CycledeconError naming the dotted key (e.g. ``train.op
 from __future__ import annotations
 
 import dataclasses
-import operator
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cycledecon.errors import CycledeconError
+from cycledecon.configparse import check_ranges, parse_section, plain
 
 
 @dataclass(frozen=True)
@@ -132,12 +129,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as stored in model.pt and accepted by parse."""
-        return _plain(dataclasses.asdict(self))
+        return plain(self)
 
 
 def parse_config(section: dict[str, Any] | None, prefix: str = "train") -> TrainConfig:
     """Build a TrainConfig from the plain `train:` dict, filling defaults and naming any bad key."""
-    config = _build(TrainConfig, section or {}, prefix)
+    config = parse_section(TrainConfig, section or {}, prefix)
     _check_ranges(config, prefix)
     return config
 
@@ -146,64 +143,7 @@ def parse_generator_config(section: GeneratorConfig | dict[str, Any]) -> Generat
     """A GeneratorConfig from itself or from its plain dict (as stored in model.pt metadata)."""
     if isinstance(section, GeneratorConfig):
         return section
-    return _build(GeneratorConfig, section, "train.generator")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _build(cls: type, values: Any, path: str) -> Any:
-    if not isinstance(values, dict):
-        raise CycledeconError(f"{path}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise CycledeconError(f"{path}.{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
-    kwargs = {k: _convert(hints[k], v, f"{path}.{k}") for k, v in values.items()}
-    return cls(**kwargs)
-
-
-def _convert(hint: Any, value: Any, path: str) -> Any:
-    """Check `value` against a type hint, converting lists to tuples and ints to floats."""
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path)
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, path)
-    if origin is Literal:
-        if value not in args:
-            raise CycledeconError(f"{path}: must be one of {', '.join(map(str, args))}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise CycledeconError(f"{path}: expected a list of {len(args)} numbers, got {value!r}")
-        return tuple(_convert(a, v, path) for a, v in zip(args, value))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise CycledeconError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise CycledeconError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise CycledeconError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise CycledeconError(f"{path}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {hint} at {path}")
+    return parse_section(GeneratorConfig, section, "train.generator")
 
 
 def _check_ranges(config: TrainConfig, prefix: str) -> None:
@@ -233,7 +173,4 @@ def _check_ranges(config: TrainConfig, prefix: str) -> None:
         ("val_every", config.val_every >= 1),
     ]
     checks += [(f"loss.{f.name}", getattr(config.loss, f.name) >= 0) for f in dataclasses.fields(LossConfig)]
-    for key, ok in checks:
-        if not ok:
-            value = operator.attrgetter(key)(config)
-            raise CycledeconError(f"{prefix}.{key}: invalid value {value!r}")
+    check_ranges(config, prefix, checks)
