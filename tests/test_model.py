@@ -187,6 +187,11 @@ def test_load_model_rejects_missing_corrupt_and_foreign_files(tmp_path):
     (tmp_path / "truncated.pt").write_bytes(truncated[: len(truncated) // 2])
     with pytest.raises(CycledeconError, match="truncated.pt: not a cycledecon model"):
         load_model(tmp_path / "truncated.pt")
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    del payload["metadata"]["generator"]
+    torch.save(payload, tmp_path / "incomplete.pt")
+    with pytest.raises(CycledeconError, match="incomplete.pt: not a cycledecon model .metadata lacks generator"):
+        load_model(tmp_path / "incomplete.pt")
 
 
 def test_gaussian_phase_learns_widths_then_hands_over_the_same_kernel():

@@ -72,7 +72,10 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn
             f"{path}: model format version {payload.get('format_version')!r} is not supported "
             f"(this cycledecon reads version {FORMAT_VERSION})"
         )
-    metadata = dict(payload["metadata"])
+    metadata = dict(payload.get("metadata") or {})
+    missing = [k for k in METADATA_KEYS if k not in metadata]
+    if missing:
+        raise CycledeconError(f"{path}: not a cycledecon model (metadata lacks {', '.join(missing)})")
     generator = UNet3d(metadata["generator"])
     try:
         generator.load_state_dict(payload["generator_state"])
