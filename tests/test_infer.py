@@ -28,7 +28,7 @@ from cycledecon.voxel import VoxelSize
 
 torch.set_num_threads(2)
 
-#: Tiny but real U-Net (2 poolings): its receptive field is 23 voxels, so the halo is 24.
+#: Tiny but real U-Net (2 poolings): its receptive field is 26 voxels, so the halo is 28.
 GENERATOR = {"depth": 2, "base_channels": 2}
 VOXEL = VoxelSize(0.25, 0.1, 0.1)
 NORMALIZATION = {"method": "percentile", "percentiles": [1.0, 99.0], "clip": True}
@@ -80,7 +80,7 @@ def reference(volume) -> np.ndarray:
 # -------------------------------------------------------------------------------------- seam-free
 def test_blocks_equal_the_whole_volume_everywhere(volume, reference):
     halo = halo_voxels(GENERATOR)
-    assert halo == (24, 24, 24)
+    assert halo == (28, 28, 28)
     out = blockwise(volume, halo, (4, 8, 8))
     assert out.shape == volume.shape
     np.testing.assert_allclose(out, reference, rtol=0, atol=TOLERANCE)
@@ -141,7 +141,7 @@ def test_output_is_an_ome_zarr_with_voxel_size_and_model_identity(files):
     assert record["model_path"] == str(files["model"].resolve())
     assert len(record["train_config_sha256"]) == 64
     assert record["cycledecon_version"]
-    assert record["halo_voxels"] == [24, 24, 24]
+    assert record["halo_voxels"] == [28, 28, 28]
 
 
 def test_raw_input_gets_the_models_normalization(tmp_path, files):

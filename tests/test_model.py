@@ -56,8 +56,8 @@ def test_receptive_field_bounds_the_reach_of_one_voxel(norm, depth):
 
 
 def test_receptive_field_grows_with_depth_and_accepts_a_dict():
-    # 2 convs (2) + pool (1) + 2 convs at spacing 2 (4) + 2 convs on the way up (2)
-    assert receptive_field({"depth": 1}) == (9, 9, 9)
+    # 2 convs (2) + pool (1) + 2 convs at spacing 2 (4) + 3 convs on the way up (3)
+    assert receptive_field({"depth": 1}) == (10, 10, 10)
     assert receptive_field({"depth": 3}) > receptive_field({"depth": 2})
 
 

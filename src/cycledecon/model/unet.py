@@ -1,7 +1,8 @@
 """The generator: a 3D U-Net for single-channel volumes, and its receptive field for tiled inference.
 
 Each level has two 3³ convolutions (norm, activation); levels are joined by 2× max pooling on the
-way down and 2³ stride-2 transposed convolutions on the way up, with skip connections. The output
+way down and nearest-neighbour 2× upsampling followed by a 3³ convolution on the way up (a
+stride-2 transposed convolution printed a 2-voxel checkerboard on the demo), with skip connections. The output
 is residual (input + correction) when configured, so an untrained G is close to the identity.
 """
 
@@ -60,7 +61,10 @@ class UNet3d(nn.Module):
         )
         self.bottom = _conv_block(widths[-2], widths[-1], config)
         self.up = nn.ModuleList(
-            nn.ConvTranspose3d(widths[level + 1], widths[level], 2, stride=2)
+            nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv3d(widths[level + 1], widths[level], KERNEL, padding=KERNEL // 2),
+            )
             for level in range(config.depth)
         )
         self.merge = nn.ModuleList(
@@ -89,8 +93,9 @@ def receptive_field(config: GeneratorConfig | dict[str, Any]) -> tuple[int, int,
     """Radius (voxels, per axis z, y, x) of the input region that can affect one output voxel.
 
     Walks the deepest path of the U-Net: a k³ convolution at voxel spacing j adds (k-1)/2·j, a 2×
-    pooling adds j (its window is one-sided) and doubles j, a stride-2 transposed 2³ convolution
-    adds nothing and halves j. Inference uses this as the map_overlap halo. It is exact for
+    pooling adds j (its window is one-sided) and doubles j; a nearest 2× upsampling halves j and
+    adds nothing more (it maps back onto the same pair of voxels that pooling merged), and the 3³
+    convolution after it adds (k-1)/2·j like any other. Inference uses this as its block halo. It is exact for
     `norm: batch` or `none`; with instance norm the tile statistics also reach further.
     """
     config = parse_generator_config(config)
@@ -102,5 +107,5 @@ def receptive_field(config: GeneratorConfig | dict[str, Any]) -> tuple[int, int,
     radius += CONVS_PER_LEVEL * per_conv * spacing
     for _ in range(config.depth):
         spacing //= 2
-        radius += CONVS_PER_LEVEL * per_conv * spacing
+        radius += (1 + CONVS_PER_LEVEL) * per_conv * spacing
     return (radius, radius, radius)
