@@ -133,6 +133,22 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_store, tmp_pat
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
 
 
+def test_checkpoint_of_another_training_is_not_resumed(tiny_store, tmp_path):
+    """New patches (a stack added to the campaign) or a new config must retrain, not resume."""
+    first = training.train(tiny_store, tmp_path / "out", TINY)
+    trained = pd.read_csv(tmp_path / "out" / "train_log.csv")
+    store = zarr.open_group(str(tiny_store), mode="r+")
+    store["A_train"][0] = 1.0 - store["A_train"][0]  # the campaign's data changed
+    training.train(tiny_store, tmp_path / "out", TINY)
+    retrained = pd.read_csv(tmp_path / "out" / "train_log.csv")
+    assert list(retrained["step"]) == list(trained["step"])  # a whole new run, not a resumed one
+    assert not np.allclose(retrained["loss_g"], trained["loss_g"])
+    more = TINY | {"optim": TINY["optim"] | {"steps": 8}}
+    training.train(tiny_store, tmp_path / "out", more)  # another config: starts over, no error
+    assert pd.read_csv(tmp_path / "out" / "train_log.csv")["step"].max() == 8
+    assert first.exists()
+
+
 def test_non_blind_mode_keeps_the_given_psf(tiny_store, tmp_path):
     given = gaussian_psf((3, 5, 5), (0.8, 1.3, 0.9))
     tifffile.imwrite(tmp_path / "psf.tif", given, photometric="minisblack")

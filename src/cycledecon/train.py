@@ -9,6 +9,7 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import platform
@@ -184,14 +185,32 @@ class Run:
         self.rows: list[dict[str, float]] = []
         self.autocast = device.type == "cuda"  # bf16 autocast on GPU only
 
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must share to be resumed: config, training data and architecture."""
+        data = hashlib.sha256()
+        for name in ARRAYS:
+            data.update(np.ascontiguousarray(self.store.arrays[name]).tobytes())
+        layers = {k: list(v.shape) for k, v in self.model.state_dict().items()}
+        return {"config": self.cfg.to_dict(), "patches_sha256": data.hexdigest(), "layers": layers}
+
     def resume(self, path: Path) -> None:
-        """Continue from checkpoint.pt when present and made with the same config."""
+        """Continue from checkpoint.pt when it belongs to this very training.
+
+        A checkpoint of another training — the config, the patches (a stack was added to the
+        campaign) or the code's architecture changed — is not resumed: training starts over and
+        overwrites it, so the rule always produces the model its inputs describe.
+        """
         if not path.exists():
             return
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if state["config"] != self.cfg.to_dict():
-            raise CycledeconError(f"{path}: checkpoint was made with a different train config; "
-                                  "delete it or train into another directory")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as error:  # a torn or foreign file is as good as none
+            log.warning("ignoring unreadable checkpoint %s (%s); starting over", path, error)
+            return
+        if state.get("identity") != self.identity():
+            log.warning("checkpoint %s belongs to another training (config, patches or model "
+                        "changed); starting over", path)
+            return
         self.model.load_state_dict(state["model"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -204,7 +223,7 @@ class Run:
 
     def checkpoint(self, path: Path) -> None:
         atomic_save({
-            "step": self.step, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
+            "step": self.step, "identity": self.identity(), "model": self.model.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "log": self.rows,
             "rng": {"sampler": self.sampler.get_state(), "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None},
