@@ -102,7 +102,7 @@ def campaign_evaluation_inputs(wildcards):
 
 def demo_samples():
     """Rows of the sheet whose raw stacks the demo rule generates."""
-    return samples[samples["path"].str.startswith(DEMO_DIR + "/")]
+    return samples[samples["path"].str.startswith(f"{DEMO_DIR}/")]
 
 
 def all_outputs():
