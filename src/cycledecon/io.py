@@ -87,7 +87,7 @@ def read_stack(
     if voxel_size is None:
         if file_voxel_size is None:
             raise CycledeconError(
-                f"{path}: no voxel size in the file's metadata; give dz_um, dy_um, dx_um in the sample sheet"
+                f"{path}: no voxel size in the file's metadata; give it (sheet columns dz_um, dy_um, dx_um, or --voxel-size Z Y X)"
             )
         voxel_size = file_voxel_size
     else:
