@@ -1,0 +1,177 @@
+"""Running the Snakemake workflow for one case: its data once, then each (method, seed) on that data.
+
+Layout under ``<work>/<preset>/<case>/``:
+
+* ``data/`` — a workflow directory whose run stops at the patches: the demo rule generates the
+  stacks (seeded by `demo.seed` and each sample's name), then ingest, normalize, patches;
+* ``<method>_s<seed>/`` — one workflow directory per trained variant. Its ``resources/demo``,
+  ``results/normalized`` and ``results/patches`` are links into ``data/`` and Snakemake may only
+  use the train and deconvolve rules (``--allowed-rules``), so every variant trains on the very
+  same patches and deconvolves the very same stacks, and a case's data is made once, not nine
+  times (one Snakemake job costs seconds of interpreter start-up on 2 cores);
+* ``frozen_psf.ome.tif`` — the true PSF cropped to the PSF layer's size, for the non-blind method.
+
+A variant runs either as its own Snakemake run (`train_and_deconvolve`) or, where one Snakemake
+run per variant costs more than the training itself (2 CPU cores, `--quick`), by calling the very
+functions the train and deconvolve rules' scripts call (`train_and_deconvolve_in_process`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tifffile
+import torch
+import yaml
+
+from cycledecon.evaluate import load
+from cycledecon.infer import deconvolve_file
+from cycledecon.io import write_ome_tiff
+from cycledecon.psf import normalize_psf
+from cycledecon.train import train
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+CAMPAIGN = "bench"
+WIDEFIELD = ("wf_01", "wf_02", "wf_03")
+REFERENCES = ("ref_01", "ref_02", "ref_03")
+SHARED = ("resources/demo", "results/normalized", "results/patches")
+TRUE_PSF = "resources/demo/true_psf.ome.tif"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trained (method, seed) of a case, and where its workflow runs."""
+
+    method: str
+    seed: int
+    directory: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.directory / "results" / "models" / CAMPAIGN
+
+    def deconvolved(self, sample: str) -> Path:
+        return self.directory / "results" / "deconvolved" / f"{sample}.ome.zarr"
+
+
+def sample_sheet(optics: dict[str, float]) -> pd.DataFrame:
+    """The case's sheet: three widefield stacks with the user's (nominal) optics, three references."""
+    rows = [{"sample": s, "path": f"resources/demo/{s}.ome.tif", "role": "widefield", "campaign": CAMPAIGN,
+             **optics, "ground_truth": f"resources/demo/truth/{s}.ome.tif"} for s in WIDEFIELD]
+    rows += [{"sample": s, "path": f"resources/demo/{s}.ome.tif", "role": "reference", "campaign": CAMPAIGN}
+             for s in REFERENCES]
+    return pd.DataFrame(rows)
+
+
+def workdir_config(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with the sheet and the true PSF at their places inside a workflow directory."""
+    return {**config, "samples": "config/samples.tsv", "true_psf": {CAMPAIGN: TRUE_PSF}}
+
+
+def write_workdir(directory: Path, config: dict[str, Any], sheet: pd.DataFrame) -> Path:
+    """A workflow directory with config/config.yaml and config/samples.tsv; returns the config path."""
+    (directory / "config").mkdir(parents=True, exist_ok=True)
+    config = workdir_config(config)
+    sheet.to_csv(directory / "config" / "samples.tsv", sep="\t", index=False)
+    path = directory / "config" / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def link_shared(directory: Path, data: Path) -> None:
+    """Point the variant's data paths at the case's data directory (idempotent)."""
+    for relative in SHARED:
+        link = directory / relative
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to((data / relative).resolve(), target_is_directory=True)
+
+
+def snakemake(directory: Path, config_path: Path, targets: list[str],
+              allowed_rules: list[str] | None = None) -> float:
+    """Run the repository's Snakefile in `directory` on 2 cores; returns the wall time in seconds.
+
+    Snakemake's own output goes to ``snakemake.log`` in the directory; a failure raises with its tail.
+    """
+    directory = directory.resolve()
+    command = [SNAKEMAKE, *targets, "--snakefile", str(REPO / "Snakefile"), "--directory", str(directory),
+               "--configfile", str(config_path.resolve()), "--cores", "2"]
+    if allowed_rules:
+        command += ["--allowed-rules", *allowed_rules]  # last: it takes every word after it
+    started = time.perf_counter()
+    with open(directory / "snakemake.log", "w") as log:
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
+    if result.returncode != 0:
+        tail = (directory / "snakemake.log").read_text()[-3000:]
+        raise RuntimeError(f"snakemake failed in {directory}:\n{tail}")
+    return time.perf_counter() - started
+
+
+def make_data(directory: Path, config: dict[str, Any], sheet: pd.DataFrame) -> float:
+    """Generate, ingest, normalize and cut patches of a case; returns the wall time."""
+    config_path = write_workdir(directory, config, sheet)
+    targets = [TRUE_PSF, f"results/patches/{CAMPAIGN}/patches.zarr",
+               *(f"results/normalized/{s}.ome.zarr" for s in WIDEFIELD)]
+    return snakemake(directory, config_path, targets)
+
+
+def train_and_deconvolve(variant: Variant, config: dict[str, Any], sheet: pd.DataFrame, data: Path) -> float:
+    """Train one variant on the case's patches and deconvolve the widefield stacks; returns the wall time."""
+    config_path = write_workdir(variant.directory, config, sheet)
+    link_shared(variant.directory, data)
+    targets = [f"results/models/{CAMPAIGN}/model.pt",
+               *(f"results/deconvolved/{s}.ome.zarr" for s in WIDEFIELD)]
+    return snakemake(variant.directory, config_path, targets, allowed_rules=["train", "deconvolve"])
+
+
+def train_and_deconvolve_in_process(variant: Variant, config: dict[str, Any], sheet: pd.DataFrame,
+                                    data: Path) -> float:
+    """What the train and deconvolve rules' scripts do, in this process; returns the wall time.
+
+    Finished outputs are kept, and a variant directory whose config changed is cleared first, so a
+    rerun redoes exactly what changed (what Snakemake would decide for the same two rules).
+    """
+    config_path = variant.directory / "config" / "config.yaml"
+    if config_path.exists() and yaml.safe_load(config_path.read_text()) != workdir_config(config):
+        shutil.rmtree(variant.directory)
+    write_workdir(variant.directory, config, sheet)
+    started = time.perf_counter()
+    model = variant.model_dir / "model.pt"
+    if not model.exists():
+        train(data / "results" / "patches" / CAMPAIGN / "patches.zarr", variant.model_dir, config["train"],
+              reference_psf=tifffile.imread(data / TRUE_PSF))
+    for sample in WIDEFIELD:
+        if not variant.deconvolved(sample).exists():
+            deconvolve_file(data / "results" / "normalized" / f"{sample}.ome.zarr", model,
+                            variant.deconvolved(sample), config["deconvolve"],
+                            threads=torch.get_num_threads(), progress=False)
+    return time.perf_counter() - started
+
+
+def training_seconds(variant: Variant) -> float:
+    """Seconds of the training loop alone (from train_log.csv), without start-up and deconvolution."""
+    return float(pd.read_csv(variant.model_dir / "train_log.csv")["seconds"].iloc[-1])
+
+
+def crop_around_peak(psf: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """The `shape` window of `psf` centred on its brightest voxel, renormalized to unit sum."""
+    peak = np.unravel_index(np.argmax(psf), psf.shape)
+    window = tuple(slice(p - n // 2, p + n // 2 + 1) for p, n in zip(peak, shape))
+    if any(s.start < 0 or s.stop > n for s, n in zip(window, psf.shape)):
+        raise ValueError(f"a {shape} window around the peak {peak} leaves the PSF {psf.shape}")
+    return normalize_psf(psf[window])
+
+
+def write_frozen_psf(data: Path, shape: tuple[int, int, int], path: Path) -> Path:
+    """The true PSF at the PSF layer's size, which the non-blind method keeps fixed."""
+    psf, voxel_size = load(data / TRUE_PSF)
+    return write_ome_tiff(crop_around_peak(psf, shape), path, voxel_size)

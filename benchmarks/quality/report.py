@@ -1,0 +1,115 @@
+"""The benchmark's outputs: the markdown table with per-case verdicts, and one figure pair per case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cycledecon import figures
+from cycledecon.evaluate import TRUTH
+from cycledecon.voxel import VoxelSize
+
+from scoring import LABELS, METHODS, RAW, RL_THEORETICAL, RL_TRUE
+from suite import CYCLEDECON, TWO_GENERATORS, Case
+
+METRICS = ("psnr_db", "ssim", "fwhm_lateral_err_pct", "fwhm_axial_err_pct", "rl_iterations", "train_s")
+HEADERS = ("method", "PSNR (dB)", "SSIM", "FWHM error lateral (%)", "FWHM error axial (%)", "RL iterations",
+           "training (s)")
+FORMATS = {"psnr_db": ".2f", "ssim": ".3f", "fwhm_lateral_err_pct": "+.0f", "fwhm_axial_err_pct": "+.0f",
+           "rl_iterations": ".0f", "train_s": ".0f"}
+
+
+def summarize(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard deviation over seeds (0 for deterministic methods) and count per (case, method)."""
+    columns = [c for c in METRICS if c in scores]
+    grouped = scores.groupby(["case", "method"], sort=False)[columns]
+    return grouped.mean().join(grouped.std(ddof=1).fillna(0.0), rsuffix="_sd").join(grouped.size().rename("n"))
+
+
+def cell(row: pd.Series, metric: str) -> str:
+    """`mean ± sd` over seeds, the bare value for one run, a dash where the method has no such number."""
+    mean = row.get(metric, np.nan)
+    if pd.isna(mean):
+        return "–"
+    text = format(mean, FORMATS[metric])
+    return f"{text} ± {format(row[f'{metric}_sd'], FORMATS[metric].lstrip('+'))}" if row["n"] > 1 else text
+
+
+def case_table(summary: pd.DataFrame, case: str) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    for method in METHODS:
+        if (case, method) in summary.index:
+            row = summary.loc[(case, method)]
+            lines.append(f"| {method} | " + " | ".join(cell(row, m) for m in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def compare(summary: pd.DataFrame, case: str, method: str, other: str) -> tuple[float, str]:
+    """PSNR difference `method − other` (dB), and whether it exceeds the combined seed spread."""
+    a, b = summary.loc[(case, method)], summary.loc[(case, other)]
+    difference = a["psnr_db"] - b["psnr_db"]
+    spread = float(np.hypot(a["psnr_db_sd"], b["psnr_db_sd"]))
+    word = "yes" if difference > spread else "no" if difference < -spread else "tie (within the seed spread)"
+    return float(difference), word
+
+
+def verdict(summary: pd.DataFrame, case: str) -> str:
+    """The issue's four questions for one case, answered from mean PSNR ± seed spread."""
+    ours = LABELS[CYCLEDECON]
+    parts = []
+    for question, other in (("beats raw", RAW), ("beats RL with the theoretical PSF", RL_THEORETICAL),
+                            ("beats the two-generator CycleGAN", LABELS[TWO_GENERATORS])):
+        difference, word = compare(summary, case, ours, other)
+        parts.append(f"{question}: **{word}** ({difference:+.2f} dB)")
+    gap, _ = compare(summary, case, ours, RL_TRUE)
+    parts.append(f"distance to the RL oracle: {gap:+.2f} dB")
+    return "; ".join(parts) + "."
+
+
+def overview(summary: pd.DataFrame, cases: list[Case]) -> str:
+    """One line per case: PSNR of every method, then the verdicts in short."""
+    header = ["case", *METHODS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for case in cases:
+        cells = [cell(summary.loc[(case.name, m)], "psnr_db") if (case.name, m) in summary.index else "–"
+                 for m in METHODS]
+        lines.append(f"| {case.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def case_figures(case: str, volumes: dict[str, np.ndarray], truth: np.ndarray, psfs: dict[str, np.ndarray],
+                 voxel_size: VoxelSize, directory: Path) -> list[Path]:
+    """Orthoslices of every method on the case's first stack (seed 0), and its PSFs."""
+    panel = figures.orthoslice_panel({**volumes, TRUTH: truth}, voxel_size, directory / f"{case}_slices.png",
+                                     title=f"{case}: first widefield stack, seed 0", reference=TRUTH)
+    return [panel, figures.psf_panel(psfs, voxel_size, directory / f"{case}_psf.png")]
+
+
+def max_differences(new: pd.DataFrame, old: pd.DataFrame) -> pd.DataFrame:
+    """Largest |new − old| per method and metric between two runs' scores (a rerun check)."""
+    keys = ["case", "method", "seed"]
+    merged = new.merge(old, on=keys, suffixes=("", "_old"))
+    columns = [c for c in ("psnr_db", "ssim") if f"{c}_old" in merged]
+    differences = pd.DataFrame({c: (merged[c] - merged[f"{c}_old"]).abs() for c in columns})
+    return differences.assign(method=merged["method"]).groupby("method", sort=False).max()
+
+
+def document(summary: pd.DataFrame, cases: list[Case], header: str) -> str:
+    """quality.md: what ran, the overview, the verdicts, then each case's full table and figures."""
+    parts = ["# Quality benchmark", "", header, "",
+             "PSNR and SSIM against the ground truth after the least-squares affine intensity match, averaged "
+             "over a case's three widefield stacks; mean ± standard deviation over the seeds for trained "
+             "methods (and for RL with each seed's learned PSF). Richardson–Lucy uses, for every PSF, the "
+             "iteration count with the best PSNR (an oracle choice); with the true PSF it is the non-blind "
+             "oracle. FWHM errors are signed, relative to the true PSF. How to read and rerun this: "
+             "benchmarks/quality/README.md.", "",
+             "## PSNR (dB) per case", "", overview(summary, cases), "",
+             "## Verdicts (cycledecon, by mean PSNR; 'yes' or 'no' only beyond the combined seed spread)", ""]
+    parts += [f"- **{case.name}**: {verdict(summary, case.name)}" for case in cases]
+    for case in cases:
+        parts += ["", f"## {case.name}: {case.label}", "", case_table(summary, case.name), "",
+                  f"![{case.name} slices](quality/{case.name}_slices.png)",
+                  f"![{case.name} PSFs](quality/{case.name}_psf.png)"]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,123 @@
+"""Quality benchmark (issue 7): blind cycledecon against raw, Richardson–Lucy and a two-generator CycleGAN.
+
+    .venv/bin/python benchmarks/quality/run.py --quick      # 2 CPU cores, under 30 minutes
+    .venv/bin/python benchmarks/quality/run.py              # one GPU, the full sizes
+    .venv/bin/python benchmarks/quality/run.py --quick --cases filaments puncta
+    .venv/bin/python benchmarks/quality/run.py --quick --work /tmp/rerun --out /tmp/rerun-results \\
+        --compare benchmarks/results/quality/scores.csv      # a rerun, checked against the committed scores
+
+Every case (benchmarks/quality/suite.py) is a synthetic campaign made by the workflow's demo rule and
+taken through ingest, normalize and patches by Snakemake; every trained method is then trained
+with each seed on those same patches and deconvolves the same stacks (benchmarks/quality/pipeline.py),
+and everything is scored with the library against the ground truth (benchmarks/quality/scoring.py).
+Writes benchmarks/results/quality.md, and scores.csv and two figures per case under
+benchmarks/results/quality/. Rerunning reuses finished work under --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+import pipeline
+import report
+from pipeline import REPO, Variant
+from scoring import METHODS, CaseData, learned_psf, score_case
+from suite import CASES, CYCLEDECON, PRESETS, VARIANTS, Case, Preset, case_config, variant_train
+
+RESULTS = REPO / "benchmarks" / "results"
+RUNNERS = {"snakemake": pipeline.train_and_deconvolve, "in-process": pipeline.train_and_deconvolve_in_process}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the 2-core CPU preset (under 30 minutes)")
+    parser.add_argument("--cases", nargs="+", choices=[c.name for c in CASES], help="a subset of the cases")
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "quality")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="receives quality.md and quality/")
+    parser.add_argument("--variants", choices=sorted(RUNNERS),
+                        help="how trained methods run (default: snakemake for the full preset, in-process "
+                             "for --quick, where one Snakemake run per model costs more than its training)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads of in-process training and deconvolution (1 on a busy shared machine)")
+    parser.add_argument("--compare", type=Path, help="a previous scores.csv: print the largest differences")
+    return parser.parse_args()
+
+
+def run_case(case: Case, preset: Preset, base: dict, work: Path, runner, figures_dir: Path) -> pd.DataFrame:
+    """Data, every (method, seed), scores and figures of one case; returns its score rows."""
+    config = case_config(base, preset, case)
+    root, sheet = work / preset.name / case.name, pipeline.sample_sheet(case.sheet_optics)
+    data = root / "data"
+    seconds = pipeline.make_data(data, config, sheet)
+    print(f"[{case.name}] data (demo → patches, Snakemake): {seconds:.0f} s", flush=True)
+    frozen = pipeline.write_frozen_psf(data, case.kernel_voxels, root / "frozen_psf.ome.tif")
+    variants = []
+    for method in VARIANTS:
+        for seed in preset.seeds:
+            variant = Variant(method, seed, root / f"{method}_s{seed}")
+            train_config = variant_train(config, method, seed, str(frozen.resolve()))
+            wall = runner(variant, {**config, "train": train_config}, sheet, data)
+            print(f"[{case.name}] {method} seed {seed}: training {pipeline.training_seconds(variant):.0f} s, "
+                  f"train + deconvolve {wall:.0f} s", flush=True)
+            variants.append(variant)
+    started = time.perf_counter()
+    case_data = CaseData.load(data, case.sheet_optics, tuple(config["evaluate"]["theoretical_psf_shape"]))
+    scorer = score_case(case.name, case_data, variants, pipeline.training_seconds)
+    first_learned = next(v for v in variants if v.method == CYCLEDECON)
+    psfs = {"learned (seed 0)": learned_psf(first_learned), "theoretical": case_data.theoretical_psf,
+            "true": case_data.true_psf}
+    volumes = {m: scorer.figure[m] for m in METHODS if m in scorer.figure}
+    first = pipeline.WIDEFIELD[0]
+    report.case_figures(case.name, volumes, case_data.truths[first], psfs, case_data.voxel_size, figures_dir)
+    print(f"[{case.name}] scores and figures: {time.perf_counter() - started:.0f} s", flush=True)
+    return pd.DataFrame(scorer.rows)
+
+
+def header(preset: Preset, runner_name: str, seconds: float) -> str:
+    """What was run, where and how long it took."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    train = preset.overrides["train"]
+    return (f"Preset `{preset.name}` (`benchmarks/quality/run.py{' --quick' if preset.name == 'quick' else ''}`), "
+            f"commit {commit}, {platform.machine()} with {len(os.sched_getaffinity(0))} cores; "
+            f"seeds {', '.join(map(str, preset.seeds))}; trained methods run {runner_name} "
+            f"({torch.get_num_threads()} torch threads); "
+            f"stacks {preset.overrides['demo']['shape']} voxels, patches {preset.overrides['patches']['shape']}, "
+            f"U-Net depth {train['generator']['depth']} × {train['generator']['base_channels']} channels, "
+            f"{train['optim']['steps']} steps of batch {train['optim']['batch_size']}. "
+            f"Whole run: {seconds / 60:.1f} min.")
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    preset = PRESETS["quick" if args.quick else "full"]
+    runner_name = args.variants or ("in-process" if args.quick else "snakemake")
+    cases = [c for c in CASES if args.cases is None or c.name in args.cases]
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    figures_dir = args.out / "quality"
+    started = time.perf_counter()
+    scores = pd.concat([run_case(c, preset, base, args.work, RUNNERS[runner_name], figures_dir) for c in cases],
+                       ignore_index=True)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    scores.to_csv(figures_dir / "scores.csv", index=False, float_format="%.6g")
+    summary = report.summarize(scores)
+    document = report.document(summary, cases, header(preset, runner_name, time.perf_counter() - started))
+    (args.out / "quality.md").write_text(document)
+    print(document)
+    if args.compare:
+        differences = report.max_differences(scores, pd.read_csv(args.compare))
+        print(f"largest |difference| to {args.compare}:\n{differences}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Scoring one case: every method against the ground truth, and every PSF against the true one.
+
+Metrics are the library's (`cycledecon.metrics.compare_to_truth`: PSNR and SSIM after the
+least-squares affine intensity match), averaged over the case's widefield stacks. Richardson–Lucy
+runs on the raw stacks (`cycledecon.baselines.richardson_lucy`); its iteration count is chosen for
+every PSF by the best PSNR on the first stack (`cycledecon.baselines.best_iterations`) and used on
+all of them, so every RL row is RL at its best: only "RL, true PSF" also knows the PSF, which makes
+it the non-blind oracle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cycledecon.baselines import best_iterations, richardson_lucy
+from cycledecon.evaluate import load, theoretical_psf
+from cycledecon.metrics import compare_to_truth
+from cycledecon.psf_metrics import fwhm
+from cycledecon.voxel import VoxelSize
+
+from pipeline import TRUE_PSF, WIDEFIELD, Variant
+from suite import CYCLEDECON, NONBLIND, TWO_GENERATORS
+
+RAW = "raw"
+RL_TRUE = "RL, true PSF (oracle)"
+RL_THEORETICAL = "RL, theoretical PSF"
+RL_LEARNED = "RL, learned PSF"
+LABELS = {CYCLEDECON: "cycledecon", TWO_GENERATORS: "two-generator CycleGAN",
+          NONBLIND: "cycledecon, true PSF frozen (non-blind)"}
+METHODS = (RAW, RL_TRUE, RL_THEORETICAL, RL_LEARNED, LABELS[TWO_GENERATORS], LABELS[CYCLEDECON],
+           LABELS[NONBLIND])
+RL_CANDIDATES = (5, 10, 20, 40, 80)
+
+
+@dataclass(frozen=True)
+class CaseData:
+    """A case's raw stacks, their ground truths and its two known PSFs, in memory."""
+
+    raws: dict[str, np.ndarray]
+    truths: dict[str, np.ndarray]
+    voxel_size: VoxelSize
+    true_psf: np.ndarray
+    theoretical_psf: np.ndarray
+
+    @classmethod
+    def load(cls, data: Path, sheet_optics: dict[str, float], psf_shape: tuple[int, int, int]) -> CaseData:
+        demo = data / "resources" / "demo"
+        raws = {s: load(demo / f"{s}.ome.tif")[0] for s in WIDEFIELD}
+        truths = {s: load(demo / "truth" / f"{s}.ome.tif")[0] for s in WIDEFIELD}
+        true_psf, voxel_size = load(data / TRUE_PSF)
+        return cls(raws, truths, voxel_size, true_psf, theoretical_psf(psf_shape, voxel_size, sheet_optics))
+
+
+def image_scores(results: dict[str, np.ndarray], truths: dict[str, np.ndarray]) -> dict[str, float]:
+    """PSNR (dB) and SSIM of a method, averaged over the stacks."""
+    scores = [compare_to_truth(results[s], truths[s]) for s in truths]
+    return {key: float(np.mean([s[key] for s in scores])) for key in ("psnr_db", "ssim")}
+
+
+def fwhm_errors(psf: np.ndarray, true: np.ndarray, voxel_size: VoxelSize) -> dict[str, float]:
+    """Signed relative error (%) of a PSF's lateral and axial FWHM against the true PSF's.
+
+    NaN for a PSF that does not fall to half maximum inside its array (a failed learned kernel).
+    """
+    reference = fwhm(true, voxel_size)
+    try:
+        measured = fwhm(psf, voxel_size)
+    except ValueError:
+        measured = {"lateral_um": np.nan, "axial_um": np.nan}
+    return {f"fwhm_{axis}_err_pct": 100 * (measured[f"{axis}_um"] / reference[f"{axis}_um"] - 1)
+            for axis in ("lateral", "axial")}
+
+
+def richardson_lucy_at_best(data: CaseData, psf: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+    """RL of every stack with the iteration count that scores best on the first stack."""
+    first = WIDEFIELD[0]
+    iterations, _ = best_iterations(data.raws[first], psf, data.truths[first], RL_CANDIDATES)
+    return {s: richardson_lucy(raw, psf, iterations) for s, raw in data.raws.items()}, iterations
+
+
+def network_results(variant: Variant) -> dict[str, np.ndarray]:
+    return {s: load(variant.deconvolved(s))[0] for s in WIDEFIELD}
+
+
+def learned_psf(variant: Variant) -> np.ndarray:
+    return load(variant.model_dir / "learned_psf.ome.tif")[0]
+
+
+@dataclass
+class Scorer:
+    """Collects one row per (method, seed) of a case, and the first stack of each method at seed 0."""
+
+    case: str
+    data: CaseData
+    rows: list[dict]
+    figure: dict[str, np.ndarray]
+
+    def add(self, method: str, seed: int | None, results: dict[str, np.ndarray], **extra: float) -> None:
+        self.rows.append({"case": self.case, "method": method, "seed": seed,
+                          **image_scores(results, self.data.truths), **extra})
+        if seed in (None, 0):
+            self.figure[method] = results[WIDEFIELD[0]]
+
+    def add_rl(self, method: str, seed: int | None, psf: np.ndarray, **extra: float) -> None:
+        results, iterations = richardson_lucy_at_best(self.data, psf)
+        self.add(method, seed, results, rl_iterations=iterations, **extra)
+
+
+def score_case(case: str, data: CaseData, variants: list[Variant],
+               train_seconds: Callable[[Variant], float]) -> Scorer:
+    """Every method of one case: the raw stack, the three RL baselines and the trained variants."""
+    scorer = Scorer(case, data, [], {})
+    true_errors = fwhm_errors(data.true_psf, data.true_psf, data.voxel_size)
+    scorer.add(RAW, None, data.raws)
+    scorer.add_rl(RL_TRUE, None, data.true_psf, **true_errors)
+    scorer.add_rl(RL_THEORETICAL, None, data.theoretical_psf,
+                  **fwhm_errors(data.theoretical_psf, data.true_psf, data.voxel_size))
+    for variant in variants:
+        extra = {"train_s": train_seconds(variant)}
+        if variant.method == CYCLEDECON:
+            extra |= fwhm_errors(learned_psf(variant), data.true_psf, data.voxel_size)
+            scorer.add_rl(RL_LEARNED, variant.seed, learned_psf(variant), **extra)
+        scorer.add(LABELS[variant.method], variant.seed, network_results(variant), **extra)
+    return scorer
