@@ -52,17 +52,21 @@ def widefield_psf(
         raise ValueError(f"psfmodels needs a square lateral PSF, got {ny}×{nx}")
     ni = float(immersion_ri)
     ns = ni if sample_ri is None else float(sample_ri)
-    if na >= min(ni, ns) + 1e-6 and sample_ri is not None:
-        pass  # psfmodels handles supercritical angles itself
-    z_um = (np.arange(nz) - nz // 2) * voxel_size.z
-    psf = psfmodels.vectorial_psf(
-        z_um,
-        nx=nx,
-        dxy=voxel_size.x,
-        pz=float(depth_um),
-        wvl=wavelength_nm / 1000.0,
-        params={"NA": float(na), "ni": ni, "ni0": ni, "ns": ns},
-    )
+    params = {"NA": float(na), "ni": ni, "ni0": ni, "ns": ns}
+
+    def planes(centre_um: float) -> np.ndarray:
+        # psfmodels measures focal planes from the coverslip, so they are placed around the emitter
+        z_um = (np.arange(nz) - nz // 2) * voxel_size.z + centre_um
+        return psfmodels.vectorial_psf(
+            z_um, nx=nx, dxy=voxel_size.x, pz=float(depth_um), wvl=wavelength_nm / 1000.0, params=params
+        )
+
+    psf = planes(depth_um)
+    # an index mismatch shifts the best focus away from the emitter's depth: centre the kernel on
+    # its peak, as a deconvolution kernel must be
+    shift = int(np.argmax(psf.max(axis=(1, 2)))) - nz // 2
+    if shift:
+        psf = planes(depth_um + shift * voxel_size.z)
     return normalize_psf(psf)
 
 
