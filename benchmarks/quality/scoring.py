@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from cycledecon.baselines import best_iterations, richardson_lucy
-from cycledecon.evaluate import load, theoretical_psf
+from cycledecon.evaluate import load
+from cycledecon.psf import psf_from_optics
 from cycledecon.metrics import compare_to_truth
 from cycledecon.psf_metrics import fwhm
 from cycledecon.voxel import VoxelSize
@@ -52,7 +53,7 @@ class CaseData:
         raws = {s: load(demo / f"{s}.ome.tif")[0] for s in WIDEFIELD}
         truths = {s: load(demo / "truth" / f"{s}.ome.tif")[0] for s in WIDEFIELD}
         true_psf, voxel_size = load(data / TRUE_PSF)
-        return cls(raws, truths, voxel_size, true_psf, theoretical_psf(psf_shape, voxel_size, sheet_optics))
+        return cls(raws, truths, voxel_size, true_psf, psf_from_optics(psf_shape, voxel_size, sheet_optics))
 
 
 def image_scores(results: dict[str, np.ndarray], truths: dict[str, np.ndarray]) -> dict[str, float]:

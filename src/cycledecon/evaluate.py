@@ -23,7 +23,7 @@ from cycledecon.baselines import richardson_lucy
 from cycledecon.errors import CycledeconError
 from cycledecon.io import atomic_path, read_ome_zarr, read_stack, write_ome_zarr
 from cycledecon.metrics import background_std_ratio, compare_to_truth, frc_resolution
-from cycledecon.psf import widefield_psf
+from cycledecon.psf import psf_from_optics
 from cycledecon.psf_metrics import fwhm, psf_ncc
 from cycledecon.voxel import VoxelSize
 
@@ -55,11 +55,6 @@ def load(path: str | Path) -> tuple[np.ndarray, VoxelSize]:
     return np.asarray(stack.data, dtype=np.float32), stack.voxel_size
 
 
-def theoretical_psf(shape: tuple[int, int, int], voxel_size: VoxelSize, optics: dict) -> np.ndarray:
-    """The widefield PSF a user would compute from the campaign's optics."""
-    return widefield_psf(shape, voxel_size, optics["na"], optics["wavelength_nm"], optics["immersion_ri"])
-
-
 def run_baselines(
     raw_path: Path,
     out: dict[str, Path],
@@ -78,7 +73,7 @@ def run_baselines(
     if "theoretical" in out:
         if optics is None:
             raise CycledeconError(f"{raw_path}: no optics (na, wavelength_nm, immersion_ri) for the theoretical PSF")
-        psfs["theoretical"] = theoretical_psf(psf_shape, voxel_size, optics)
+        psfs["theoretical"] = psf_from_optics(psf_shape, voxel_size, optics)
     if "learned" in out:
         psfs["learned"] = load(learned_psf_path)[0]
     for name, psf in psfs.items():
@@ -163,7 +158,7 @@ def evaluate_campaign(
     write_csv(pd.DataFrame(rows), metrics_csv)
     learned, voxel_size = load(learned_psf_path)
     true = load(true_psf_path)[0] if true_psf_path is not None else None
-    theoretical = theoretical_psf(psf_shape, voxel_size, optics) if optics is not None else None
+    theoretical = psf_from_optics(psf_shape, voxel_size, optics) if optics is not None else None
     write_csv(psf_rows(learned, voxel_size, theoretical, true), psf_csv)
     psfs = {"learned": learned, "theoretical": theoretical, "true": true}
     figures.psf_panel({k: v for k, v in psfs.items() if v is not None}, voxel_size, psf_figure)

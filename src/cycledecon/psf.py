@@ -70,6 +70,11 @@ def widefield_psf(
     return normalize_psf(psf)
 
 
+def psf_from_optics(shape: tuple[int, int, int], voxel_size: VoxelSize, optics: dict) -> np.ndarray:
+    """The widefield PSF of a sample sheet's optics record {na, wavelength_nm, immersion_ri}."""
+    return widefield_psf(shape, voxel_size, optics["na"], optics["wavelength_nm"], optics["immersion_ri"])
+
+
 def gaussian_psf(shape: tuple[int, int, int], sigma_voxels: tuple[float, float, float]) -> np.ndarray:
     """Separable anisotropic Gaussian PSF with the given sigmas (voxels), unit sum."""
     _check_odd(shape)

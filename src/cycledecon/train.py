@@ -34,7 +34,7 @@ from cycledecon.model.config import PsfConfig, TrainConfig, parse_config
 from cycledecon.model.cyclegan import CycleModel, build_model
 from cycledecon.model.psf_layer import kernel_ncc
 from cycledecon.model.unet import receptive_field
-from cycledecon.psf import gaussian_psf, normalize_psf, widefield_psf
+from cycledecon.psf import gaussian_psf, normalize_psf, psf_from_optics
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
@@ -152,9 +152,7 @@ def theoretical_psf(shape: tuple[int, int, int], store: PatchStore) -> np.ndarra
                               "(na, wavelength_nm, immersion_ri), but the patch store has none")
     lateral = max(shape[1], shape[2])
     try:
-        return widefield_psf((shape[0], lateral, lateral), store.voxel_size,
-                             store.optics["na"], store.optics["wavelength_nm"],
-                             store.optics["immersion_ri"])
+        return psf_from_optics((shape[0], lateral, lateral), store.voxel_size, store.optics)
     except (KeyError, ValueError) as error:
         raise CycledeconError(f"train.psf.init: cannot compute the theoretical PSF ({error})") from None
 
