@@ -16,6 +16,7 @@ import cycledecon.train as training
 from cycledecon.errors import CycledeconError
 from cycledecon.model import kernel_ncc, load_model
 from cycledecon.model.unet import receptive_field
+from cycledecon.noise import NoiseModel
 from cycledecon.psf import gaussian_psf
 
 VOXEL = [0.3, 0.1, 0.1]
@@ -85,6 +86,12 @@ def test_train_writes_a_loadable_model_and_its_reports(tiny_store, tmp_path):
     assert meta["voxel_size"] == VOXEL and meta["normalization"]["method"] == "fixed"
     assert meta["generator"]["depth"] == 1 and meta["receptive_field"] == list(receptive_field(meta["generator"]))
     assert meta["config"]["optim"]["steps"] == 6 and "torch" in meta["versions"]
+    # the widefield patches carry Gaussian noise of 0.002 (raw units): the fitted model must say so
+    # (25 %: 1,536 Haar blocks in 16 bins, and the blur leaves a little signal in them)
+    noise = NoiseModel(**meta["noise_model"])
+    median = torch.tensor(float(np.median(zarr.open_group(str(tiny_store))["A_train"][...])))
+    assert float(noise.std(median)) == pytest.approx(0.002 / meta["normalization"]["scale"], rel=0.25)
+    assert meta["intensity_map"]["gain"] > 0
     with tifffile.TiffFile(tmp_path / "out" / "learned_psf.ome.tif") as tif:
         assert tif.is_ome and 'PhysicalSizeZ="0.3"' in tif.ome_metadata
         psf = tif.asarray()

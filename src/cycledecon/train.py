@@ -32,8 +32,9 @@ from cycledecon.io import atomic_path, write_ome_tiff
 from cycledecon.model.checkpoint import atomic_save, save_model
 from cycledecon.model.config import PsfConfig, TrainConfig, parse_config
 from cycledecon.model.cyclegan import CycleModel, build_model
-from cycledecon.model.psf_layer import kernel_ncc
+from cycledecon.model.psf_layer import PsfLayer, kernel_ncc
 from cycledecon.model.unet import receptive_field
+from cycledecon.noise import estimate_noise
 from cycledecon.psf import gaussian_psf, normalize_psf, psf_from_optics
 from cycledecon.voxel import VoxelSize
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 ARRAYS = ("A_train", "B_train", "A_val", "B_val")
 CHECKPOINT = "checkpoint.pt"
-PROGRESS = ("cycle", "adv_a", "d_a", "psf_ncc")  # shown beside the progress bar
+PROGRESS = ("cycle_sharp", "adv_a", "d_a", "psf_ncc")  # shown beside the progress bar
 VAL_BATCHES = 4  # validation uses the first VAL_BATCHES·batch_size patches, the same each time
 
 
@@ -95,8 +96,14 @@ def train(
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     initial = initial_psf(cfg, store) if cfg.model == "psf_layer" else None
-    model = build_model(cfg, initial).to(device)
+    noise = estimate_noise(store.arrays["A_train"]) if cfg.noise == "estimate" else None
+    if noise is not None:
+        log.info("widefield noise in normalized units: var = %.3g·v + %.3g", noise.gain, noise.floor)
+    model = build_model(cfg, initial, noise).to(device)
     run = Run(cfg, model, store, device, initial, reference_psf)
+    if isinstance(model.f, PsfLayer):
+        model.f.match_intensity(*(torch.from_numpy(store.arrays[n][:, None]).to(device)
+                                  for n in ("B_train", "A_train")))
     run.resume(out_dir / CHECKPOINT)
     run.loop(out_dir)
     return run.write_outputs(out_dir)
@@ -295,6 +302,10 @@ class Run:
             "normalization": self.store.normalization,
             "voxel_size": list(self.store.voxel_size.as_tuple()), "campaign": self.store.campaign,
             "optics": self.store.optics, "steps": self.step,
+            "noise_model": self.model.noise.to_dict() if self.model.noise is not None else None,
+            "intensity_map": ({"gain": float(self.model.f.log_gain.detach().exp()),
+                               "offset": float(self.model.f.offset.detach())}
+                              if isinstance(self.model.f, PsfLayer) else None),
             "versions": {"cycledecon": cycledecon.__version__, "torch": str(torch.__version__),
                          "numpy": np.__version__, "zarr": zarr.__version__,
                          "python": platform.python_version()},

@@ -3,10 +3,14 @@
 F is the learnable PSF layer H (Lim & Ye 2020) or, for the ablation, a second U-Net (classic
 CycleGAN); everything else is shared. A is the blurred widefield domain (y), B the sharp one (x).
 
+F's fakes carry simulated widefield noise when the model has a noise model (ñ, cycledecon.noise):
+real widefield patches are noisy, so without it D_A could tell fakes by texture and G would learn
+to invert a noiseless blur.
+
 Losses (weights from LossConfig):
-  adversarial_a · LSGAN(D_A(F(x)))   — the blurred domain: this is what identifies the PSF
+  adversarial_a · LSGAN(D_A(F(x) + ñ))   — the blurred domain: this is what identifies the PSF
   adversarial_b · LSGAN(D_B(G(y)))
-  cycle · (‖F(G(y)) − y‖₁ + ‖G(F(x)) − x‖₁)
+  cycle_blurred · ‖F(G(y)) − y‖₁ + cycle_sharp · ‖G(F(x) + ñ) − x‖₁
   identity · ‖G(x) − x‖₁            — sharp input should stay as it is
   psf_center · centre-of-mass offset², psf_smooth · relative roughness (PSF layer only)
 """
@@ -24,30 +28,40 @@ from cycledecon.model.config import LossConfig, OptimConfig, PsfConfig, TrainCon
 from cycledecon.model.discriminator import PatchDiscriminator3d, lsgan_loss
 from cycledecon.model.psf_layer import PsfLayer
 from cycledecon.model.unet import UNet3d
+from cycledecon.noise import NoiseModel
 
 
 class CycleModel(nn.Module):
     """G, F and the two discriminators, with the loss terms of one training step."""
 
-    def __init__(self, g: nn.Module, f: nn.Module, d_a: nn.Module, d_b: nn.Module) -> None:
+    def __init__(self, g: nn.Module, f: nn.Module, d_a: nn.Module, d_b: nn.Module,
+                 noise: NoiseModel | None = None) -> None:
         super().__init__()
         self.g, self.f, self.d_a, self.d_b = g, f, d_a, d_b
+        self.noise = noise
+
+    def blur(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x) plus, when the model has one, simulated widefield noise (see cycledecon.noise)."""
+        blurred = self.f(x)
+        return blurred if self.noise is None else self.noise.sample(blurred)
 
     def generator_losses(
         self, y: torch.Tensor, x: torch.Tensor, weights: LossConfig
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         """Total G/F loss, its named terms, and the fakes (F(x), G(y)) for the discriminator step."""
-        fake_a, fake_b = self.f(x), self.g(y)
+        fake_a, fake_b = self.blur(x), self.g(y)
         terms = {
             "adv_a": lsgan_loss(self.d_a(fake_a), real=True),
             "adv_b": lsgan_loss(self.d_b(fake_b), real=True),
-            "cycle": F.l1_loss(self.f(fake_b), y) + F.l1_loss(self.g(fake_a), x),
+            "cycle_blurred": F.l1_loss(self.f(fake_b), y),
+            "cycle_sharp": F.l1_loss(self.g(fake_a), x),
         }
         if weights.identity > 0:
             terms["identity"] = F.l1_loss(self.g(x), x)
         terms |= self.psf_penalties(weights)
         scale = {"adv_a": weights.adversarial_a, "adv_b": weights.adversarial_b,
-                 "cycle": weights.cycle, "identity": weights.identity,
+                 "cycle_blurred": weights.cycle_blurred, "cycle_sharp": weights.cycle_sharp,
+                 "identity": weights.identity,
                  "psf_center": weights.psf_center,
                  "psf_smooth": weights.psf_smooth}
         total = sum(scale[name] * value for name, value in terms.items())
@@ -78,7 +92,8 @@ class CycleModel(nn.Module):
         """Adam parameter groups of F: the PSF's widths at lr_psf and its free logits at
         lr_psf_free; F's U-Net (ablation) at lr_g. Frozen parameters are left out."""
         if isinstance(self.f, PsfLayer):
-            groups = [([self.f.log_sigma], optim.lr_psf), ([self.f.logits], optim.lr_psf_free)]
+            groups = [([self.f.log_sigma], optim.lr_psf),
+                      ([self.f.logits, self.f.log_gain, self.f.offset], optim.lr_psf_free)]
         else:
             groups = [(list(self.f.parameters()), optim.lr_g)]
         return [{"params": [p for p in params if p.requires_grad], "lr": lr} for params, lr in groups]
@@ -120,8 +135,10 @@ class CycleModel(nn.Module):
         return float(F.l1_loss(self.f(self.g(y)), y) + F.l1_loss(self.g(self.f(x)), x))
 
 
-def build_model(config: TrainConfig, initial_psf: np.ndarray | None) -> CycleModel:
-    """Assemble the model; `initial_psf` (odd (z, y, x)) is required for the PSF-layer variant."""
+def build_model(config: TrainConfig, initial_psf: np.ndarray | None,
+                noise: NoiseModel | None = None) -> CycleModel:
+    """Assemble the model; `initial_psf` (odd (z, y, x)) is required for the PSF-layer variant,
+    `noise` is added to F's output in training."""
     if config.model == "psf_layer":
         if initial_psf is None:
             raise ValueError("the psf_layer model needs an initial PSF")
@@ -132,5 +149,5 @@ def build_model(config: TrainConfig, initial_psf: np.ndarray | None) -> CycleMod
         f = UNet3d(config.generator)
     return CycleModel(
         UNet3d(config.generator), f,
-        PatchDiscriminator3d(config.discriminator), PatchDiscriminator3d(config.discriminator),
+        PatchDiscriminator3d(config.discriminator), PatchDiscriminator3d(config.discriminator), noise,
     )

@@ -39,7 +39,14 @@ def fft_convolve(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 class PsfLayer(nn.Module):
-    """H(x) = x ⊛ h with h = softmax(logits), optionally mirror-symmetric in x and y.
+    """H(x) = gain · (x ⊛ h) + offset with h = softmax(logits), optionally mirror-symmetric in x and y.
+
+    gain and offset map the sharp domain's intensity units to the widefield domain's: the two are
+    normalized separately (each stack to its own percentiles), and blurring a sparse sharp stack
+    lowers its peaks about tenfold, so a unit-sum kernel alone left H(x) at a tenth of the real
+    widefield intensities on the demo — which the discriminator sees at once, and which showed G
+    inputs ten times too dim in the cycle G(H(x)) ≈ x. They stay learnable in non-blind mode too
+    (units are not optics); `match_intensity` starts them at the data's first two moments.
 
     Training can start in a *Gaussian phase*: h is an anisotropic Gaussian with three learnable
     widths (started at the initial kernel's second moments) until `release()` turns it into free
@@ -64,6 +71,8 @@ class PsfLayer(nn.Module):
         self.register_buffer("gaussian_phase", torch.tensor(gaussian_phase and learnable))
         self.symmetric = symmetric and learnable
         self.register_buffer("ema_kernel", self.kernel().detach().clone())
+        self.log_gain = nn.Parameter(torch.zeros(()))
+        self.offset = nn.Parameter(torch.zeros(()))
 
     def kernel(self) -> torch.Tensor:
         """The current PSF, (z, y, x), non-negative, unit sum."""
@@ -87,7 +96,16 @@ class PsfLayer(nn.Module):
             self.gaussian_phase.fill_(False)
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
-        return fft_convolve(volume, self.kernel())
+        return self.log_gain.exp() * fft_convolve(volume, self.kernel()) + self.offset
+
+    @torch.no_grad()
+    def match_intensity(self, sharp: torch.Tensor, blurred: torch.Tensor) -> None:
+        """Set gain and offset so that H(sharp) has the mean and standard deviation of `blurred`
+        (unrelated patches of the two domains), with the current kernel."""
+        convolved = fft_convolve(sharp, self.kernel())
+        gain = blurred.std() / convolved.std().clamp_min(1e-12)
+        self.log_gain.copy_(gain.log())
+        self.offset.copy_(blurred.mean() - gain * convolved.mean())
 
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
