@@ -1,6 +1,6 @@
 """Quality benchmark (issue 7): blind cycledecon against raw, Richardson–Lucy and a two-generator CycleGAN.
 
-    .venv/bin/python benchmarks/quality/run.py --quick      # 2 CPU cores, under 30 minutes
+    .venv/bin/python benchmarks/quality/run.py --quick      # 2 CPU cores (2 jobs × 1 thread), under 30 minutes
     .venv/bin/python benchmarks/quality/run.py              # one GPU, the full sizes
     .venv/bin/python benchmarks/quality/run.py --quick --cases filaments puncta
     .venv/bin/python benchmarks/quality/run.py --quick --work /tmp/rerun --out /tmp/rerun-results \\
@@ -17,10 +17,12 @@ benchmarks/results/quality/. Rerunning reuses finished work under --work.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import subprocess
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -46,13 +48,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--variants", choices=sorted(RUNNERS),
                         help="how trained methods run (default: snakemake for the full preset, in-process "
                              "for --quick, where one Snakemake run per model costs more than its training)")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch threads of in-process training and deconvolution (1 on a busy shared machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of each in-process training and deconvolution")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="(method, seed) variants trained at once, each in its own process; jobs × "
+                             "threads should not exceed the cores (tiny models scale better across "
+                             "processes than across threads)")
     parser.add_argument("--compare", type=Path, help="a previous scores.csv: print the largest differences")
     return parser.parse_args()
 
 
-def run_case(case: Case, preset: Preset, base: dict, work: Path, runner, figures_dir: Path) -> pd.DataFrame:
+def run_variant(runner, variant: Variant, config: dict, sheet: pd.DataFrame, data: Path) -> tuple[Variant, float]:
+    """One (method, seed) of a case; runs in a worker process."""
+    return variant, runner(variant, config, sheet, data)
+
+
+def run_case(case: Case, preset: Preset, base: dict, work: Path, runner, figures_dir: Path,
+             pool: ProcessPoolExecutor) -> pd.DataFrame:
     """Data, every (method, seed), scores and figures of one case; returns its score rows."""
     config = case_config(base, preset, case)
     root, sheet = work / preset.name / case.name, pipeline.sample_sheet(case.sheet_optics)
@@ -60,15 +72,19 @@ def run_case(case: Case, preset: Preset, base: dict, work: Path, runner, figures
     seconds = pipeline.make_data(data, config, sheet)
     print(f"[{case.name}] data (demo → patches, Snakemake): {seconds:.0f} s", flush=True)
     frozen = pipeline.write_frozen_psf(data, case.kernel_voxels, root / "frozen_psf.ome.tif")
-    variants = []
+    futures = []
     for method in VARIANTS:
         for seed in preset.seeds:
             variant = Variant(method, seed, root / f"{method}_s{seed}")
             train_config = variant_train(config, method, seed, str(frozen.resolve()))
-            wall = runner(variant, {**config, "train": train_config}, sheet, data)
-            print(f"[{case.name}] {method} seed {seed}: training {pipeline.training_seconds(variant):.0f} s, "
-                  f"train + deconvolve {wall:.0f} s", flush=True)
-            variants.append(variant)
+            futures.append(pool.submit(run_variant, runner, variant, {**config, "train": train_config},
+                                       sheet, data))
+    variants = []
+    for future in futures:
+        variant, wall = future.result()
+        print(f"[{case.name}] {variant.method} seed {variant.seed}: training "
+              f"{pipeline.training_seconds(variant):.0f} s, train + deconvolve {wall:.0f} s", flush=True)
+        variants.append(variant)
     started = time.perf_counter()
     case_data = CaseData.load(data, case.sheet_optics, tuple(config["evaluate"]["theoretical_psf_shape"]))
     scorer = score_case(case.name, case_data, variants, pipeline.training_seconds)
@@ -82,15 +98,15 @@ def run_case(case: Case, preset: Preset, base: dict, work: Path, runner, figures
     return pd.DataFrame(scorer.rows)
 
 
-def header(preset: Preset, runner_name: str, seconds: float) -> str:
+def header(preset: Preset, runner_name: str, jobs: int, seconds: float) -> str:
     """What was run, where and how long it took."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     train = preset.overrides["train"]
     return (f"Preset `{preset.name}` (`benchmarks/quality/run.py{' --quick' if preset.name == 'quick' else ''}`), "
             f"commit {commit}, {platform.machine()} with {len(os.sched_getaffinity(0))} cores; "
-            f"seeds {', '.join(map(str, preset.seeds))}; trained methods run {runner_name} "
-            f"({torch.get_num_threads()} torch threads); "
+            f"seeds {', '.join(map(str, preset.seeds))}; trained methods run {runner_name}, "
+            f"{jobs} at a time ({torch.get_num_threads()} torch threads each); "
             f"stacks {preset.overrides['demo']['shape']} voxels, patches {preset.overrides['patches']['shape']}, "
             f"U-Net depth {train['generator']['depth']} × {train['generator']['base_channels']} channels, "
             f"{train['optim']['steps']} steps of batch {train['optim']['batch_size']}. "
@@ -106,12 +122,15 @@ def main() -> None:
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     figures_dir = args.out / "quality"
     started = time.perf_counter()
-    scores = pd.concat([run_case(c, preset, base, args.work, RUNNERS[runner_name], figures_dir) for c in cases],
-                       ignore_index=True)
+    # spawn, not fork: a forked child inherits torch's thread pool in an undefined state
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(args.threads,)) as pool:
+        scores = pd.concat([run_case(c, preset, base, args.work, RUNNERS[runner_name], figures_dir, pool)
+                            for c in cases], ignore_index=True)
     figures_dir.mkdir(parents=True, exist_ok=True)
     scores.to_csv(figures_dir / "scores.csv", index=False, float_format="%.6g")
     summary = report.summarize(scores)
-    document = report.document(summary, cases, header(preset, runner_name, time.perf_counter() - started))
+    document = report.document(summary, cases, header(preset, runner_name, args.jobs, time.perf_counter() - started))
     (args.out / "quality.md").write_text(document)
     print(document)
     if args.compare:

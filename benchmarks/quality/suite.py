@@ -14,10 +14,8 @@ count), so every difference between two rows has one cause:
 
 The mismatch case is an oil objective imaging an aqueous sample whose real aperture is smaller than
 the label says: the PSF a user computes from the sheet (NA 1.4, matched indices) is too narrow,
-axially by about half. Depth-induced spherical aberration (`optics.depth_um`) would be the textbook
-mismatch, but `cycledecon.psf.widefield_psf` evaluates the focal planes around the coverslip rather
-than around the emitter, so any depth moves the demo's PSF peak off centre by about `depth_um` and
-shifts the widefield stack against its ground truth (reported in benchmarks/quality/README.md).
+axially by about half. Depth-induced spherical aberration (`optics.depth_um` with `sample_ri`) is
+the other textbook mismatch and a candidate for a seventh case.
 """
 
 from __future__ import annotations
@@ -97,17 +95,17 @@ _COMMON = {
 }
 
 PRESETS: dict[str, Preset] = {
-    # 2 CPU cores, whole suite in under 30 minutes: a smoke-scale run (tiny U-Net, 80 steps). The PSF
-    # is cut at 17 × 33 × 33 voxels (±2 µm axially), which makes Richardson–Lucy 6× faster here.
+    # 2 CPU cores, whole suite in under 30 minutes: a small-scale run (the demo's U-Net and
+    # discriminators, 100 steps of batch 2). The PSF is cut at 17 × 33 × 33 voxels (±2 µm axially),
+    # which makes Richardson–Lucy 6× faster here.
     "quick": Preset("quick", seeds=(0, 1, 2), overrides={
         "demo": {"shape": [16, 64, 64], "psf_shape": [17, 33, 33]},
         "ingest": {"chunks": [16, 64, 64]},
         "patches": {"shape": [16, 32, 32], "n_train": 64, "n_val": 8},
-        "train": {"generator": {"depth": 2, "base_channels": 4},
-                  "discriminator": {"base_channels": 8, "layers": 2},
+        "train": {"generator": {"depth": 2, "base_channels": 8},
                   "psf": {"gaussian_steps": 40},
-                  "optim": {"steps": 80, "batch_size": 2},
-                  "log_every": 10, "val_every": 40, "checkpoint_every": 80, "device": "cpu"},
+                  "optim": {"steps": 100, "batch_size": 2},
+                  "log_every": 10, "val_every": 50, "checkpoint_every": 100, "device": "cpu"},
         "deconvolve": {"device": "cpu"},
         "evaluate": {"theoretical_psf_shape": [17, 33, 33]},
     }),
