@@ -91,7 +91,7 @@ def test_train_writes_a_loadable_model_and_its_reports(tiny_store, tmp_path):
     noise = NoiseModel(**meta["noise_model"])
     median = torch.tensor(float(np.median(zarr.open_group(str(tiny_store))["A_train"][...])))
     assert float(noise.std(median)) == pytest.approx(0.002 / meta["normalization"]["scale"], rel=0.25)
-    assert meta["intensity_map"]["gain"] > 0
+    assert meta["intensity_map"]["gain"] > 0 and set(meta["intensity_map"]) == {"gain", "offset"}
     with tifffile.TiffFile(tmp_path / "out" / "learned_psf.ome.tif") as tif:
         assert tif.is_ome and 'PhysicalSizeZ="0.3"' in tif.ome_metadata
         psf = tif.asarray()
@@ -200,10 +200,13 @@ def test_theoretical_init_without_optics_is_a_user_error(tmp_path):
 
 # Blind identifiability: A is beads/filaments blurred by an axially elongated Gaussian PSF, B other
 # random sharp objects. The default broad start has NCC 0.68 with the truth. With the default
-# config (150 steps here) the final NCC over data/training seeds 0, 1, 2 was 0.957, 0.906, 0.909
-# (50–110 s on one thread, depending on machine load); with the former small discriminator
-# (8 channels, 2 layers) seed 1 drifted to 0.56. A PSF layer that learns nothing stays at 0.68, so
-# the threshold of 0.80 fails unless H really moves towards the truth; margin 0.1 to the worst seed.
+# config (150 steps here) the final NCC over data/training seeds 0, 1, 2 is 0.746, 0.795, 0.764
+# (peaks 0.83, 0.80, 0.78; 90–130 s on one thread under load). History: with a *learned* gain and
+# offset in H this set reached 0.92, but on realistic psfmodels PSFs that gain held the kernel 3–4×
+# too wide (benchmark filaments NCC 0.54, demo 0.72); the closed-form map reaches 0.89 and 0.88
+# there, so the defaults follow the realistic data and this synthetic set's threshold moved down.
+# A PSF layer that learns nothing stays at 0.68: 0.72 fails unless H moves towards the truth;
+# margin 0.026 to the worst seed (the CPU run is deterministic).
 TRUE_SIGMA = (2.4, 0.8, 0.8)
 IDENTIFY = {"psf": {"shape_voxels": [9, 11, 11]}, "optim": {"steps": 150},
             "log_every": 25, "val_every": 50, "checkpoint_every": 1000, "device": "cpu"}
@@ -220,4 +223,4 @@ def test_blind_training_identifies_the_psf(tmp_path):
     ncc_init, ncc_final = kernel_ncc(initial, truth), kernel_ncc(learned, truth)
     print(f"PSF NCC to truth: {ncc_init:.3f} → {ncc_final:.3f} in {elapsed:.0f} s")
     assert ncc_init == pytest.approx(0.679, abs=0.01)  # the start the threshold was measured from
-    assert ncc_final > 0.80
+    assert ncc_final > 0.72

@@ -293,6 +293,13 @@ class Run:
         figures.psf_panel(psfs, self.store.voxel_size, out_dir / "psf.png")
         return save_model(out_dir / "model.pt", self.model.g, self.metadata(), learned)
 
+    @torch.no_grad()
+    def intensity_map(self) -> dict[str, float] | None:
+        """H's closed-form gain and offset for its final kernel (PSF layer only)."""
+        if not isinstance(self.model.f, PsfLayer):
+            return None
+        return dict(zip(("gain", "offset"), map(float, self.model.f.intensity())))
+
     def metadata(self) -> dict[str, Any]:
         cfg = self.cfg.to_dict()
         return {
@@ -303,9 +310,7 @@ class Run:
             "voxel_size": list(self.store.voxel_size.as_tuple()), "campaign": self.store.campaign,
             "optics": self.store.optics, "steps": self.step,
             "noise_model": self.model.noise.to_dict() if self.model.noise is not None else None,
-            "intensity_map": ({"gain": float(self.model.f.log_gain.detach().exp()),
-                               "offset": float(self.model.f.offset.detach())}
-                              if isinstance(self.model.f, PsfLayer) else None),
+            "intensity_map": self.intensity_map(),
             "versions": {"cycledecon": cycledecon.__version__, "torch": str(torch.__version__),
                          "numpy": np.__version__, "zarr": zarr.__version__,
                          "python": platform.python_version()},

@@ -92,8 +92,7 @@ class CycleModel(nn.Module):
         """Adam parameter groups of F: the PSF's widths at lr_psf and its free logits at
         lr_psf_free; F's U-Net (ablation) at lr_g. Frozen parameters are left out."""
         if isinstance(self.f, PsfLayer):
-            groups = [([self.f.log_sigma], optim.lr_psf),
-                      ([self.f.logits, self.f.log_gain, self.f.offset], optim.lr_psf_free)]
+            groups = [([self.f.log_sigma], optim.lr_psf), ([self.f.logits], optim.lr_psf_free)]
         else:
             groups = [(list(self.f.parameters()), optim.lr_g)]
         return [{"params": [p for p in params if p.requires_grad], "lr": lr} for params, lr in groups]
