@@ -100,7 +100,7 @@ def run_case(case: Case, preset: Preset, base: dict, work: Path, runner, figures
 
 def header(preset: Preset, runner_name: str, jobs: int, seconds: float) -> str:
     """What was run, where and how long it took."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     train = preset.overrides["train"]
     return (f"Preset `{preset.name}` (`benchmarks/quality/run.py{' --quick' if preset.name == 'quick' else ''}`), "
