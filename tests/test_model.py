@@ -152,8 +152,8 @@ def test_intensity_map_follows_the_kernel_in_closed_form(sigma):
     assert float(fake.std()) == pytest.approx(float(blurred.std()), rel=1e-4)
     gain, _ = layer.intensity()
     assert float(gain.detach()) > 1.0  # the blur lowered the sparse peaks; the gain restores them
-    (layer(volume) * torch.randn_like(volume)).sum().backward()
-    assert layer.log_sigma.grad is not None or layer.logits.grad is not None  # the map stays differentiable
+    gain.backward()  # the map stays a function of the kernel, so the adversarial loss sees it
+    assert layer.logits.grad is not None and float(layer.logits.grad.abs().sum()) > 0
 
 
 def test_noise_model_is_drawn_on_the_blurred_branch():

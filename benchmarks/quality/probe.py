@@ -23,7 +23,7 @@ import yaml
 import pipeline
 from pipeline import REPO, Variant
 from scoring import CaseData, fwhm_errors, image_scores, learned_psf, network_results
-from suite import CASES, PRESETS, case_config, deep_update
+from suite import CASES, CYCLEDECON, NONBLIND, PRESETS, case_config, deep_update, variant_train
 
 from cycledecon.model.psf_layer import kernel_ncc
 
@@ -45,10 +45,9 @@ def main() -> None:
     if not (data / "results" / "patches").exists():
         raise SystemExit(f"error: {data}: no case data; run benchmarks/quality/run.py --quick --cases {case.name} first")
     config = case_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), PRESETS["quick"], case)
-    train = deep_update(config["train"], deep_update(args.train, {"seed": args.seed}))
-    if args.frozen:
-        frozen = pipeline.write_frozen_psf(data, case.kernel_voxels, root / "frozen_psf.ome.tif")
-        train = deep_update(train, {"psf": {"learnable": False, "file": str(frozen.resolve())}})
+    frozen = pipeline.write_frozen_psf(data, case.kernel_voxels, root / "frozen_psf.ome.tif")
+    method = NONBLIND if args.frozen else CYCLEDECON
+    train = deep_update(variant_train(config, method, args.seed, str(frozen.resolve())), args.train)
     variant = Variant("probe", args.seed, root / f"probe_s{args.seed}")
     shutil.rmtree(variant.directory, ignore_errors=True)
     wall = pipeline.train_and_deconvolve_in_process(variant, {**config, "train": train},

@@ -58,11 +58,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def run_variant(runner, variant: Variant, config: dict, sheet: pd.DataFrame, data: Path) -> tuple[Variant, float]:
-    """One (method, seed) of a case; runs in a worker process."""
-    return variant, runner(variant, config, sheet, data)
-
-
 def run_case(case: Case, preset: Preset, base: dict, work: Path, runner, figures_dir: Path,
              pool: ProcessPoolExecutor) -> pd.DataFrame:
     """Data, every (method, seed), scores and figures of one case; returns its score rows."""
@@ -72,16 +67,16 @@ def run_case(case: Case, preset: Preset, base: dict, work: Path, runner, figures
     seconds = pipeline.make_data(data, config, sheet)
     print(f"[{case.name}] data (demo → patches, Snakemake): {seconds:.0f} s", flush=True)
     frozen = pipeline.write_frozen_psf(data, case.kernel_voxels, root / "frozen_psf.ome.tif")
-    futures = []
+    submitted = []
     for method in VARIANTS:
         for seed in preset.seeds:
             variant = Variant(method, seed, root / f"{method}_s{seed}")
             train_config = variant_train(config, method, seed, str(frozen.resolve()))
-            futures.append(pool.submit(run_variant, runner, variant, {**config, "train": train_config},
-                                       sheet, data))
+            submitted.append((variant, pool.submit(runner, variant, {**config, "train": train_config},
+                                                   sheet, data)))
     variants = []
-    for future in futures:
-        variant, wall = future.result()
+    for variant, future in submitted:
+        wall = future.result()
         print(f"[{case.name}] {variant.method} seed {variant.seed}: training "
               f"{pipeline.training_seconds(variant):.0f} s, train + deconvolve {wall:.0f} s", flush=True)
         variants.append(variant)

@@ -102,8 +102,8 @@ def train(
     model = build_model(cfg, initial, noise).to(device)
     run = Run(cfg, model, store, device, initial, reference_psf)
     if isinstance(model.f, PsfLayer):
-        model.f.match_intensity(*(torch.from_numpy(store.arrays[n][:, None]).to(device)
-                                  for n in ("B_train", "A_train")))
+        model.f.match_intensity(torch.from_numpy(store.arrays["B_train"][:, None]),
+                                torch.from_numpy(store.arrays["A_train"]))
     run.resume(out_dir / CHECKPOINT)
     run.loop(out_dir)
     return run.write_outputs(out_dir)
