@@ -252,3 +252,22 @@ def test_smoothness_penalty_prefers_a_smooth_kernel():
                      * np.random.default_rng(0).uniform(0.2, 1.8, (5, 7, 7)), symmetric=False)
     with torch.no_grad():
         assert float(smooth.smooth_penalty()) < float(rough.smooth_penalty())
+
+
+def test_exported_generator_is_the_moving_average_of_its_weights():
+    model = build_model(small_config(optim={"generator_ema": 0.5}), gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)))
+    psf = small_config().psf
+    history = []
+    for step in range(1, 4):
+        with torch.no_grad():
+            for p in model.g.parameters():
+                p.add_(torch.randn_like(p))
+        history.append([p.detach().clone() for p in model.g.parameters()])
+        model.after_step(step, psf)
+    # EMA with decay 0.5 that starts at the first weights: 0.25·w1 + 0.25·w2 + 0.5·w3
+    expected = [0.25 * a + 0.25 * b + 0.5 * c for a, b, c in zip(*history)]
+    for averaged, wanted, last in zip(model.deblurrer.parameters(), expected, history[-1]):
+        assert torch.allclose(averaged, wanted, atol=1e-6)
+        assert not torch.allclose(averaged, last)
+    plain = build_model(small_config(optim={"generator_ema": 0.0}), gaussian_psf((5, 7, 7), (1.0, 1.0, 1.0)))
+    assert plain.deblurrer is plain.g

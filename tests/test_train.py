@@ -103,6 +103,16 @@ def test_train_writes_a_loadable_model_and_its_reports(tiny_store, tmp_path):
         assert (tmp_path / "out" / figure).stat().st_size > 1000
 
 
+def test_model_file_holds_the_averaged_generator(tiny_store, tmp_path):
+    training.train(tiny_store, tmp_path, TINY | {"optim": {"steps": 6, "batch_size": 2, "generator_ema": 0.5}})
+    exported = torch.load(tmp_path / "model.pt", weights_only=False)["generator_state"]
+    state = torch.load(tmp_path / training.CHECKPOINT, weights_only=True)["model"]
+    averaged, last = "g_average.module.", "g."
+    for name, value in exported.items():
+        assert torch.equal(value, state[averaged + name])
+    assert any(not torch.equal(value, state[last + name]) for name, value in exported.items())
+
+
 def test_two_generator_ablation_trains_with_the_same_loop(tiny_store, tmp_path):
     training.train(tiny_store, tmp_path, TINY | {"model": "two_generators"})
     psf = tifffile.imread(tmp_path / "learned_psf.ome.tif")  # F's impulse response

@@ -291,7 +291,7 @@ class Run:
         label, other = ("reference", self.reference) if self.reference is not None else ("initial", self.initial)
         psfs = {"learned": learned} | ({label: other} if other is not None else {})
         figures.psf_panel(psfs, self.store.voxel_size, out_dir / "psf.png")
-        return save_model(out_dir / "model.pt", self.model.g, self.metadata(), learned)
+        return save_model(out_dir / "model.pt", self.model.deblurrer, self.metadata(), learned)
 
     @torch.no_grad()
     def intensity_map(self) -> dict[str, float] | None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cycledecon.model.config import LossConfig, OptimConfig, PsfConfig, TrainConfig
 from cycledecon.model.discriminator import PatchDiscriminator3d, lsgan_loss
@@ -35,10 +36,17 @@ class CycleModel(nn.Module):
     """G, F and the two discriminators, with the loss terms of one training step."""
 
     def __init__(self, g: nn.Module, f: nn.Module, d_a: nn.Module, d_b: nn.Module,
-                 noise: NoiseModel | None = None) -> None:
+                 noise: NoiseModel | None = None, generator_ema: float = 0.0) -> None:
         super().__init__()
         self.g, self.f, self.d_a, self.d_b = g, f, d_a, d_b
         self.noise = noise
+        self.g_average = (AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(generator_ema), use_buffers=True)
+                          if generator_ema > 0 else None)
+
+    @property
+    def deblurrer(self) -> nn.Module:
+        """The G that is validated and exported: its weight average when the model keeps one."""
+        return self.g if self.g_average is None else self.g_average.module
 
     def blur(self, x: torch.Tensor) -> torch.Tensor:
         """F(x) plus, when the model has one, simulated widefield noise (see cycledecon.noise)."""
@@ -99,8 +107,10 @@ class CycleModel(nn.Module):
 
     @torch.no_grad()
     def after_step(self, step: int, psf: PsfConfig) -> None:
-        """Bookkeeping after optimizer step `step` (1-based): end of the PSF's Gaussian phase, and
-        its kernel average."""
+        """Bookkeeping after optimizer step `step` (1-based): end of the PSF's Gaussian phase, its
+        kernel average, and G's weight average."""
+        if self.g_average is not None:
+            self.g_average.update_parameters(self.g)
         if isinstance(self.f, PsfLayer) and self.f.logits.requires_grad:
             if step >= psf.gaussian_steps:
                 self.f.release()
@@ -130,8 +140,9 @@ class CycleModel(nn.Module):
 
     @torch.no_grad()
     def cycle_loss(self, y: torch.Tensor, x: torch.Tensor) -> float:
-        """Validation cycle loss ‖F(G(y)) − y‖₁ + ‖G(F(x)) − x‖₁."""
-        return float(F.l1_loss(self.f(self.g(y)), y) + F.l1_loss(self.g(self.f(x)), x))
+        """Validation cycle loss ‖F(G(y)) − y‖₁ + ‖G(F(x)) − x‖₁, with the exported G."""
+        g = self.deblurrer
+        return float(F.l1_loss(self.f(g(y)), y) + F.l1_loss(g(self.f(x)), x))
 
 
 def build_model(config: TrainConfig, initial_psf: np.ndarray | None,
@@ -149,4 +160,5 @@ def build_model(config: TrainConfig, initial_psf: np.ndarray | None,
     return CycleModel(
         UNet3d(config.generator), f,
         PatchDiscriminator3d(config.discriminator), PatchDiscriminator3d(config.discriminator), noise,
+        config.optim.generator_ema,
     )

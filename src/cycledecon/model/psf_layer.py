@@ -89,8 +89,9 @@ class PsfLayer(nn.Module):
         if self.gaussian_phase:
             return self._gaussian()
         h = torch.softmax(self.logits.flatten(), dim=0).view(self.logits.shape)
-        if self.symmetric:
-            h = (h + h.flip(-1) + h.flip(-2) + h.flip(-1, -2)) / 4
+        if self.symmetric:  # one axis at a time: a + b == b + a makes each mirror exact in float
+            h = (h + h.flip(-1)) / 2
+            h = (h + h.flip(-2)) / 2
         return h
 
     def _gaussian(self) -> torch.Tensor:
