@@ -13,6 +13,7 @@ learned PSF's FWHM errors and NCC with the true PSF. Nothing is written to the r
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -45,10 +46,13 @@ def main() -> None:
     if not (data / "results" / "patches").exists():
         raise SystemExit(f"error: {data}: no case data; run benchmarks/quality/run.py --quick --cases {case.name} first")
     config = case_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), PRESETS["quick"], case)
-    frozen = pipeline.write_frozen_psf(data, case.kernel_voxels, root / "frozen_psf.ome.tif")
+    kernel = tuple(args.train.get("psf", {}).get("shape_voxels", case.kernel_voxels))
+    frozen = pipeline.write_frozen_psf(data, kernel, root / "frozen_psf_{}x{}x{}.ome.tif".format(*kernel))
     method = NONBLIND if args.frozen else CYCLEDECON
     train = deep_update(variant_train(config, method, args.seed, str(frozen.resolve())), args.train)
-    variant = Variant("probe", args.seed, root / f"probe_s{args.seed}")
+    # one directory per (overrides, frozen, seed), so probes of different variants can run side by side
+    digest = hashlib.sha256(json.dumps([args.train, args.frozen], sort_keys=True).encode()).hexdigest()[:8]
+    variant = Variant("probe", args.seed, root / f"probe_{digest}_s{args.seed}")
     shutil.rmtree(variant.directory, ignore_errors=True)
     wall = pipeline.train_and_deconvolve_in_process(variant, {**config, "train": train},
                                                     pipeline.sample_sheet(case.sheet_optics), data)
