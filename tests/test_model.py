@@ -174,7 +174,8 @@ def test_noise_model_is_drawn_on_the_blurred_branch():
      ({"optim": {"steps": "many"}}, "train.optim.steps"),
      ({"psf": {"shape_voxels": [4, 7, 7]}}, "train.psf.shape_voxels"),
      ({"model": "transformer"}, "train.model"),
-     ({"generator": {"residual": 1}}, "train.generator.residual")],
+     ({"generator": {"residual": 1}}, "train.generator.residual"),
+     ({"optim": {"generator_ema": 1.0}}, "train.optim.generator_ema")],
 )
 def test_bad_config_names_the_key(section, key):
     with pytest.raises(CycledeconError, match=key.replace(".", r"\.")):

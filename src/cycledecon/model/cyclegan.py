@@ -40,7 +40,9 @@ class CycleModel(nn.Module):
         super().__init__()
         self.g, self.f, self.d_a, self.d_b = g, f, d_a, d_b
         self.noise = noise
-        self.g_average = (AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(generator_ema), use_buffers=True)
+        # the average is written by update_parameters, never by an optimizer: no gradients for it
+        self.g_average = (AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(generator_ema),
+                                        use_buffers=True).requires_grad_(False)
                           if generator_ema > 0 else None)
 
     @property
