@@ -156,6 +156,21 @@ def test_intensity_map_follows_the_kernel_in_closed_form(sigma):
     assert layer.logits.grad is not None and float(layer.logits.grad.abs().sum()) > 0
 
 
+@pytest.mark.parametrize(("noise_variance", "signal_variance"), [(0.25, 0.5), (2.0, 0.075)])
+def test_intensity_map_leaves_the_noise_out_of_the_matched_contrast(noise_variance, signal_variance):
+    """H(x) gets its noise from the noise model, so it matches the blurred variance less the noise
+    (0.75 − 0.25), and keeps a tenth of it (MIN_SIGNAL_SHARE) when the noise estimate exceeds it."""
+    layer = PsfLayer(gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)))
+    sharp = torch.rand(16, 1, 8, 16, 16) ** 6
+    blurred = torch.randn(16, 1, 8, 16, 16)
+    blurred = 1.0 + 0.75**0.5 * (blurred - blurred.mean()) / blurred.std()  # variance exactly 0.75
+    with torch.no_grad():
+        layer.match_intensity(sharp, blurred, noise_variance)
+        fake = layer(layer.sharp_reference)
+    assert float(fake.mean()) == pytest.approx(1.0, rel=1e-4)
+    assert float(fake.var()) == pytest.approx(signal_variance, rel=1e-3)
+
+
 def test_noise_model_is_drawn_on_the_blurred_branch():
     config = small_config()
     kernel = gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5))

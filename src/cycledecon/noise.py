@@ -47,6 +47,10 @@ class NoiseModel:
         torch's global generator so that seeded training stays reproducible."""
         return signal + self.std(signal.detach()) * torch.randn_like(signal)
 
+    def mean_variance(self, observed: torch.Tensor) -> float:
+        """Noise variance averaged over the voxels of `observed` (the model evaluated at each)."""
+        return float(self.std(observed).square().mean())
+
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 

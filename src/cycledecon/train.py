@@ -102,8 +102,9 @@ def train(
     model = build_model(cfg, initial, noise).to(device)
     run = Run(cfg, model, store, device, initial, reference_psf)
     if isinstance(model.f, PsfLayer):
-        model.f.match_intensity(torch.from_numpy(store.arrays["B_train"][:, None]),
-                                torch.from_numpy(store.arrays["A_train"]))
+        blurred = torch.from_numpy(store.arrays["A_train"])
+        model.f.match_intensity(torch.from_numpy(store.arrays["B_train"][:, None]), blurred,
+                                noise.mean_variance(blurred) if noise is not None else 0.0)
     run.resume(out_dir / CHECKPOINT)
     run.loop(out_dir)
     return run.write_outputs(out_dir)
