@@ -93,10 +93,15 @@ def run_case(case: Case, preset: Preset, base: dict, work: Path, runner, figures
     return pd.DataFrame(scorer.rows)
 
 
-def header(preset: Preset, runner_name: str, jobs: int, seconds: float) -> str:
+def code_version() -> str:
+    """The checkout's commit, '-dirty' if it has uncommitted changes; read before the run writes
+    its own results into the tree."""
+    return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def header(preset: Preset, runner_name: str, jobs: int, seconds: float, commit: str) -> str:
     """What was run, where and how long it took."""
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
     train = preset.overrides["train"]
     return (f"Preset `{preset.name}` (`benchmarks/quality/run.py{' --quick' if preset.name == 'quick' else ''}`), "
             f"commit {commit}, {platform.machine()} with {len(os.sched_getaffinity(0))} cores; "
@@ -116,6 +121,7 @@ def main() -> None:
     cases = [c for c in CASES if args.cases is None or c.name in args.cases]
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     figures_dir = args.out / "quality"
+    commit = code_version()
     started = time.perf_counter()
     # spawn, not fork: a forked child inherits torch's thread pool in an undefined state
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
@@ -125,7 +131,8 @@ def main() -> None:
     figures_dir.mkdir(parents=True, exist_ok=True)
     scores.to_csv(figures_dir / "scores.csv", index=False, float_format="%.6g")
     summary = report.summarize(scores)
-    document = report.document(summary, cases, header(preset, runner_name, args.jobs, time.perf_counter() - started))
+    seconds = time.perf_counter() - started
+    document = report.document(summary, cases, header(preset, runner_name, args.jobs, seconds, commit))
     (args.out / "quality.md").write_text(document)
     print(document)
     if args.compare:
