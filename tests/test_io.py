@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
@@ -125,3 +126,15 @@ def test_raw_input_is_opened_read_only(tmp_path, stack):
     raw.chmod(0o444)
     io.ingest(raw, tmp_path / "s.ome.zarr")
     assert oct(raw.stat().st_mode & 0o777) == "0o444"
+
+
+def test_reading_a_missing_store_names_it(tmp_path):
+    missing = tmp_path / "nothing.ome.zarr"
+    with pytest.raises(CycledeconError, match="nothing.ome.zarr: not an OME-Zarr image"):
+        io.read_ome_zarr(missing)
+
+
+def test_reading_a_zarr_group_without_an_image_names_it(tmp_path):
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w").attrs["note"] = "no multiscales"
+    with pytest.raises(CycledeconError, match="plain.zarr: not an OME-Zarr image"):
+        io.read_ome_zarr(tmp_path / "plain.zarr")

@@ -318,7 +318,7 @@ def read_ome_zarr(path: str | Path) -> tuple[da.Array, VoxelSize, dict[str, Any]
         level0 = multiscale["datasets"][0]
         scale = next(t["scale"] for t in level0["coordinateTransformations"] if t["type"] == "scale")
         data = da.from_zarr(group[level0["path"]])
-    except (KeyError, IndexError, StopIteration, FileNotFoundError, zarr.errors.ZarrError) as exc:
+    except (KeyError, IndexError, StopIteration, FileNotFoundError, zarr.errors.BaseZarrError) as exc:
         raise CycledeconError(f"{path}: not an OME-Zarr image ({exc.__class__.__name__}: {exc})") from None
     return data, VoxelSize(*scale[-3:]), dict(attrs.get("cycledecon", {}))
 
