@@ -52,11 +52,11 @@ class PsfLayer(nn.Module):
     fixed sample x_ref of sharp training patches and the widefield patches' mean μ and signal
     standard deviation σ (their noise taken out), gain = σ / std(h ⊛ x_ref) and offset =
     μ − gain · mean(h ⊛ x_ref). Intensity then carries no information about h, and the
-    discriminator must judge the blur's shape. A learned
-    gain and offset coupled to the kernel's width instead: started from the moments under the broad
-    initial kernel they held it 3–4× too wide (benchmark filaments: PSF NCC 0.54, demo 0.72);
-    without them the kernel collapsed to a single voxel (demo NCC 0.43). In closed form: 0.89 and
-    0.88, with the network's PSNR unchanged or better. The price is one more FFT convolution (of
+    discriminator must judge the blur's shape. A learned gain and offset coupled to the kernel's
+    width instead: started from the moments under the broad initial kernel they held it 3–4× too
+    wide (benchmark filaments: PSF NCC 0.54, demo 0.72); without them the kernel collapsed to a
+    single voxel (demo NCC 0.43). In closed form: 0.89 and 0.88, with the network's PSNR unchanged
+    or better. The price is one more FFT convolution (of
     the reference sample) per call of H: 12 ms on one CPU thread for 9×15×15 on 16×32×32 patches,
     about 5 % of a demo training step.
 
