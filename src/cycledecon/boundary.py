@@ -31,7 +31,7 @@ def setup_logging(log_path: str | Path | None = None, level: int = logging.INFO)
 
 @contextlib.contextmanager
 def user_errors_exit(log_path: str | Path | None = None) -> Iterator[None]:
-    """Run a block; a CycledeconError prints `error: <message>` (also to the log) and exits 1.
+    """Run a block; a CycledeconError prints `error: <message>` (also to the log file, if any) and exits 1.
 
     In a Snakemake script, stderr is redirected to the rule's log file too, so progress bars and
     warnings land there; the one-line error still reaches the terminal through the original stderr.
@@ -45,6 +45,7 @@ def user_errors_exit(log_path: str | Path | None = None) -> Iterator[None]:
             yield
         except CycledeconError as exc:
             message = f"error: {exc}"
-            logging.getLogger("cycledecon").error(message)
+            if log_path is not None:  # without a log file, logging goes to the stderr printed to here
+                logging.getLogger("cycledecon").error(message)
             print(message, file=sys.__stderr__)
             raise SystemExit(1) from None
