@@ -54,10 +54,11 @@ def test_draws_have_the_models_variance():
     np.testing.assert_allclose(draws.mean(dim=1), [0.0, 0.25, 1.0], atol=1e-3)
 
 
-def test_mean_variance_averages_the_model_over_the_voxels():
+def test_variance_is_the_model_clamped_at_zero():
     model = NoiseModel(gain=0.02, floor=-0.01)
     observed = torch.tensor([0.0, 1.0, 2.0, 3.0])  # variances 0 (clamped from -0.01), 0.01, 0.03, 0.05
-    assert model.mean_variance(observed) == pytest.approx(0.0225, rel=1e-5)
+    torch.testing.assert_close(model.variance(observed), torch.tensor([0.0, 0.01, 0.03, 0.05]))
+    torch.testing.assert_close(model.std(observed), model.variance(observed).sqrt())
 
 
 def test_constant_stack_has_no_noise():

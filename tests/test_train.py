@@ -105,7 +105,7 @@ def test_train_writes_a_loadable_model_and_its_reports(tiny_store, tmp_path):
 
 def test_model_file_holds_the_averaged_generator(tiny_store, tmp_path):
     training.train(tiny_store, tmp_path, TINY | {"optim": {"steps": 6, "batch_size": 2, "generator_ema": 0.5}})
-    exported = torch.load(tmp_path / "model.pt", weights_only=False)["generator_state"]
+    exported = torch.load(tmp_path / "model.pt", weights_only=True)["generator_state"]
     state = torch.load(tmp_path / training.CHECKPOINT, weights_only=True)["model"]
     averaged, last = "g_average.module.", "g."
     for name, value in exported.items():

@@ -39,17 +39,16 @@ class NoiseModel:
     gain: float
     floor: float
 
+    def variance(self, signal: torch.Tensor) -> torch.Tensor:
+        return (self.gain * signal + self.floor).clamp_min(0)
+
     def std(self, signal: torch.Tensor) -> torch.Tensor:
-        return (self.gain * signal + self.floor).clamp_min(0).sqrt()
+        return self.variance(signal).sqrt()
 
     def sample(self, signal: torch.Tensor) -> torch.Tensor:
         """`signal` plus one draw of its noise (Gaussian approximation of the shot noise), from
         torch's global generator so that seeded training stays reproducible."""
         return signal + self.std(signal.detach()) * torch.randn_like(signal)
-
-    def mean_variance(self, observed: torch.Tensor) -> float:
-        """Noise variance averaged over the voxels of `observed` (the model evaluated at each)."""
-        return float(self.std(observed).square().mean())
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

@@ -104,7 +104,7 @@ def train(
     if isinstance(model.f, PsfLayer):
         blurred = torch.from_numpy(store.arrays["A_train"])
         model.f.match_intensity(torch.from_numpy(store.arrays["B_train"][:, None]), blurred,
-                                noise.mean_variance(blurred) if noise is not None else 0.0)
+                                float(noise.variance(blurred).mean()) if noise is not None else 0.0)
     run.resume(out_dir / CHECKPOINT)
     run.loop(out_dir)
     return run.write_outputs(out_dir)
