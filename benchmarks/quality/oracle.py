@@ -26,15 +26,15 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import torch
-import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from pipeline import REPO
+from pipeline import REPO, quick_case
 from scoring import CaseData, image_scores
-from suite import CASES, PRESETS, Case, case_config, deep_update
+from suite import CASES, deep_update
 
 from cycledecon.demo import DemoSettings, sample_rng, true_psf, widefield_stack
 from cycledecon.model.config import parse_config
+from cycledecon.infer import halo_voxels, reference_output
 from cycledecon.model.unet import UNet3d
 from cycledecon.normalize import normalize_array
 from cycledecon.patches import PatchConfig, foreground_level, parse_patch_config
@@ -50,11 +50,10 @@ class Pair:
     foreground: float
 
 
-def training_pairs(config: dict[str, Any], count: int) -> list[Pair]:
+def training_pairs(config: dict[str, Any], patches: PatchConfig, count: int) -> list[Pair]:
     """`count` training pairs of the case's image formation."""
     settings = DemoSettings.from_config(config["demo"])
     psf = true_psf(settings)
-    patches = parse_patch_config(config["patches"])
 
     def normalized(volume: np.ndarray) -> np.ndarray:
         return normalize_array(volume, settings.voxel_size, config["normalize"])[0].astype(np.float32)
@@ -78,6 +77,7 @@ def random_batch(pairs: list[Pair], patches: PatchConfig, size: int,
         pair = pairs[rng.integers(len(pairs))]
         corner = [rng.integers(0, n - p + 1) for n, p in zip(pair.widefield.shape, patches.shape)]
         where = tuple(slice(c, c + p) for c, p in zip(corner, patches.shape))
+        # the test cycledecon.patches.sample_region applies to each drawn patch
         if np.mean(pair.truth[where] > pair.foreground) >= patches.min_foreground_fraction:
             inputs.append(pair.widefield[where])
             targets.append(pair.truth[where])
@@ -86,9 +86,9 @@ def random_batch(pairs: list[Pair], patches: PatchConfig, size: int,
     return torch.from_numpy(np.stack(inputs)[:, None]), torch.from_numpy(np.stack(targets)[:, None])
 
 
-def train_oracle(config: dict[str, Any], pairs: list[Pair], seed: int) -> torch.nn.Module:
+def train_oracle(config: dict[str, Any], patches: PatchConfig, pairs: list[Pair], seed: int) -> torch.nn.Module:
     """G trained on the pairs with cycledecon's optimizer settings; returns its weight average."""
-    cfg, patches = parse_config(config["train"]), parse_patch_config(config["patches"])
+    cfg = parse_config(config["train"])
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     g = UNet3d(cfg.generator)
@@ -106,20 +106,11 @@ def train_oracle(config: dict[str, Any], pairs: list[Pair], seed: int) -> torch.
     return average.module if cfg.optim.generator_ema > 0 else g
 
 
-@torch.no_grad()
-def deconvolved(g: torch.nn.Module, data: CaseData, normalize: dict[str, Any]) -> dict[str, np.ndarray]:
-    """G on each whole normalized stack (small enough at the quick size to need no tiling)."""
-    out = {}
-    for sample, raw in data.raws.items():
-        volume = normalize_array(raw, data.voxel_size, normalize)[0].astype(np.float32)
-        out[sample] = g(torch.from_numpy(volume)[None, None])[0, 0].numpy()
-    return out
-
-
-def oracle_config(case: Case, generator: dict[str, Any], steps: int | None) -> dict[str, Any]:
-    config = case_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), PRESETS["quick"], case)
-    extra: dict[str, Any] = {"generator": generator} | ({"optim": {"steps": steps}} if steps else {})
-    return deep_update(config, {"train": extra})
+def deconvolved(g: torch.nn.Module, data: CaseData, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    """G on each whole normalized stack, reflect-padded by its halo as blockwise inference pads it."""
+    halo = halo_voxels(config["train"]["generator"])
+    return {sample: reference_output(normalize_array(raw, data.voxel_size, config["normalize"])[0], g, halo)
+            for sample, raw in data.raws.items()}
 
 
 def main() -> None:
@@ -134,18 +125,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    case = next(c for c in CASES if c.name == args.case)
-    data_dir = args.work / "quick" / case.name / "data"
-    if not (data_dir / "resources" / "demo").exists():
-        raise SystemExit(f"error: {data_dir}: no case data; run benchmarks/quality/run.py --quick --cases {case.name} first")
-    config = oracle_config(case, args.generator, args.steps)
+    case, config, data_dir = quick_case(args.work, args.case)
+    extra = {"generator": args.generator} | ({"optim": {"steps": args.steps}} if args.steps else {})
+    config = deep_update(config, {"train": extra})
+    patches = parse_patch_config(config["patches"])
     data = CaseData.load(data_dir, case.sheet_optics, tuple(config["evaluate"]["theoretical_psf_shape"]))
-    pairs = training_pairs(config, args.pairs)
+    pairs = training_pairs(config, patches, args.pairs)
     raw = image_scores(data.raws, data.truths)["psnr_db"]
     for seed in args.seeds:
         start = time.perf_counter()
-        g = train_oracle(config, pairs, seed).eval()
-        psnr = image_scores(deconvolved(g, data, config["normalize"]), data.truths)["psnr_db"]
+        g = train_oracle(config, patches, pairs, seed).eval()
+        psnr = image_scores(deconvolved(g, data, config), data.truths)["psnr_db"]
         print(f"{case.name} oracle seed {seed}: PSNR {psnr:.2f} dB (raw {raw:.2f}, {psnr - raw:+.2f}); "
               f"generator {config['train']['generator']}, {config['train']['optim']['steps']} steps, "
               f"{time.perf_counter() - start:.0f} s", flush=True)

@@ -32,6 +32,8 @@ import tifffile
 import torch
 import yaml
 
+from suite import CASES, PRESETS, Case, case_config
+
 from cycledecon.evaluate import load
 from cycledecon.infer import deconvolve_file
 from cycledecon.io import write_ome_tiff
@@ -61,6 +63,20 @@ class Variant:
 
     def deconvolved(self, sample: str) -> Path:
         return self.directory / "results" / "deconvolved" / f"{sample}.ome.zarr"
+
+
+def base_config() -> dict[str, Any]:
+    """The repository's default workflow config, which presets and cases are merged over."""
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def quick_case(work: Path, name: str) -> tuple[Case, dict[str, Any], Path]:
+    """A case of a finished `run.py --quick` under `work`: the case, its config, its data directory."""
+    case = next(c for c in CASES if c.name == name)
+    data = work / "quick" / case.name / "data"
+    if not (data / "results" / "patches").exists():
+        raise SystemExit(f"error: {data}: no case data; run benchmarks/quality/run.py --quick --cases {name} first")
+    return case, case_config(base_config(), PRESETS["quick"], case), data
 
 
 def sample_sheet(optics: dict[str, float]) -> pd.DataFrame:

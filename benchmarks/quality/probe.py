@@ -19,12 +19,11 @@ import shutil
 from pathlib import Path
 
 import torch
-import yaml
 
 import pipeline
 from pipeline import REPO, Variant
 from scoring import CaseData, fwhm_errors, image_scores, learned_psf, network_results
-from suite import CASES, CYCLEDECON, NONBLIND, PRESETS, case_config, deep_update, variant_train
+from suite import CASES, CYCLEDECON, NONBLIND, deep_update, variant_train
 
 from cycledecon.model.psf_layer import kernel_ncc
 
@@ -40,12 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    case = next(c for c in CASES if c.name == args.case)
-    root = args.work / "quick" / case.name
-    data = root / "data"
-    if not (data / "results" / "patches").exists():
-        raise SystemExit(f"error: {data}: no case data; run benchmarks/quality/run.py --quick --cases {case.name} first")
-    config = case_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), PRESETS["quick"], case)
+    case, config, data = pipeline.quick_case(args.work, args.case)
+    root = data.parent
     kernel = tuple(args.train.get("psf", {}).get("shape_voxels", case.kernel_voxels))
     frozen = pipeline.write_frozen_psf(data, kernel, root / "frozen_psf_{}x{}x{}.ome.tif".format(*kernel))
     method = NONBLIND if args.frozen else CYCLEDECON

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
 import pipeline
 import report
@@ -119,7 +118,7 @@ def main() -> None:
     preset = PRESETS["quick" if args.quick else "full"]
     runner_name = args.variants or ("in-process" if args.quick else "snakemake")
     cases = [c for c in CASES if args.cases is None or c.name in args.cases]
-    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    base = pipeline.base_config()
     figures_dir = args.out / "quality"
     commit = code_version()
     started = time.perf_counter()
