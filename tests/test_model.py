@@ -190,7 +190,8 @@ def test_noise_model_is_drawn_on_the_blurred_branch():
      ({"psf": {"shape_voxels": [4, 7, 7]}}, "train.psf.shape_voxels"),
      ({"model": "transformer"}, "train.model"),
      ({"generator": {"residual": 1}}, "train.generator.residual"),
-     ({"optim": {"generator_ema": 1.0}}, "train.optim.generator_ema")],
+     ({"optim": {"generator_ema": 1.0}}, "train.optim.generator_ema"),
+     ({"optim": {"generator_grad_clip": -1.0}}, "train.optim.generator_grad_clip")],
 )
 def test_bad_config_names_the_key(section, key):
     with pytest.raises(CycledeconError, match=key.replace(".", r"\.")):

@@ -113,6 +113,28 @@ def test_model_file_holds_the_averaged_generator(tiny_store, tmp_path):
     assert any(not torch.equal(value, state[last + name]) for name, value in exported.items())
 
 
+@pytest.mark.parametrize("max_norm", [0.0, 1e-3])
+def test_generator_gradient_is_clipped_only_when_asked(max_norm):
+    torch.manual_seed(0)
+    g = torch.nn.Conv3d(1, 2, 3)
+    g(torch.rand(1, 1, 5, 5, 5)).square().sum().backward()
+    before = [p.grad.clone() for p in g.parameters()]
+    norm = training.clip_generator_gradient(g, max_norm)
+    assert norm == pytest.approx(float(torch.linalg.vector_norm(torch.cat([b.ravel() for b in before]))))
+    after = torch.linalg.vector_norm(torch.cat([p.grad.ravel() for p in g.parameters()]))
+    if max_norm == 0:
+        assert all(torch.equal(b, p.grad) for b, p in zip(before, g.parameters()))
+    else:  # clip_grad_norm_ divides by (norm + 1e-6): the clipped norm is max_norm to ~1e-6 relative
+        assert norm > 10 * max_norm and float(after) == pytest.approx(max_norm, rel=1e-4)
+
+
+def test_training_log_records_the_generator_gradient_norm(tiny_store, tmp_path):
+    training.train(tiny_store, tmp_path, TINY | {"optim": {"steps": 4, "batch_size": 2,
+                                                          "generator_grad_clip": 1e-3}})
+    norms = pd.read_csv(tmp_path / "train_log.csv")["grad_norm_g"]
+    assert len(norms) == 4 and (norms > 0).all() and norms.notna().all()
+
+
 def test_two_generator_ablation_trains_with_the_same_loop(tiny_store, tmp_path):
     training.train(tiny_store, tmp_path, TINY | {"model": "two_generators"})
     psf = tifffile.imread(tmp_path / "learned_psf.ome.tif")  # F's impulse response

@@ -38,7 +38,7 @@ from cycledecon.infer import halo_voxels, reference_output
 from cycledecon.model.unet import UNet3d
 from cycledecon.normalize import normalize_array
 from cycledecon.patches import PatchConfig, foreground_level, parse_patch_config
-from cycledecon.train import lr_factor
+from cycledecon.train import clip_generator_gradient, lr_factor
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,7 @@ def train_oracle(config: dict[str, Any], patches: PatchConfig, pairs: list[Pair]
         loss = (g(inputs) - targets).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        clip_generator_gradient(g, cfg.optim.generator_grad_clip)
         opt.step()
         average.update_parameters(g)
     return average.module if cfg.optim.generator_ema > 0 else g

@@ -173,6 +173,14 @@ def lr_factor(step: int, optim: Any) -> float:
     return max(0.0, (optim.steps - step) / max(1, optim.steps - start))
 
 
+def clip_generator_gradient(g: torch.nn.Module, max_norm: float) -> float:
+    """Clip G's gradient to `max_norm` (0: leave it) and return its norm before clipping."""
+    parameters = [p for p in g.parameters() if p.grad is not None]
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+    return float(torch.nn.utils.get_total_norm([p.grad for p in parameters]))
+
+
 class Run:
     """One training run's state: model, optimizers, sampler, log; resumable from a checkpoint."""
 
@@ -325,6 +333,7 @@ def train_step(run: Run, y: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
         total, terms, fakes = model.generator_losses(y, x, cfg.loss)
     run.opt_g.zero_grad(set_to_none=True)
     total.backward()
+    grad_norm = clip_generator_gradient(model.g, cfg.optim.generator_grad_clip)
     run.opt_g.step()
     with torch.autocast(run.device.type, torch.bfloat16, enabled=run.autocast):
         d_total, d_terms = model.discriminator_losses(y, x, *fakes)
@@ -332,4 +341,5 @@ def train_step(run: Run, y: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
     d_total.backward()
     run.opt_d.step()
     model.after_step(run.step + 1, cfg.psf)
-    return {"loss_g": float(total.detach()), **{k: float(v.detach()) for k, v in (terms | d_terms).items()}}
+    return {"loss_g": float(total.detach()), **{k: float(v.detach()) for k, v in (terms | d_terms).items()},
+            "grad_norm_g": grad_norm}

@@ -113,7 +113,13 @@ class OptimConfig:
     quarter of the run suits: 0.99 for a few hundred steps. An adversarially trained G swings from
     step to step; at 60 photons on the benchmark's filaments the average (0.97 over 100 steps)
     scored 0.28 dB more than the last G on each of three seeds; at 1000 photons it was neutral
-    (+0.04 dB, one seed) and halved the seed spread of the benchmark's filaments case."""
+    (+0.04 dB, one seed) and halved the seed spread of the benchmark's filaments case.
+
+    generator_grad_clip: largest L2 norm of G's gradient in one step (0: no clipping). Larger
+    U-Nets need it at low photon counts: a 16-channel G at 60 photons was thrown off by single
+    batches (a loss of 0.04 jumping to 3215 within 100 steps), and clipped at 10 its supervised
+    training gained 0.8–1.6 dB; the benchmark's quick 8-channel G was unaffected, hence off by
+    default. `grad_norm_g` in the training log is the norm before clipping, to choose the value."""
 
     lr_g: float = 1e-3
     lr_d: float = 2e-4
@@ -124,6 +130,7 @@ class OptimConfig:
     batch_size: int = 4
     decay_start: int | None = None
     generator_ema: float = 0.99
+    generator_grad_clip: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,7 @@ def _check_ranges(config: TrainConfig, prefix: str) -> None:
         ("optim.decay_start",
          config.optim.decay_start is None or 0 <= config.optim.decay_start <= config.optim.steps),
         ("optim.generator_ema", 0.0 <= config.optim.generator_ema < 1.0),
+        ("optim.generator_grad_clip", config.optim.generator_grad_clip >= 0),
         ("optim.lr_g", config.optim.lr_g > 0),
         ("optim.lr_d", config.optim.lr_d > 0),
         ("optim.lr_psf", config.optim.lr_psf > 0),
