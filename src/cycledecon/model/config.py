@@ -106,7 +106,8 @@ class OptimConfig:
     to `steps`. lr_g 1e-3 rather than CycleGAN's 2e-4: with a few hundred CPU steps the
     normalization-free U-Net gained 0.8 dB more on the benchmark's filaments (80 steps: +1.4 vs
     +0.6 dB over raw). lr_psf is for the PSF's three widths in its Gaussian phase (3e-2 found the
-    synthetic PSF in 150 steps, 1e-2 needed about 300); lr_psf_free for its free logits after. F's U-Net in the two-generator ablation uses lr_g.
+    synthetic PSF in 150 steps, 1e-2 needed about 300); lr_psf_free for its free logits after.
+    F's U-Net in the two-generator ablation uses lr_g.
 
     generator_ema: decay of the exponential moving average of G's weights that is validated and
     exported (0 exports the last G); it averages over about 1 / (1 − decay) steps, so about a
