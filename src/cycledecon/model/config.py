@@ -117,10 +117,12 @@ class OptimConfig:
     (+0.04 dB, one seed) and halved the seed spread of the benchmark's filaments case.
 
     generator_grad_clip: largest L2 norm of G's gradient in one step (0: no clipping). Larger
-    U-Nets need it at low photon counts: a 16-channel G at 60 photons was thrown off by single
-    batches (a loss of 0.04 jumping to 3215 within 100 steps), and clipped at 10 its supervised
-    training gained 0.8–1.6 dB; the benchmark's quick 8-channel G was unaffected, hence off by
-    default. `grad_norm_g` in the training log is the norm before clipping, to choose the value."""
+    U-Nets can be thrown off by single batches at low photon counts (a loss of 0.04 jumping to 3215
+    within 100 steps). On the benchmark's 60-photon filaments, clipping at 10 gained 0.8–1.6 dB for
+    a 16-channel G trained supervised, but did not stop the spikes of the 3 × 32 one (clipped: 31.30
+    dB, spikes to 3e3; unclipped: 33.18, none; one seed each), and the quick 8-channel G was
+    unaffected: no cure, hence off by default. `grad_norm_g` in the training log is the norm before
+    clipping, to see the spikes and choose a value."""
 
     lr_g: float = 1e-3
     lr_d: float = 2e-4
