@@ -21,6 +21,26 @@ FORMATS = {"psnr_db": ".2f", "ssim": ".3f", "fwhm_lateral_err_pct": "+.0f", "fwh
            "rl_iterations": ".0f", "train_s": ".0f"}
 
 
+PARTS = "parts.json"  # beside scores.csv: the preset, and which run produced which cases
+
+
+def add_part(scores: pd.DataFrame, parts: list[dict], new_scores: pd.DataFrame,
+             new_part: dict) -> tuple[pd.DataFrame, list[dict]]:
+    """Scores and parts after one more run: its cases replace the same cases of earlier runs."""
+    rerun = set(new_part["cases"])
+    kept = [scores[~scores["case"].isin(rerun)]] if len(scores) else []
+    parts = [{**p, "cases": [c for c in p["cases"] if c not in rerun]} for p in parts]
+    return pd.concat([*kept, new_scores], ignore_index=True), [p for p in parts if p["cases"]] + [new_part]
+
+
+def parts_header(parts: list[dict]) -> str:
+    """What was run: one run's header, or one line per part of a preset run in parts."""
+    if len(parts) == 1:
+        return parts[0]["header"]
+    return "\n".join([f"Run in {len(parts)} parts:", ""] +
+                     [f"- {', '.join(p['cases'])}: {p['header']}" for p in parts])
+
+
 def summarize(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation over seeds (0 for deterministic methods) and count per (case, method)."""
     columns = [c for c in METRICS if c in scores]

@@ -10,13 +10,17 @@ Every case (benchmarks/quality/suite.py) is a synthetic campaign made by the wor
 taken through ingest, normalize and patches by Snakemake; every trained method is then trained
 with each seed on those same patches and deconvolves the same stacks (benchmarks/quality/pipeline.py),
 and everything is scored with the library against the ground truth (benchmarks/quality/scoring.py).
-Writes benchmarks/results/quality.md, and scores.csv and two figures per case under
-benchmarks/results/quality/. Rerunning reuses finished work under --work.
+Writes quality.md, and scores.csv, parts.json and two figures per case under quality/, into
+benchmarks/results (--quick) or benchmarks/results/full. Rerunning reuses finished work under --work.
+A preset can be run in parts, a few cases at a time (e.g. one per GPU session), with --add:
+
+    .venv/bin/python benchmarks/quality/run.py --cases filaments_low --add
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import platform
@@ -43,7 +47,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="the 2-core CPU preset (under 30 minutes)")
     parser.add_argument("--cases", nargs="+", choices=[c.name for c in CASES], help="a subset of the cases")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "quality")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="receives quality.md and quality/")
+    parser.add_argument("--out", type=Path, help="receives quality.md and quality/ (default: benchmarks/results "
+                        "for --quick, benchmarks/results/full for the full preset)")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the other cases already in --out: this run's cases replace theirs and "
+                             "quality.md covers them all (a preset run in parts)")
     parser.add_argument("--variants", choices=sorted(RUNNERS),
                         help="how trained methods run (default: snakemake for the full preset, in-process "
                              "for --quick, where one Snakemake run per model costs more than its training)")
@@ -112,14 +120,30 @@ def header(preset: Preset, runner_name: str, jobs: int, seconds: float, commit: 
             f"Whole run: {seconds / 60:.1f} min.")
 
 
+def earlier_parts(figures_dir: Path, preset: Preset) -> tuple[pd.DataFrame, list[dict]]:
+    """The scores and parts an --add run keeps; none when --out holds no table yet."""
+    scores_path, parts_path = figures_dir / "scores.csv", figures_dir / report.PARTS
+    if not scores_path.exists():
+        return pd.DataFrame(), []
+    if not parts_path.exists():
+        raise SystemExit(f"{parts_path}: missing, so --add cannot tell which preset {scores_path} holds")
+    ledger = json.loads(parts_path.read_text())
+    if ledger["preset"] != preset.name:
+        raise SystemExit(f"{parts_path}: holds the {ledger['preset']} preset; --add cannot mix in {preset.name} "
+                         f"runs (choose another --out)")
+    return pd.read_csv(scores_path), ledger["parts"]
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     preset = PRESETS["quick" if args.quick else "full"]
+    out = args.out or (RESULTS if args.quick else RESULTS / "full")
     runner_name = args.variants or ("in-process" if args.quick else "snakemake")
     cases = [c for c in CASES if args.cases is None or c.name in args.cases]
     base = pipeline.base_config()
-    figures_dir = args.out / "quality"
+    figures_dir = out / "quality"
+    earlier_scores, parts = earlier_parts(figures_dir, preset) if args.add else (pd.DataFrame(), [])
     commit = code_version()
     started = time.perf_counter()
     # spawn, not fork: a forked child inherits torch's thread pool in an undefined state
@@ -127,12 +151,16 @@ def main() -> None:
                              initializer=torch.set_num_threads, initargs=(args.threads,)) as pool:
         scores = pd.concat([run_case(c, preset, base, args.work, RUNNERS[runner_name], figures_dir, pool)
                             for c in cases], ignore_index=True)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    scores.to_csv(figures_dir / "scores.csv", index=False, float_format="%.6g")
-    summary = report.summarize(scores)
     seconds = time.perf_counter() - started
-    document = report.document(summary, cases, header(preset, runner_name, args.jobs, seconds, commit))
-    (args.out / "quality.md").write_text(document)
+    part = {"cases": [c.name for c in cases], "header": header(preset, runner_name, args.jobs, seconds, commit)}
+    table, parts = report.add_part(earlier_scores, parts, scores, part)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(figures_dir / "scores.csv", index=False, float_format="%.6g")
+    ledger = {"preset": preset.name, "parts": parts}
+    (figures_dir / report.PARTS).write_text(json.dumps(ledger, indent=1, ensure_ascii=False) + "\n")
+    present = [c for c in CASES if c.name in set(table["case"])]
+    document = report.document(report.summarize(table), present, report.parts_header(parts))
+    (out / "quality.md").write_text(document)
     print(document)
     if args.compare:
         differences = report.max_differences(scores, pd.read_csv(args.compare))
