@@ -142,6 +142,42 @@ def test_two_generator_ablation_trains_with_the_same_loop(tiny_store, tmp_path):
     assert "psf_center" not in pd.read_csv(tmp_path / "train_log.csv")
 
 
+def test_refine_stage_trains_a_fresh_g_through_the_frozen_blind_kernel(tiny_store, tmp_path):
+    config = TINY | {"refine": {"steps": 4, "lr_g": 1e-4}}
+    model_path = training.train(tiny_store, tmp_path, config)
+    blind = tmp_path / training.BLIND_STAGE
+    _, blind_meta = load_model(blind / "model.pt")
+    _, meta = load_model(model_path)
+    assert blind_meta["steps"] == 6 and blind_meta["config"]["refine"]["steps"] == 0
+    assert meta["steps"] == 4 and meta["config"]["refine"] == {"steps": 4, "lr_g": 1e-4}
+    assert meta["config"]["psf"]["learnable"] is False
+    assert meta["config"]["loss"]["adversarial_b"] == 0 and meta["config"]["loss"]["cycle_blurred"] == 0
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "learned_psf.ome.tif"),
+                               tifffile.imread(blind / "learned_psf.ome.tif"), atol=1e-7)
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert list(log["step"]) == [1, 2, 3, 4] and (log["cycle_blurred"] > 0).all()  # logged, not weighed
+    assert log["lr_g"].iloc[0] == pytest.approx(1e-4)
+    # the same as the two trainings by hand that benchmarks/quality/README.md's probes ran
+    by_hand = TINY | {"psf": {"shape_voxels": [3, 5, 5], "learnable": False,
+                              "file": str(blind / "learned_psf.ome.tif")},
+                      "loss": {"adversarial_b": 0, "cycle_blurred": 0},
+                      "optim": {"steps": 4, "batch_size": 2, "lr_g": 1e-4}}
+    second = torch.load(training.train(tiny_store, tmp_path / "by_hand", by_hand), weights_only=True)
+    refined = torch.load(model_path, weights_only=True)
+    assert all(torch.equal(value, second["generator_state"][name])
+               for name, value in refined["generator_state"].items())
+
+
+def test_refine_stage_restarts_when_only_its_blind_kernel_changes(tiny_store, tmp_path):
+    first = training.train(tiny_store, tmp_path, TINY | {"refine": {"steps": 2}})
+    before = torch.load(first, weights_only=True)["generator_state"]
+    # fewer blind steps give another kernel under the same file name, while the second stage's
+    # own config (its steps and lr_g come from `refine`) stays the same: it must not resume
+    shorter = TINY | {"optim": {"steps": 4, "batch_size": 2}, "refine": {"steps": 2}}
+    after = torch.load(training.train(tiny_store, tmp_path, shorter), weights_only=True)["generator_state"]
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+
+
 def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_store, tmp_path, monkeypatch):
     training.train(tiny_store, tmp_path / "whole", TINY)
 
@@ -209,7 +245,9 @@ def test_theoretical_init_needs_optics_and_uses_them(tiny_store, tmp_path):
     ("config", "message"),
     [(TINY | {"optim": {"stepz": 3}}, "train.optim.stepz"),
      (TINY | {"psf": {"shape_voxels": [17, 5, 5]}}, "train.psf.shape_voxels"),
-     (TINY | {"device": "tpu"}, "train.device")],
+     (TINY | {"device": "tpu"}, "train.device"),
+     (TINY | {"refine": {"steps": -1}}, "train.refine.steps"),
+     (TINY | {"model": "two_generators", "refine": {"steps": 2}}, "train.refine.steps: .*psf_layer")],
 )
 def test_bad_config_fails_before_training(tiny_store, tmp_path, config, message):
     with pytest.raises(CycledeconError, match=message):

@@ -9,6 +9,7 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -30,7 +31,7 @@ from cycledecon import figures
 from cycledecon.errors import CycledeconError
 from cycledecon.io import atomic_path, write_ome_tiff
 from cycledecon.model.checkpoint import atomic_save, save_model
-from cycledecon.model.config import PsfConfig, TrainConfig, parse_config
+from cycledecon.model.config import PsfConfig, RefineConfig, TrainConfig, parse_config
 from cycledecon.model.cyclegan import CycleModel, build_model
 from cycledecon.model.psf_layer import PsfLayer, kernel_ncc
 from cycledecon.model.unet import receptive_field
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 ARRAYS = ("A_train", "B_train", "A_val", "B_val")
 CHECKPOINT = "checkpoint.pt"
+BLIND_STAGE = "blind"  # subdirectory of the first stage when `refine` adds a second
 PROGRESS = ("cycle_sharp", "adv_a", "d_a", "psf_ncc")  # shown beside the progress bar
 VAL_BATCHES = 4  # validation uses the first VAL_BATCHES·batch_size patches, the same each time
 
@@ -88,11 +90,34 @@ def train(
         and checkpoint.pt.
     config : the plain `train:` config section (see cycledecon.model.config for keys).
     reference_psf : a known PSF (z, y, x) to report the learned kernel's NCC against.
+
+    With `refine.steps` the blind training goes to out_dir/blind/ and out_dir receives the second
+    stage, whose kernel is the blind one frozen (RefineConfig); each stage resumes on its own.
     """
     cfg = parse_config(config)
     out_dir = Path(out_dir)
+    if cfg.refine.steps == 0:
+        return train_stage(Path(patches_path), out_dir, cfg, reference_psf)
+    blind = out_dir / BLIND_STAGE
+    train_stage(Path(patches_path), blind, dataclasses.replace(cfg, refine=RefineConfig()), reference_psf)
+    return train_stage(Path(patches_path), out_dir, second_stage(cfg, blind / "learned_psf.ome.tif"),
+                       reference_psf)
+
+
+def second_stage(cfg: TrainConfig, learned_psf: Path) -> TrainConfig:
+    """The refine stage's config: the blind stage's kernel frozen, G afresh on the sharp cycle alone."""
+    return dataclasses.replace(
+        cfg,
+        psf=dataclasses.replace(cfg.psf, file=str(learned_psf), learnable=False),
+        loss=dataclasses.replace(cfg.loss, adversarial_b=0.0, cycle_blurred=0.0),
+        optim=dataclasses.replace(cfg.optim, steps=cfg.refine.steps, lr_g=cfg.refine.lr_g, decay_start=None),
+    )
+
+
+def train_stage(patches_path: Path, out_dir: Path, cfg: TrainConfig, reference_psf: np.ndarray | None) -> Path:
+    """One training run into out_dir (see train)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    store = PatchStore.open(Path(patches_path))
+    store = PatchStore.open(patches_path)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     initial = initial_psf(cfg, store) if cfg.model == "psf_layer" else None
@@ -200,12 +225,18 @@ class Run:
         self.autocast = device.type == "cuda"  # bf16 autocast on GPU only
 
     def identity(self) -> dict[str, Any]:
-        """What a checkpoint must share to be resumed: config, training data and architecture."""
+        """What a checkpoint must share to be resumed: config, training data, starting kernel and
+        architecture."""
         data = hashlib.sha256()
         for name in ARRAYS:
             data.update(np.ascontiguousarray(self.store.arrays[name]).tobytes())
         layers = {k: list(v.shape) for k, v in self.model.state_dict().items()}
-        return {"config": self.cfg.to_dict(), "patches_sha256": data.hexdigest(), "layers": layers}
+        # the starting kernel by content: a psf.file rewritten under the same name (a rerun blind
+        # stage before its refine stage) is another training
+        kernel = hashlib.sha256(np.ascontiguousarray(self.initial).tobytes()).hexdigest() \
+            if self.initial is not None else None
+        return {"config": self.cfg.to_dict(), "patches_sha256": data.hexdigest(), "layers": layers,
+                "initial_psf_sha256": kernel}
 
     def resume(self, path: Path) -> None:
         """Continue from checkpoint.pt when it belongs to this very training.

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cycledecon.configparse import check_ranges, parse_section, plain
+from cycledecon.errors import CycledeconError
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,25 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class RefineConfig:
+    """An optional second stage (off at steps 0): G trained afresh through the first, blind stage's
+    learned PSF, frozen, on the sharp cycle alone — ‖G(H(x) + ñ) − x‖₁, i.e. supervised on
+    simulated pairs, without the sharp-domain GAN and the blurred cycle. It trades SSIM for PSNR:
+    on the quality benchmark's 60-photon filaments with the full-size U-Net (3 × 32, 600 steps,
+    lr_g 2e-4, two seeds) it took PSNR from 31.35–31.40 to 33.40–33.60 dB (raw 31.81) and SSIM
+    from 0.86 to 0.74–0.75 (raw 0.77); with the demo-size U-Net it lost in five cases of six.
+    For low-photon campaigns and a large G, not a default (benchmarks/quality/README.md).
+
+    steps: training steps of the second stage (0: no second stage).
+    lr_g: G's learning rate there; 2e-4 kept the 3 × 32 U-Net's training free of the gradient
+        spikes that 1e-3 and 5e-4 ran into.
+    """
+
+    steps: int = 0
+    lr_g: float = 2e-4
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The whole `train:` section.
 
@@ -151,6 +171,7 @@ class TrainConfig:
     psf: PsfConfig = field(default_factory=PsfConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     checkpoint_every: int = 100
     log_every: int = 10
     val_every: int = 50
@@ -200,9 +221,14 @@ def _check_ranges(config: TrainConfig, prefix: str) -> None:
         ("optim.lr_psf", config.optim.lr_psf > 0),
         ("optim.lr_psf_free", config.optim.lr_psf_free > 0),
         ("optim.betas", all(0 <= b < 1 for b in config.optim.betas)),
+        ("refine.steps", config.refine.steps >= 0),
+        ("refine.lr_g", config.refine.lr_g > 0),
         ("checkpoint_every", config.checkpoint_every >= 1),
         ("log_every", config.log_every >= 1),
         ("val_every", config.val_every >= 1),
     ]
     checks += [(f"loss.{f.name}", getattr(config.loss, f.name) >= 0) for f in dataclasses.fields(LossConfig)]
     check_ranges(config, prefix, checks)
+    if config.refine.steps and config.model != "psf_layer":
+        raise CycledeconError(f"{prefix}.refine.steps: a second stage trains G through the learned PSF, "
+                              f"so it needs model psf_layer, not {config.model}")
