@@ -38,7 +38,7 @@ from cycledecon.evaluate import load
 from cycledecon.infer import deconvolve_file
 from cycledecon.io import write_ome_tiff
 from cycledecon.psf import normalize_psf
-from cycledecon.train import train
+from cycledecon.train import BLIND_STAGE, CHECKPOINT, train
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -174,8 +174,19 @@ def train_and_deconvolve_in_process(variant: Variant, config: dict[str, Any], sh
 
 
 def training_seconds(variant: Variant) -> float:
-    """Seconds of the training loop alone (from train_log.csv), without start-up and deconvolution."""
-    return float(pd.read_csv(variant.model_dir / "train_log.csv")["seconds"].iloc[-1])
+    """Seconds of the training loops alone (from train_log.csv, the blind stage's too where the
+    variant has two), without start-up and deconvolution."""
+    logs = [variant.model_dir / "train_log.csv", variant.model_dir / BLIND_STAGE / "train_log.csv"]
+    return sum(float(pd.read_csv(log)["seconds"].iloc[-1]) for log in logs if log.exists())
+
+
+def continue_from(blind: Variant, refined: Variant) -> None:
+    """Give a refined variant the finished blind variant of its seed as its first stage: the same
+    config, so `train` resumes that checkpoint at its end and only the second stage trains."""
+    target = refined.model_dir / BLIND_STAGE / CHECKPOINT
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(blind.model_dir / CHECKPOINT, target)
 
 
 def crop_around_peak(psf: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:

@@ -101,11 +101,13 @@ def verdict(summary: pd.DataFrame, case: str) -> str:
 
 def overview(summary: pd.DataFrame, cases: list[Case]) -> str:
     """One line per case: PSNR of every method, then the verdicts in short."""
-    header = ["case", *METHODS]
+    present = set(summary.index.get_level_values("method"))
+    methods = [m for m in METHODS if m in present]
+    header = ["case", *methods]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for case in cases:
         cells = [cell(summary.loc[(case.name, m)], "psnr_db") if (case.name, m) in summary.index else "–"
-                 for m in METHODS]
+                 for m in methods]
         lines.append(f"| {case.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

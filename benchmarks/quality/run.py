@@ -36,7 +36,7 @@ import pipeline
 import report
 from pipeline import REPO, Variant
 from scoring import METHODS, CaseData, learned_psf, score_case
-from suite import CASES, CYCLEDECON, PRESETS, VARIANTS, Case, Preset, case_config, variant_train
+from suite import CASES, CYCLEDECON, PRESETS, REFINED, Case, Preset, case_config, variant_train
 
 RESULTS = REPO / "benchmarks" / "results"
 RUNNERS = {"snakemake": pipeline.train_and_deconvolve, "in-process": pipeline.train_and_deconvolve_in_process}
@@ -75,9 +75,13 @@ def run_case(case: Case, preset: Preset, base: dict, work: Path, runner, figures
     print(f"[{case.name}] data (demo → patches, Snakemake): {seconds:.0f} s", flush=True)
     frozen = pipeline.write_frozen_psf(data, case.kernel_voxels, root / "frozen_psf.ome.tif")
     submitted = []
-    for method in VARIANTS:
+    for method in preset.methods:  # REFINED last: it waits for the blind variant of its seed
         for seed in preset.seeds:
             variant = Variant(method, seed, root / f"{method}_s{seed}")
+            if method == REFINED:
+                blind, future = next((v, f) for v, f in submitted if v.method == CYCLEDECON and v.seed == seed)
+                future.result()
+                pipeline.continue_from(blind, variant)
             train_config = variant_train(config, method, seed, str(frozen.resolve()))
             submitted.append((variant, pool.submit(runner, variant, {**config, "train": train_config},
                                                    sheet, data)))

@@ -24,16 +24,17 @@ from cycledecon.psf_metrics import fwhm
 from cycledecon.voxel import VoxelSize
 
 from pipeline import TRUE_PSF, WIDEFIELD, Variant
-from suite import CYCLEDECON, NONBLIND, TWO_GENERATORS
+from suite import CYCLEDECON, NONBLIND, REFINED, TWO_GENERATORS
 
 RAW = "raw"
 RL_TRUE = "RL, true PSF (oracle)"
 RL_THEORETICAL = "RL, theoretical PSF"
 RL_LEARNED = "RL, learned PSF"
 LABELS = {CYCLEDECON: "cycledecon", TWO_GENERATORS: "two-generator CycleGAN",
-          NONBLIND: "cycledecon, true PSF frozen (non-blind)"}
+          NONBLIND: "cycledecon, true PSF frozen (non-blind)",
+          REFINED: "cycledecon, refined (second stage through the learned PSF)"}
 METHODS = (RAW, RL_TRUE, RL_THEORETICAL, RL_LEARNED, LABELS[TWO_GENERATORS], LABELS[CYCLEDECON],
-           LABELS[NONBLIND])
+           LABELS[NONBLIND], LABELS[REFINED])
 RL_CANDIDATES = (5, 10, 20, 40, 80)
 
 

@@ -70,12 +70,14 @@ CASES: tuple[Case, ...] = (
           true_optics={**NOMINAL_OIL, "na": 1.1, "sample_ri": 1.33}, kernel_voxels=(13, 15, 15)),
 )
 
-#: Trained methods: name → `train:` overrides. "nonblind" gets its frozen PSF file added per case.
-CYCLEDECON, TWO_GENERATORS, NONBLIND = "cycledecon", "two_generators", "nonblind"
+#: Trained methods: name → `train:` overrides. "nonblind" gets its frozen PSF file added per case,
+#: "refined" (`train.refine`, a second stage after the blind one) as many steps as the blind stage.
+CYCLEDECON, TWO_GENERATORS, NONBLIND, REFINED = "cycledecon", "two_generators", "nonblind", "refined"
 VARIANTS: dict[str, dict[str, Any]] = {
     CYCLEDECON: {"model": "psf_layer"},
     TWO_GENERATORS: {"model": "two_generators"},
     NONBLIND: {"model": "psf_layer", "psf": {"learnable": False}},
+    REFINED: {"model": "psf_layer"},
 }
 
 
@@ -86,6 +88,7 @@ class Preset:
     name: str
     seeds: tuple[int, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
+    methods: tuple[str, ...] = (CYCLEDECON, TWO_GENERATORS, NONBLIND)
 
 
 _COMMON = {
@@ -120,7 +123,7 @@ PRESETS: dict[str, Preset] = {
                   "log_every": 20, "val_every": 250, "checkpoint_every": 500, "device": "auto"},
         "deconvolve": {"device": "auto"},
         "evaluate": {"theoretical_psf_shape": [25, 49, 49]},
-    }),
+    }, methods=(CYCLEDECON, TWO_GENERATORS, NONBLIND, REFINED)),
 }
 
 
@@ -149,4 +152,6 @@ def variant_train(config: dict[str, Any], variant: str, seed: int, frozen_psf: s
     extra = deep_update(VARIANTS[variant], {"seed": seed})
     if variant == NONBLIND:
         extra = deep_update(extra, {"psf": {"file": frozen_psf}})
+    if variant == REFINED:
+        extra = deep_update(extra, {"refine": {"steps": config["train"]["optim"]["steps"]}})
     return deep_update(config["train"], extra)
