@@ -143,9 +143,10 @@ class RefineConfig:
     learned PSF, frozen, on the sharp cycle alone — ‖G(H(x) + ñ) − x‖₁, i.e. supervised on
     simulated pairs, without the sharp-domain GAN and the blurred cycle. It trades SSIM for PSNR:
     on the quality benchmark's 60-photon filaments with the full-size U-Net (3 × 32, 600 steps,
-    lr_g 2e-4, two seeds) it took PSNR from 31.35–31.40 to 33.40–33.60 dB (raw 31.81) and SSIM
-    from 0.86 to 0.74–0.75 (raw 0.77); with the demo-size U-Net it lost in five cases of six.
-    For low-photon campaigns and a large G, not a default (benchmarks/quality/README.md).
+    lr_g 2e-4, three seeds) it took PSNR from 31.34–31.40 to 33.39–33.60 dB (raw 31.81) and SSIM
+    from 0.85–0.86 to 0.74–0.77 (raw 0.77); at 1000 photons it cost 0.3 dB and 0.15 SSIM (one
+    seed), and with the demo-size U-Net it lost in five cases of six. For low-photon campaigns and
+    a large G, not a default (benchmarks/quality/README.md).
 
     steps: training steps of the second stage (0: no second stage).
     lr_g: G's learning rate there; 2e-4 kept the 3 × 32 U-Net's training free of the gradient
