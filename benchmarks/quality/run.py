@@ -38,6 +38,8 @@ from pipeline import REPO, Variant
 from scoring import METHODS, CaseData, learned_psf, score_case
 from suite import CASES, CYCLEDECON, PRESETS, REFINED, Case, Preset, case_config, variant_train
 
+from cycledecon.io import atomic_path
+
 RESULTS = REPO / "benchmarks" / "results"
 RUNNERS = {"snakemake": pipeline.train_and_deconvolve, "in-process": pipeline.train_and_deconvolve_in_process}
 
@@ -158,13 +160,16 @@ def main() -> None:
     seconds = time.perf_counter() - started
     part = {"cases": [c.name for c in cases], "header": header(preset, runner_name, args.jobs, seconds, commit)}
     table, parts = report.add_part(earlier_scores, parts, scores, part)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(figures_dir / "scores.csv", index=False, float_format="%.6g")
-    ledger = {"preset": preset.name, "parts": parts}
-    (figures_dir / report.PARTS).write_text(json.dumps(ledger, indent=1, ensure_ascii=False) + "\n")
     present = [c for c in CASES if c.name in set(table["case"])]
     document = report.document(report.summarize(table), present, report.parts_header(parts))
-    (out / "quality.md").write_text(document)
+    ledger = {"preset": preset.name, "parts": parts}
+    # each file whole or not at all: an --add run reads scores.csv and parts.json back
+    with atomic_path(figures_dir / "scores.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(figures_dir / report.PARTS) as tmp:
+        tmp.write_text(json.dumps(ledger, indent=1, ensure_ascii=False) + "\n")
+    with atomic_path(out / "quality.md") as tmp:
+        tmp.write_text(document)
     print(document)
     if args.compare:
         differences = report.max_differences(scores, pd.read_csv(args.compare))

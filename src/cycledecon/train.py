@@ -10,6 +10,7 @@ uninterrupted run would have.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 ARRAYS = ("A_train", "B_train", "A_val", "B_val")
 CHECKPOINT = "checkpoint.pt"
+LEARNED_PSF = "learned_psf.ome.tif"
 BLIND_STAGE = "blind"  # subdirectory of the first stage when `refine` adds a second
 PROGRESS = ("cycle_sharp", "adv_a", "d_a", "psf_ncc")  # shown beside the progress bar
 VAL_BATCHES = 4  # validation uses the first VAL_BATCHES·batch_size patches, the same each time
@@ -95,13 +97,12 @@ def train(
     stage, whose kernel is the blind one frozen (RefineConfig); each stage resumes on its own.
     """
     cfg = parse_config(config)
-    out_dir = Path(out_dir)
+    patches_path, out_dir = Path(patches_path), Path(out_dir)
     if cfg.refine.steps == 0:
-        return train_stage(Path(patches_path), out_dir, cfg, reference_psf)
+        return train_stage(patches_path, out_dir, cfg, reference_psf)
     blind = out_dir / BLIND_STAGE
-    train_stage(Path(patches_path), blind, dataclasses.replace(cfg, refine=RefineConfig()), reference_psf)
-    return train_stage(Path(patches_path), out_dir, second_stage(cfg, blind / "learned_psf.ome.tif"),
-                       reference_psf)
+    train_stage(patches_path, blind, dataclasses.replace(cfg, refine=RefineConfig()), reference_psf)
+    return train_stage(patches_path, out_dir, second_stage(cfg, blind / LEARNED_PSF), reference_psf)
 
 
 def second_stage(cfg: TrainConfig, learned_psf: Path) -> TrainConfig:
@@ -224,9 +225,10 @@ class Run:
         self.rows: list[dict[str, float]] = []
         self.autocast = device.type == "cuda"  # bf16 autocast on GPU only
 
+    @functools.cached_property
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must share to be resumed: config, training data, starting kernel and
-        architecture."""
+        architecture (constant for a run, so hashed once, not at every checkpoint)."""
         data = hashlib.sha256()
         for name in ARRAYS:
             data.update(np.ascontiguousarray(self.store.arrays[name]).tobytes())
@@ -252,7 +254,7 @@ class Run:
         except Exception as error:  # a torn or foreign file is as good as none
             log.warning("ignoring unreadable checkpoint %s (%s); starting over", path, error)
             return
-        if state.get("identity") != self.identity():
+        if state.get("identity") != self.identity:
             log.warning("checkpoint %s belongs to another training (config, patches or model "
                         "changed); starting over", path)
             return
@@ -268,7 +270,7 @@ class Run:
 
     def checkpoint(self, path: Path) -> None:
         atomic_save({
-            "step": self.step, "identity": self.identity(), "model": self.model.state_dict(),
+            "step": self.step, "identity": self.identity, "model": self.model.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "log": self.rows,
             "rng": {"sampler": self.sampler.get_state(), "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None},
@@ -323,7 +325,7 @@ class Run:
         """model.pt, learned_psf.ome.tif, train_log.csv and the two figures."""
         psf_shape = self.initial.shape if self.initial is not None else self.cfg.psf.shape_voxels
         learned = self.model.psf_estimate(psf_shape).cpu().numpy()
-        write_ome_tiff(learned.astype(np.float32), out_dir / "learned_psf.ome.tif", self.store.voxel_size)
+        write_ome_tiff(learned.astype(np.float32), out_dir / LEARNED_PSF, self.store.voxel_size)
         table = pd.DataFrame(self.rows)
         with atomic_path(out_dir / "train_log.csv") as tmp:
             table.to_csv(tmp, index=False)
