@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
+
+from helpers import sha256, write_ome
+
 
 def test_user_error_is_printed_once(tmp_path):
     missing = tmp_path / "missing.pt"
@@ -16,3 +20,50 @@ def test_user_error_is_printed_once(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: {missing}: no such model file"], result.stderr
     assert not (tmp_path / "out.ome.zarr").exists()
+
+
+def cycledecon(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cycledecon.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_ingest_onto_the_raw_tiff_keeps_it(tmp_path):
+    raw = write_ome(tmp_path / "good.tif", np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8))
+    before = sha256(raw)
+    result = cycledecon("ingest", raw, "-o", raw)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {raw}: "), result.stderr
+    assert raw.is_file() and sha256(raw) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["good.tif"]
+
+
+def test_ingest_onto_a_user_folder_keeps_it(tmp_path):
+    raw = write_ome(tmp_path / "good.tif", np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8))
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    result = cycledecon("ingest", raw, "-o", folder)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {folder}: already exists and is not an OME-Zarr image written by cycledecon; "
+        "refusing to replace it (move it away or choose another output)"
+    ], result.stderr
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"] and (folder / "notes.txt").read_text() == "mine"
+
+
+def test_deconvolve_refuses_an_inf_voxel_naming_the_file(tmp_path):
+    from cycledecon.model import UNet3d, save_model
+
+    stack = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
+    stack[1, 2, 3] = np.inf
+    raw = write_ome(tmp_path / "inf.ome.tif", stack)
+    generator = {"depth": 1, "base_channels": 2}
+    metadata = {"generator": generator, "receptive_field": [9, 9, 9], "patch_shape": [4, 16, 16], "channels": 1,
+                "normalization": {"method": "percentile", "percentiles": [1.0, 99.0], "clip": True},
+                "voxel_size": [0.25, 0.1, 0.1]}  # fmt: skip
+    model = save_model(tmp_path / "model.pt", UNet3d(generator), metadata, learned_psf=None)
+    out = tmp_path / "out.ome.zarr"
+    result = cycledecon("deconvolve", raw, "--model", model, "-o", out)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {raw}: contains NaN or Inf values"], result.stderr
+    assert not out.exists()

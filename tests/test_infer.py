@@ -221,3 +221,45 @@ def test_input_normalized_otherwise_than_the_model_expects_is_warned(caplog):
         assert not caplog.records
         normalized_input(data, VOXEL, {"normalization": {"method": "clahe"}}, model)
     assert "model was trained with" in caplog.text
+
+
+BAD_VALUES = {
+    "one Inf voxel": (lambda s: np.where(np.arange(s.size).reshape(s.shape) == 5, np.inf, s), "contains NaN or Inf"),
+    "one NaN voxel": (lambda s: np.where(np.arange(s.size).reshape(s.shape) == 5, np.nan, s), "contains NaN or Inf"),
+    "constant stack": (lambda s: np.full_like(s, 7.0), "every voxel has the same value"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+@pytest.mark.parametrize("kind", ["tiff", "zarr"])
+def test_bad_values_are_refused_naming_the_file(tmp_path, files, case, kind):
+    """The same check and message as ingest, for a raw TIFF and for an OME-Zarr input alike."""
+    make, expected = BAD_VALUES[case]
+    volume = make(files["raw"].astype(np.float32)).astype(np.float32)
+    if kind == "tiff":
+        path = write_ome(tmp_path / "bad.ome.tif", volume, voxel_size=VOXEL.as_tuple())
+    else:
+        path = write_ome_zarr(volume, tmp_path / "bad.ome.zarr", VOXEL)
+    out = tmp_path / "out.ome.zarr"
+    with pytest.raises(CycledeconError) as info:
+        deconvolve_file(path, files["model"], out, TWO_BLOCKS, progress=False)
+    assert str(info.value).startswith(f"{path}: {expected}")
+    assert not out.exists()
+
+
+def test_output_onto_the_model_keeps_it(tmp_path, files):
+    model = tmp_path / "model.pt"
+    model.write_bytes(files["model"].read_bytes())
+    with pytest.raises(CycledeconError, match=f"^{model}: .*is an input of this command"):
+        deconvolve_file(files["tiff"], model, model, TWO_BLOCKS, progress=False)
+    assert sha256(model) == sha256(files["model"])
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_output_inside_the_input_store_is_refused(tmp_path, files):
+    store = write_ome_zarr(files["raw"], tmp_path / "in.ome.zarr", VOXEL)
+    before = sorted(p.name for p in store.iterdir())
+    out = store / "deconvolved.ome.zarr"
+    with pytest.raises(CycledeconError, match=f"^{out}: lies inside {store}, an input of this command"):
+        deconvolve_file(store, files["model"], out, TWO_BLOCKS, progress=False)
+    assert sorted(p.name for p in store.iterdir()) == before

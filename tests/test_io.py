@@ -138,3 +138,83 @@ def test_reading_a_zarr_group_without_an_image_names_it(tmp_path):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w").attrs["note"] = "no multiscales"
     with pytest.raises(CycledeconError, match="plain.zarr: not an OME-Zarr image"):
         io.read_ome_zarr(tmp_path / "plain.zarr")
+
+
+# ----------------------------------------------------------------------------- output safety
+def _user_folder(path: Path) -> Path:
+    path.mkdir()
+    (path / "notes.txt").write_text("mine")
+    return path
+
+
+def _foreign_ome_zarr(path: Path) -> Path:
+    """An OME-Zarr image another tool wrote: the same layout, without cycledecon's attribute."""
+    zarr.open_group(str(path), mode="w").create_array("0", shape=(2, 4, 4), dtype="uint8")
+    zarr.open_group(str(path), mode="a").attrs["ome"] = {"multiscales": [{"datasets": [{"path": "0"}]}]}
+    return path
+
+
+def _store_with_a_user_file(path: Path) -> Path:
+    io.write_ome_zarr(np.ones((2, 4, 4), np.uint16), path, VoxelSize(1, 1, 1))
+    (path / "notes.txt").write_text("mine")
+    return path
+
+
+FOREIGN_OUTPUTS = {
+    "a file": lambda p: (p.write_bytes(b"not ours"), p)[1],
+    "a user folder": _user_folder,
+    "an OME-Zarr from another tool": _foreign_ome_zarr,
+    "our store with a user file inside": _store_with_a_user_file,
+}
+
+
+def _tree(path: Path) -> dict[str, str]:
+    """Every file under `path` (or `path` itself) with its checksum."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p.relative_to(path.parent)): sha256(p) for p in files}
+
+
+@pytest.mark.parametrize("case", sorted(FOREIGN_OUTPUTS))
+def test_output_not_written_by_cycledecon_is_refused_and_kept(tmp_path, stack, case):
+    raw = write_ome(tmp_path / "s.ome.tif", stack)
+    out = FOREIGN_OUTPUTS[case](tmp_path / "out.ome.zarr")
+    before = _tree(out)
+    with pytest.raises(CycledeconError) as info:
+        io.ingest(raw, out)
+    message = str(info.value)
+    assert message.startswith(f"{out}: ") and "not an OME-Zarr image written by cycledecon" in message
+    assert "\n" not in message
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ome.zarr", "s.ome.tif"]
+
+
+def test_ingest_onto_its_own_input_keeps_it(tmp_path, stack):
+    raw = write_ome(tmp_path / "s.ome.tif", stack)
+    before = sha256(raw)
+    with pytest.raises(CycledeconError, match=f"^{raw}: .*is an input of this command"):
+        io.ingest(raw, raw)
+    assert sha256(raw) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["s.ome.tif"]
+
+
+def test_previous_store_of_the_same_kind_is_replaced(tmp_path, stack):
+    out = io.ingest(write_ome(tmp_path / "a.ome.tif", stack), tmp_path / "s.ome.zarr")
+    io.ingest(write_ome(tmp_path / "b.ome.tif", stack[::-1].copy()), out)
+    data, _, attrs = io.read_ome_zarr(out)
+    np.testing.assert_array_equal(data.compute(), stack[::-1])
+    assert attrs["source_path"].endswith("b.ome.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ome.tif", "b.ome.tif", "s.ome.zarr"]
+
+
+def test_plain_file_writer_replaces_a_file_but_never_a_folder(tmp_path):
+    target = tmp_path / "table.csv"
+    for text in ("old", "new"):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text(text)
+    assert target.read_text() == "new"
+    folder = _user_folder(tmp_path / "folder.csv")
+    with pytest.raises(CycledeconError, match="folder.csv: already exists and is not a regular file"):
+        with io.atomic_path(folder) as tmp:
+            tmp.write_text("x")
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv", "table.csv"]

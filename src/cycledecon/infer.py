@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 import cycledecon
 from cycledecon.errors import CycledeconError
-from cycledecon.io import DEFAULT_CHUNKS, read_ome_zarr, read_stack, write_ome_zarr
+from cycledecon.io import DEFAULT_CHUNKS, check_output, check_values, read_ome_zarr, read_stack, write_ome_zarr
 from cycledecon.model.checkpoint import load_model
 from cycledecon.model.config import parse_generator_config
 from cycledecon.model.unet import receptive_field
@@ -370,12 +370,16 @@ def deconvolve_file(
 ) -> Path:
     """Deconvolve one stack with a trained model into an OME-Zarr, block by block.
 
+    The input's values are checked first, as at ingest (NaN/Inf or a constant stack is one line
+    naming the file): a single non-finite voxel would otherwise spread through G's receptive field.
+
     Parameters
     ----------
     input_path : a normalized OME-Zarr (from the normalize rule), a raw OME-Zarr or a raw
         TIFF/OME-TIFF; raw stacks get the model's stored normalization first.
     model_path : model.pt from training.
-    output_path : the OME-Zarr to write (atomically; same axes, voxel size and pyramid as ingest).
+    output_path : the OME-Zarr to write (atomically; same axes, voxel size and pyramid as ingest);
+        never one of the inputs, and an existing path only if it is an earlier cycledecon store.
     config : the `deconvolve:` section (see InferenceConfig).
     voxel_size : voxel size in µm, overriding the file's metadata.
     channel : channel to take from a multi-channel TIFF.
@@ -384,11 +388,13 @@ def deconvolve_file(
     """
     config = parse_inference_config(config)
     input_path, model_path = Path(input_path), Path(model_path)
+    check_output(output_path, [input_path, model_path])
     device = resolve_device(config.device)
     precision = effective_precision(config.precision, device)
     generator, metadata = load_model(model_path, device)
     data, voxel_size, attrs = open_input(input_path, voxel_size, channel)
     data = check_channels(data, metadata, input_path)
+    check_values(data, input_path)
     check_voxel_size(voxel_size, metadata, input_path)
     data, normalization = normalized_input(data, voxel_size, attrs, metadata)
     if parse_generator_config(metadata["generator"]).norm == "instance":

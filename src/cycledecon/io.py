@@ -3,16 +3,19 @@
 Raw inputs are opened read-only and streamed through tifffile's zarr interface, so a stack larger
 than memory is never loaded whole. Every OME-Zarr write goes to a temporary sibling that is renamed
 into place only once complete, so an interrupted run never leaves a store that looks finished.
+An existing output is replaced only when it is an earlier output of the same kind that cycledecon
+wrote; anything else there (a raw stack, a model, a user's folder) is refused with one line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,16 +197,104 @@ def check_values(data: da.Array, path: str | Path) -> tuple[float, float]:
     return float(low), float(high)
 
 
+# ------------------------------------------------------------------------------- output safety
+#: The root-group attribute every OME-Zarr image cycledecon writes carries (its provenance); no
+#: other tool writes it, so it marks a store as a previous cycledecon output that may be replaced.
+MARKER_ATTR = "cycledecon"
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """What an existing output path may hold to be replaced: a test that recognises it, and its
+    name for the one-line refusal."""
+
+    name: str
+    recognises: Callable[[Path], bool]
+
+
+def is_regular_file(path: Path) -> bool:
+    """A plain file (not a folder, not a link): what the library's fixed-name tables, reports and
+    TIFFs replace when their stage is rerun."""
+    return path.is_file() and not path.is_symlink()
+
+
+def is_cycledecon_image(path: Path) -> bool:
+    """Whether `path` is an OME-Zarr image store that cycledecon wrote.
+
+    It must be a folder (not a link) whose root group holds `ome` multiscales and cycledecon's
+    `MARKER_ATTR` attribute, and which contains nothing but that group's `zarr.json` and the
+    pyramid levels it lists: a foreign store, or one the user put files into, is never replaced.
+    """
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+        attrs = meta["attributes"]
+        levels = {d["path"] for m in attrs["ome"]["multiscales"] for d in m["datasets"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if meta.get("node_type") != "group" or not isinstance(attrs.get(MARKER_ATTR), dict):
+        return False
+    return {entry.name for entry in path.iterdir()} <= {"zarr.json", *levels}
+
+
+PLAIN_FILE = OutputKind("a regular file", is_regular_file)
+OME_ZARR_IMAGE = OutputKind("an OME-Zarr image written by cycledecon", is_cycledecon_image)
+
+
+def check_replaceable(path: str | Path, kind: OutputKind = PLAIN_FILE) -> None:
+    """Refuse, before any work, an existing `path` that is not `kind`: whatever cycledecon did
+    not write (a raw stack, a model, a user's folder) is never deleted."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not kind.recognises(path):
+        raise CycledeconError(
+            f"{path}: already exists and is not {kind.name}; "
+            "refusing to replace it (move it away or choose another output)"
+        )
+
+
+def check_not_an_input(output: str | Path, inputs: Sequence[str | Path]) -> None:
+    """Refuse an output that is, lies inside or contains one of the command's inputs: replacing it
+    would destroy what the command reads."""
+    output = Path(output)
+    target = output.resolve()
+    for source in map(Path, inputs):
+        resolved = source.resolve()
+        if target == resolved:
+            problem = "is an input of this command"
+        elif resolved in target.parents:
+            problem = f"lies inside {source}, an input of this command"
+        elif target in resolved.parents:
+            problem = f"contains {source}, an input of this command"
+        else:
+            continue
+        raise CycledeconError(f"{output}: {problem}; choose another output path")
+
+
+def check_output(output: str | Path, inputs: Sequence[str | Path], kind: OutputKind = OME_ZARR_IMAGE) -> None:
+    """A command's output check, run before any work: never one of its inputs, and only an earlier
+    output of the same kind may be replaced."""
+    check_not_an_input(output, inputs)
+    check_replaceable(output, kind)
+
+
 # --------------------------------------------------------------------------------------- writing
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: str | Path, kind: OutputKind = PLAIN_FILE) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
+
+    An existing `path` is replaced only when it is `kind` (checked before the block and again
+    before the rename, as a long run may outlive the first check); anything else raises a
+    CycledeconError and is left as it was.
+    """
     path = Path(path)
+    check_replaceable(path, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     _remove(tmp)
     try:
         yield tmp
+        check_replaceable(path, kind)
     except BaseException:
         _remove(tmp)
         raise
@@ -217,9 +308,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
-    elif path.exists():
+    elif path.exists() or path.is_symlink():
         path.unlink()
 
 
@@ -270,7 +361,8 @@ def write_ome_zarr(
     Parameters
     ----------
     data : the full-resolution volume; a dask array is streamed chunk by chunk.
-    path : the store to create (`*.ome.zarr`); replaced atomically if it exists.
+    path : the store to create (`*.ome.zarr`); replaced atomically if it is an earlier cycledecon
+        image store (anything else there is refused, see `is_cycledecon_image`).
     voxel_size : voxel size in µm, written as the scale transform of level 0.
     attrs : JSON-serialisable provenance stored under the group's `cycledecon` attribute.
     chunks : on-disk chunk shape (z, y, x), clipped to the volume.
@@ -291,7 +383,7 @@ def write_ome_zarr(
                 tuple(t + (f - 1) / 2 * s for t, f, s in zip(shift, factor, scale)),
             )
         )
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    with atomic_path(path, OME_ZARR_IMAGE) as tmp, warnings.catch_warnings():
         # ome-zarr 0.18 deprecates explicit transforms, but its own derivation from `scale` writes
         # the half-voxel translations in voxels instead of µm; ours are exact.
         warnings.filterwarnings("ignore", message=".*coordinate_transformations", category=DeprecationWarning)
@@ -303,7 +395,7 @@ def write_ome_zarr(
             coordinate_transformations=transforms,
             storage_options={"chunks": chunks},
         )
-        group.attrs["cycledecon"] = attrs or {}
+        group.attrs[MARKER_ATTR] = attrs or {}
     return Path(path)
 
 
@@ -320,7 +412,7 @@ def read_ome_zarr(path: str | Path) -> tuple[da.Array, VoxelSize, dict[str, Any]
         data = da.from_zarr(group[level0["path"]])
     except (KeyError, IndexError, StopIteration, FileNotFoundError, zarr.errors.BaseZarrError) as exc:
         raise CycledeconError(f"{path}: not an OME-Zarr image ({exc.__class__.__name__}: {exc})") from None
-    return data, VoxelSize(*scale[-3:]), dict(attrs.get("cycledecon", {}))
+    return data, VoxelSize(*scale[-3:]), dict(attrs.get(MARKER_ATTR, {}))
 
 
 def write_ome_tiff(data: np.ndarray, path: str | Path, voxel_size: VoxelSize) -> Path:
@@ -352,7 +444,9 @@ def ingest(
     extra_attrs: dict[str, Any] | None = None,
     chunks: tuple[int, int, int] = DEFAULT_CHUNKS,
 ) -> Path:
-    """Convert one raw stack to OME-Zarr, after checking it is a usable 3D volume."""
+    """Convert one raw stack to OME-Zarr, after checking it is a usable 3D volume and that `out`
+    may be written (never the input, never something cycledecon did not write)."""
+    check_output(out, [path])
     stack = read_stack(path, channel=channel, voxel_size=voxel_size)
     low, high = check_values(stack.data, path)
     attrs = {**stack.metadata, "value_range": [low, high], **(extra_attrs or {})}
