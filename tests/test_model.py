@@ -13,6 +13,8 @@ from cycledecon.model import (
     receptive_field, save_model,
 )
 from cycledecon.model.config import GeneratorConfig
+from cycledecon.model.psf_layer import fft_convolve_valid
+from cycledecon.model.pupil import PupilPsf
 from cycledecon.noise import NoiseModel
 from cycledecon.psf import gaussian_psf
 
@@ -70,6 +72,55 @@ def test_fft_convolution_matches_conv3d():
     expected = F.conv3d(padded, kernel.flip(0, 1, 2)[None, None])  # conv3d correlates: flip
     # float32 rounding of ~2000-term sums of values in [0, 1]: errors of a few 1e-6 at most.
     assert torch.allclose(fft_convolve(volume, kernel), expected, atol=1e-5)
+
+
+def test_valid_fft_convolution_matches_conv3d_on_the_centre():
+    kernel = torch.rand(9, 15, 13)
+    kernel /= kernel.sum()
+    volume = torch.rand(2, 1, 20, 40, 36)
+    margin = (5, 9, 8)  # at least the radius (4, 7, 6) on each axis
+    expected = F.conv3d(volume, kernel.flip(0, 1, 2)[None, None])  # valid: (12, 26, 24)
+    crop = [m - r for m, r in zip(margin, (4, 7, 6))]
+    expected = expected[..., crop[0] : expected.shape[-3] - crop[0], crop[1] : expected.shape[-2] - crop[1],
+                        crop[2] : expected.shape[-1] - crop[2]]
+    result = fft_convolve_valid(volume, kernel, margin)
+    assert result.shape == (2, 1, 10, 22, 20)
+    assert torch.allclose(result, expected, atol=1e-5)  # float32 sums of ~1700 terms in [0, 1]
+    with pytest.raises(ValueError, match="context margin"):
+        fft_convolve_valid(volume, kernel, (3, 9, 8))
+
+
+def test_light_from_the_margin_reaches_the_patch():
+    """A bead just outside the patch shines into it through the PSF, as in the microscope; the
+    reflect-padded blur of the patch alone cannot know it is there."""
+    layer = PsfLayer(gaussian_psf((7, 9, 9), (1.5, 2.0, 2.0)), learnable=False)
+    volume = torch.zeros(1, 1, 14, 18, 18)
+    volume[0, 0, 2, 9, 9] = 1.0  # in the z margin (3 voxels), 1 voxel above the patch
+    with torch.no_grad():
+        with_context = layer(volume, (3, 4, 4))
+        patch_only = layer(volume[..., 3:11, 4:14, 4:14])
+    assert with_context.shape == patch_only.shape == (1, 1, 8, 10, 10)
+    # the patch's first plane lies 1 voxel below the bead: it receives the kernel's value there
+    assert float(with_context[0, 0, 0, 5, 5]) == pytest.approx(float(layer.kernel()[4, 4, 4]), abs=1e-6)
+    assert float(with_context[0, 0, 0, 5, 5]) > 1e-3 and float(patch_only.abs().max()) == 0
+
+
+def test_cycle_model_with_margin_and_pupil_trains_every_part():
+    config = small_config(psf={"parameterization": "pupil"})
+    pupil = PupilPsf((5, 9, 9), (0.3, 0.1, 0.1), 1.0, 520.0, 1.33)
+    model = build_model(config, pupil.numpy(), margin=(2, 4, 4), pupil=pupil)
+    y, x = torch.rand(2, 1, 12, 24, 24), torch.rand(2, 1, 12, 24, 24)
+    total, terms, (fake_a, fake_b) = model.generator_losses(y, x, config.loss)
+    assert fake_a.shape == fake_b.shape == (2, 1, 8, 16, 16)  # the centres
+    assert "psf_center" not in terms  # a pupil's kernel is centred by construction
+    total.backward()
+    assert float(pupil.log_na_scale.grad.abs()) > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.g.parameters())
+    groups = model.f_param_groups(config.optim)
+    assert groups[0]["lr"] == config.optim.lr_pupil and set(map(id, groups[0]["params"])) == {
+        id(p) for p in pupil.parameters()}
+    assert groups[1]["params"] == []  # no free logits to learn
+    assert model.cycle_loss(y, x) > 0
 
 
 def test_psf_layer_of_a_delta_is_its_kernel():

@@ -147,3 +147,22 @@ def test_different_voxel_sizes_in_one_campaign_are_an_error(campaign, tmp_path):
 def test_bad_config_names_the_key(section, message):
     with pytest.raises(CycledeconError, match=message):
         parse_patch_config(section)
+
+
+def test_patches_carry_their_context_margin(campaign, tmp_path):
+    """context_um 1.0 × 1.0 × 1.0 µm is 2 × 5 × 5 voxels here (0.5, 0.2, 0.2 µm, rounded up)."""
+    path = extract_patches(campaign, tmp_path / "out", CONFIG | {"context_um": [1.0, 1.0, 1.0], "n_val": 0},
+                           "c1", OPTICS)
+    group, manifest = _read(path)
+    assert dict(group.attrs)["context_voxels"] == [2, 5, 5]
+    assert group["A_train"].shape == (6, 8, 18, 18)
+    stacks = {s.name: read_ome_zarr(s.path)[0].compute() for s in campaign}
+    for row in manifest.itertuples():
+        # the manifest's origin is the centre's; the stored patch reaches the margin beyond it
+        expected = stacks[row.sample][row.z - 2:row.z + 6, row.y - 5:row.y + 13, row.x - 5:row.x + 13]
+        np.testing.assert_array_equal(group[row.array][row.index], expected)
+
+
+def test_stack_too_thin_for_the_context_is_a_clear_error(campaign, tmp_path):
+    with pytest.raises(CycledeconError, match="context margin 3×5×5 .* thicker stacks"):
+        extract_patches(campaign, tmp_path / "out", CONFIG | {"context_um": [1.5, 1.0, 1.0]}, "c1", OPTICS)

@@ -42,10 +42,12 @@ def sharp_volume(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.nd
 
 
 def write_store(path, psf: np.ndarray, seed: int, patch=(16, 32, 32), volumes=8, per_volume=8,
-                noise=0.002, optics=None):
-    """Unpaired store: A = objects ⊛ psf + noise, B = *other* random objects; one common scale."""
+                noise=0.002, optics=None, margin=(0, 0, 0)):
+    """Unpaired store: A = objects ⊛ psf + noise, B = *other* random objects; one common scale;
+    patches cut with `margin` voxels of context on each side."""
     rng = np.random.default_rng(seed)
-    big = tuple(2 * p for p in patch)
+    big = tuple(2 * p + 2 * m for p, m in zip(patch, margin))
+    window = tuple(p + 2 * m for p, m in zip(patch, margin))
     sets = {}
     for domain in "AB":
         for split, n_volumes in (("train", volumes), ("val", 2)):
@@ -56,15 +58,16 @@ def write_store(path, psf: np.ndarray, seed: int, patch=(16, 32, 32), volumes=8,
                     volume = ndimage.convolve(volume, psf, mode="reflect")
                     volume += rng.normal(0, noise, big).astype(np.float32)
                 for _ in range(per_volume):
-                    o = [rng.integers(0, b - p + 1) for b, p in zip(big, patch)]
-                    patches.append(volume[o[0]:o[0] + patch[0], o[1]:o[1] + patch[1],
-                                          o[2]:o[2] + patch[2]])
+                    o = [rng.integers(0, b - w + 1) for b, w in zip(big, window)]
+                    patches.append(volume[o[0]:o[0] + window[0], o[1]:o[1] + window[1],
+                                          o[2]:o[2] + window[2]])
             sets[f"{domain}_{split}"] = np.stack(patches)
     scale = float(np.percentile(sets["B_train"], 99.9))
     group = zarr.open_group(str(path), mode="w")
     for name, data in sets.items():
         group.create_array(name, data=(data / scale).astype(np.float32))
-    group.attrs.update({"voxel_size_um": VOXEL, "patch_shape": list(patch), "campaign": "synthetic",
+    group.attrs.update({"voxel_size_um": VOXEL, "patch_shape": list(patch), "context_voxels": list(margin),
+                        "campaign": "synthetic",
                         "normalization": {"method": "fixed", "scale": scale}, "optics": optics})
     return path
 
@@ -231,6 +234,69 @@ def test_non_blind_mode_keeps_the_given_psf(tiny_store, tmp_path):
     training.train(tiny_store, tmp_path / "out", config)
     learned = tifffile.imread(tmp_path / "out" / "learned_psf.ome.tif")
     np.testing.assert_allclose(learned, given, atol=1e-7)  # exp(log(p)) round trip in float32
+
+
+MARGIN = (3, 6, 6)
+WATER = {"na": 1.2, "wavelength_nm": 520.0, "immersion_ri": 1.33}
+
+
+@pytest.fixture(scope="module")
+def context_store(tmp_path_factory):
+    """Patches of 8×16×16 with a context margin of 3×6×6 voxels, optics known."""
+    path = tmp_path_factory.mktemp("context") / "patches.zarr"
+    return write_store(path, gaussian_psf((7, 13, 13), (1.5, 2.0, 2.0)), seed=2, patch=(8, 16, 16),
+                       volumes=2, per_volume=3, optics=WATER, margin=MARGIN)
+
+
+def test_pupil_psf_with_context_is_trained_and_exported_whole(context_store, tmp_path):
+    config = TINY | {"psf": {"parameterization": "pupil", "energy": 0.9}}
+    training.train(context_store, tmp_path, config)
+    store = training.PatchStore.open(context_store)
+    expected = training.kernel_shape(training.parse_config(config).psf, store)
+    assert all(n // 2 <= m for n, m in zip(expected, MARGIN))
+    learned = tifffile.imread(tmp_path / "learned_psf.ome.tif")
+    assert learned.shape == expected and learned.min() >= 0
+    assert float(learned.sum()) == pytest.approx(1.0, abs=1e-5)
+    _, meta = load_model(tmp_path / "model.pt")
+    assert meta["psf_shape"] == list(expected) and meta["context_voxels"] == list(MARGIN)
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert np.isfinite(log["cycle_blurred"]).all() and np.isfinite(log["val_cycle"].dropna()).all()
+
+
+def test_non_blind_mode_uses_the_whole_given_psf(context_store, tmp_path):
+    given = gaussian_psf((7, 13, 13), (1.2, 2.5, 2.0))  # exactly the margin's reach: kept whole
+    tifffile.imwrite(tmp_path / "psf.tif", given, photometric="minisblack")
+    config = TINY | {"psf": {"learnable": False, "file": str(tmp_path / "psf.tif")}}
+    training.train(context_store, tmp_path / "out", config)
+    learned = tifffile.imread(tmp_path / "out" / "learned_psf.ome.tif")
+    np.testing.assert_allclose(learned, given, atol=1e-7)  # exp(log(p)) round trip in float32
+
+
+@pytest.mark.parametrize(("psf", "key"), [({"shape_voxels": [9, 13, 13]}, "train.psf.shape_voxels"),
+                                          ({"learnable": False}, "train.psf.file")])
+def test_kernel_wider_than_the_context_is_refused_not_cropped(context_store, tmp_path, psf, key):
+    if "learnable" in psf:
+        tifffile.imwrite(tmp_path / "psf.tif", gaussian_psf((7, 15, 15), (1.0, 2.0, 2.0)),
+                         photometric="minisblack")
+        psf = psf | {"file": str(tmp_path / "psf.tif")}
+    with pytest.raises(CycledeconError, match=f"{key}: kernel .* context margin"):
+        training.train(context_store, tmp_path / "out", TINY | {"psf": psf})
+
+
+def test_energy_box_holds_the_share_and_no_smaller_box_does():
+    from cycledecon.psf import widefield_psf
+    from cycledecon.voxel import VoxelSize
+    psf = widefield_psf((33, 65, 65), VoxelSize(0.25, 0.1, 0.1), 1.4, 520.0, 1.515)
+    box = training.energy_box(psf, 0.9)
+    centre = [n // 2 for n in psf.shape]
+
+    def share(shape):
+        return float(psf[tuple(slice(c - n // 2, c + n // 2 + 1) for c, n in zip(centre, shape))].sum())
+
+    assert share(box) >= 0.9
+    smaller = tuple(max(1, n - 2) for n in box)
+    assert share(smaller) < 0.9
+    assert training.energy_box(psf, 0.999999) == psf.shape
 
 
 def test_theoretical_init_needs_optics_and_uses_them(tiny_store, tmp_path):

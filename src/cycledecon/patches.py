@@ -10,6 +10,10 @@ come from a held-out slab of that stack along y: the last ``max(patch_y, round(v
 rows; training patches come from the other rows, and no patch crosses the boundary (the manifest's
 ``split`` column and the store's ``splits`` attribute say which case applied).
 
+With ``context_um`` every patch is cut with a margin of that many µm on each side (rounded up to
+voxels): the training model's PSF layer blurs the margin into the patch, as the microscope blurs
+light from outside the field into it; the patch itself (the centre) is what the networks see.
+
 A patch is kept when at least ``min_foreground_fraction`` of its voxels lie above its stack's
 foreground level (Otsu's threshold, or a percentile, of the stack), with at most ``max_tries``
 random positions per requested patch. The patches of one (domain, split) are shared out evenly
@@ -62,6 +66,8 @@ class PatchConfig:
     """The `patches:` config section.
 
     shape: (z, y, x) patch size in voxels.
+    context_um: (z, y, x) margin cut around each patch, in µm; it must reach the PSF radius
+        (see cycledecon.model.psf_layer).
     n_train, n_val: patches per domain for training and for validation (0 disables validation).
     val_fraction: share of each domain's stacks held out for validation, in (0, 1); with a single
         stack, the share of its y extent held out instead.
@@ -75,6 +81,7 @@ class PatchConfig:
     """
 
     shape: tuple[int, int, int] = (16, 32, 32)
+    context_um: tuple[float, float, float] = (0.0, 0.0, 0.0)
     n_train: int = 64
     n_val: int = 16
     val_fraction: float = 0.25
@@ -93,6 +100,7 @@ def parse_patch_config(section: Mapping[str, Any] | PatchConfig | None, prefix: 
     config = parse_section(PatchConfig, section or {}, prefix)
     checks = [
         ("shape", all(s >= 1 for s in config.shape)),
+        ("context_um", all(c >= 0 for c in config.context_um)),
         ("n_train", config.n_train >= 1),
         ("n_val", config.n_val >= 0),
         ("val_fraction", 0.0 < config.val_fraction < 1.0),
@@ -242,33 +250,44 @@ def _slab_split(stack: _Stack, config: PatchConfig, campaign: str) -> dict[str, 
 
 
 # ------------------------------------------------------------------------------------ sampling
+def context_voxels(config: PatchConfig, voxel_size: VoxelSize) -> tuple[int, int, int]:
+    """The context margin in voxels per axis (µm rounded up, so it never falls short)."""
+    return tuple(int(np.ceil(c / v - 1e-9)) for c, v in zip(config.context_um, voxel_size.as_tuple()))
+
+
 def sample_region(
-    region: _Region, count: int, config: PatchConfig, rng: np.random.Generator, where: str
+    region: _Region, count: int, config: PatchConfig, rng: np.random.Generator, where: str,
+    margin: tuple[int, int, int] = (0, 0, 0),
 ) -> list[tuple[tuple[int, int, int], np.ndarray, float]]:
-    """Draw `count` foreground patches from a region.
+    """Draw `count` foreground patches from a region, each with `margin` voxels of context.
 
     Returns
     -------
-    (origin (z, y, x) in the stack, float32 patch, foreground fraction) per patch, in draw order.
+    (origin (z, y, x) of the patch's centre in the stack, float32 patch with its margin,
+    foreground fraction of the centre) per patch, in draw order.
 
-    Raises CycledeconError naming `where` when the region is smaller than a patch or when fewer
-    than `count` positions pass the foreground filter in `count × max_tries` tries.
+    Raises CycledeconError naming `where` when the region is smaller than a patch and its margin or
+    when fewer than `count` positions pass the foreground filter in `count × max_tries` tries.
     """
     extent = [s.stop - s.start for s in region.box]
-    if any(e < p for e, p in zip(extent, config.shape)):
+    window_shape = [p + 2 * m for p, m in zip(config.shape, margin)]
+    if any(e < w for e, w in zip(extent, window_shape)):
         raise CycledeconError(f"{where}: region {'×'.join(map(str, extent))} is smaller than the patch "
-                              f"{'×'.join(map(str, config.shape))}; no valid patch position")
+                              f"{'×'.join(map(str, config.shape))} with its context margin "
+                              f"{'×'.join(map(str, margin))} voxels on each side; use thicker stacks, "
+                              f"smaller patches or a smaller patches.context_um")
+    centre = tuple(slice(m, m + p) for m, p in zip(margin, config.shape))
     patches, best, tries = [], 0.0, count * config.max_tries
     for _ in range(tries):
         if len(patches) == count:
             break
-        origin = tuple(int(rng.integers(s.start, s.stop - p + 1)) for s, p in zip(region.box, config.shape))
-        window = tuple(slice(o, o + p) for o, p in zip(origin, config.shape))
+        corner = tuple(int(rng.integers(s.start, s.stop - w + 1)) for s, w in zip(region.box, window_shape))
+        window = tuple(slice(o, o + w) for o, w in zip(corner, window_shape))
         patch = np.asarray(region.stack.data[window].compute(scheduler="synchronous"), dtype=np.float32)
-        fraction = float(np.mean(patch > region.stack.level))
+        fraction = float(np.mean(patch[centre] > region.stack.level))
         best = max(best, fraction)
         if fraction >= config.min_foreground_fraction:
-            patches.append((origin, patch, fraction))
+            patches.append((tuple(c + m for c, m in zip(corner, margin)), patch, fraction))
     if len(patches) == count:
         return patches
     raise CycledeconError(
@@ -289,16 +308,20 @@ def _rng(seed: int, domain: str, split: str, sample: str) -> np.random.Generator
 
 
 def fill_array(
-    array: zarr.Array, regions: list[_Region], config: PatchConfig, domain: str, split: str, campaign: str
+    array: zarr.Array, regions: list[_Region], config: PatchConfig, domain: str, split: str, campaign: str,
+    margin: tuple[int, int, int] = (0, 0, 0),
 ) -> list[dict[str, Any]]:
-    """Write the patches of one (domain, split) into `array`; return their manifest rows."""
+    """Write the patches of one (domain, split), with their margin, into `array`; return their
+    manifest rows (statistics of the centre)."""
+    centre = tuple(slice(m, m + p) for m, p in zip(margin, config.shape))
     rows = []
     for region, count in zip(regions, _quotas(array.shape[0], len(regions))):
         name = region.stack.sample.name
         where = f"campaign {campaign}: sample {name} ({region.stack.sample.role}, {split})"
         for origin, patch, fraction in sample_region(region, count, config, _rng(config.seed, domain, split, name),
-                                                     where):
+                                                     where, margin):
             array[len(rows)] = patch
+            patch = patch[centre]
             p1, p99 = np.percentile(patch, [1, 99])
             rows.append(dict(zip(MANIFEST_COLUMNS, (
                 f"{domain}_{split}", len(rows), domain, split, name, *origin,
@@ -328,7 +351,8 @@ def extract_patches(
     Returns
     -------
     Path of `patches.zarr`: a zarr v3 group with float32 arrays A_train, B_train, A_val, B_val of
-    shape (n, z, y, x) and attributes voxel_size_um, patch_shape, campaign, normalization (the
+    shape (n, z, y, x) — patch_shape plus twice context_voxels — and attributes voxel_size_um,
+    patch_shape, context_voxels, campaign, normalization (the
     widefield stacks' settings), optics, seed and splits (sample names per domain and split).
     """
     config = parse_patch_config(config)
@@ -336,20 +360,23 @@ def extract_patches(
     voxel_size = _common_voxel_size(stacks, campaign)
     normalization = _normalization(stacks, campaign)
     regions = split_regions(stacks, config, campaign)
+    margin = context_voxels(config, voxel_size)
+    window_shape = tuple(p + 2 * m for p, m in zip(config.shape, margin))
     out_dir = Path(out_dir)
     rows: list[dict[str, Any]] = []
     with atomic_path(out_dir / "patches.zarr") as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         for (domain, split), parts in regions.items():
             count = config.n_train if split == "train" else config.n_val
-            array = group.create_array(f"{domain}_{split}", shape=(count, *config.shape), dtype="float32",
-                                       chunks=(1, *config.shape))
-            rows += fill_array(array, parts, config, domain, split, campaign)
+            array = group.create_array(f"{domain}_{split}", shape=(count, *window_shape), dtype="float32",
+                                       chunks=(1, *window_shape))
+            rows += fill_array(array, parts, config, domain, split, campaign, margin)
             log.info("campaign %s: %s_%s %d patches from %s", campaign, domain, split, count,
                      sorted({r.stack.sample.name for r in parts}))
         group.attrs.update({
             "voxel_size_um": list(voxel_size.as_tuple()),
             "patch_shape": list(config.shape),
+            "context_voxels": list(margin),
             "campaign": campaign,
             "normalization": normalization,
             "optics": optics,

@@ -34,7 +34,8 @@ from cycledecon.io import atomic_path, write_ome_tiff
 from cycledecon.model.checkpoint import atomic_save, save_model
 from cycledecon.model.config import PsfConfig, RefineConfig, TrainConfig, parse_config
 from cycledecon.model.cyclegan import CycleModel, build_model
-from cycledecon.model.psf_layer import PsfLayer, kernel_ncc
+from cycledecon.model.psf_layer import PsfLayer, crop_margin, kernel_ncc
+from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import receptive_field
 from cycledecon.noise import estimate_noise
 from cycledecon.psf import gaussian_psf, normalize_psf, psf_from_optics
@@ -57,6 +58,7 @@ class PatchStore:
     arrays: dict[str, np.ndarray]
     voxel_size: VoxelSize
     patch_shape: tuple[int, int, int]
+    margin: tuple[int, int, int]  # context voxels on each side of every patch (arrays hold both)
     campaign: str
     normalization: dict[str, Any]
     optics: dict[str, float] | None
@@ -69,7 +71,7 @@ class PatchStore:
             attrs = dict(group.attrs)
             arrays = {name: np.asarray(group[name][...], dtype=np.float32) for name in ARRAYS}
             store = cls(arrays, VoxelSize(*attrs["voxel_size_um"]), tuple(attrs["patch_shape"]),
-                        str(attrs.get("campaign", "")), dict(attrs.get("normalization") or {}),
+                        tuple(attrs.get("context_voxels", (0, 0, 0))), str(attrs.get("campaign", "")), dict(attrs.get("normalization") or {}),
                         attrs.get("optics"))
         except (OSError, KeyError, ValueError, TypeError, zarr.errors.BaseZarrError) as error:
             raise CycledeconError(f"{path}: not a readable patch store ({error!r})") from None
@@ -121,16 +123,22 @@ def train_stage(patches_path: Path, out_dir: Path, cfg: TrainConfig, reference_p
     store = PatchStore.open(patches_path)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    initial = initial_psf(cfg, store) if cfg.model == "psf_layer" else None
+    pupil = pupil_psf(cfg.psf, store) if cfg.model == "psf_layer" else None
+    initial = (pupil.numpy() if pupil is not None else initial_psf(cfg, store)) \
+        if cfg.model == "psf_layer" else None
+    if initial is not None:
+        check_kernel_fits(initial.shape, store, size_key(cfg.psf))
+        check_receptive_field(cfg, initial.shape, store.voxel_size)
     noise = estimate_noise(store.arrays["A_train"]) if cfg.noise == "estimate" else None
     if noise is not None:
         log.info("widefield noise in normalized units: var = %.3g·v + %.3g", noise.gain, noise.floor)
-    model = build_model(cfg, initial, noise).to(device)
+    model = build_model(cfg, initial, noise, store.margin, pupil).to(device)
     run = Run(cfg, model, store, device, initial, reference_psf)
     if isinstance(model.f, PsfLayer):
-        blurred = torch.from_numpy(store.arrays["A_train"])
+        blurred = crop_margin(torch.from_numpy(store.arrays["A_train"]), store.margin)
         model.f.match_intensity(torch.from_numpy(store.arrays["B_train"][:, None]), blurred,
-                                float(noise.variance(blurred).mean()) if noise is not None else 0.0)
+                                float(noise.variance(blurred).mean()) if noise is not None else 0.0,
+                                margin=store.margin)
     run.resume(out_dir / CHECKPOINT)
     run.loop(out_dir)
     return run.write_outputs(out_dir)
@@ -147,15 +155,23 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def kernel_shape(psf: PsfConfig, voxel_size: VoxelSize) -> tuple[int, int, int]:
-    """Odd kernel size in voxels, from size_um (rounded up to odd) or shape_voxels."""
+def kernel_shape(psf: PsfConfig, store: PatchStore) -> tuple[int, int, int]:
+    """Odd kernel size in voxels: from `energy` and the optics when both are known (capped by the
+    patches' context), else from size_um (rounded up to odd) or shape_voxels."""
+    if psf.energy is not None and store.optics and any(store.margin):
+        largest = tuple(2 * m + 1 for m in store.margin)
+        return energy_box(theoretical_psf(largest, store), psf.energy)
+    if psf.energy is not None:
+        log.warning("train.psf.energy needs the campaign's optics and patches with a context margin "
+                    "(patches.context_um); using psf.size_um / psf.shape_voxels instead")
     if psf.size_um is None:
         return psf.shape_voxels
-    return tuple(2 * math.ceil((n - 1) / 2) + 1 for n in voxel_size.to_voxels(psf.size_um))
+    return tuple(2 * math.ceil((n - 1) / 2) + 1 for n in store.voxel_size.to_voxels(psf.size_um))
 
 
 def initial_psf(cfg: TrainConfig, store: PatchStore) -> np.ndarray:
-    """The kernel H starts from (or is frozen at): a file, the theoretical PSF or a broad Gaussian."""
+    """The free kernel H starts from (or is frozen at): a file, the theoretical PSF or a broad
+    Gaussian; a file is used at its full extent, never cropped."""
     psf = cfg.psf
     if psf.file is not None:
         try:
@@ -165,24 +181,78 @@ def initial_psf(cfg: TrainConfig, store: PatchStore) -> np.ndarray:
         if kernel.ndim != 3 or any(n % 2 == 0 for n in kernel.shape):
             raise CycledeconError(f"train.psf.file: {psf.file} must be a 3D PSF with odd sizes, "
                                   f"got shape {kernel.shape}")
+        return kernel
+    shape = kernel_shape(psf, store)
+    if psf.init == "theoretical":
+        return theoretical_psf(shape, store)
+    return gaussian_psf(shape, psf.init_sigma_voxels or tuple(n / 6 for n in shape))
+
+
+def pupil_psf(psf: PsfConfig, store: PatchStore) -> PupilPsf | None:
+    """The pupil model H is (started from the campaign's optics), or None for a free kernel or a
+    kernel read from `psf.file`."""
+    if psf.parameterization != "pupil" or psf.file is not None:
+        return None
+    if not store.optics:
+        raise CycledeconError("train.psf.parameterization: 'pupil' needs the campaign's optics "
+                              "(na, wavelength_nm, immersion_ri in the sample sheet), but the patch store has none")
+    try:
+        return PupilPsf(kernel_shape(psf, store), store.voxel_size.as_tuple(), store.optics["na"],
+                        store.optics["wavelength_nm"], store.optics["immersion_ri"], psf.spherical_terms)
+    except (KeyError, ValueError) as error:
+        raise CycledeconError(f"train.psf.parameterization: cannot build the pupil model ({error})") from None
+
+
+def size_key(psf: PsfConfig) -> str:
+    """The config key that set the kernel's size, for error messages."""
+    if psf.file is not None:
+        return "train.psf.file"
+    if psf.energy is not None:
+        return "train.psf.energy"
+    return "train.psf.size_um" if psf.size_um is not None else "train.psf.shape_voxels"
+
+
+def check_kernel_fits(shape: tuple[int, ...], store: PatchStore, key: str) -> None:
+    """A kernel must fit the patches' context margin (or, without one, the patch): never cropped."""
+    if any(store.margin):
+        short = [n // 2 > m for n, m in zip(shape, store.margin)]
+        limit = f"the patches' context margin {store.margin} voxels (patches.context_um)"
     else:
-        shape = kernel_shape(psf, store.voxel_size)
-        if psf.init == "theoretical":
-            kernel = theoretical_psf(shape, store)
-        else:
-            sigma = psf.init_sigma_voxels or tuple(n / 6 for n in shape)
-            kernel = gaussian_psf(shape, sigma)
-    too_big = [n for n, p in zip(kernel.shape, store.patch_shape) if n // 2 >= p]
-    if too_big:
-        raise CycledeconError(f"train.psf.shape_voxels: kernel {kernel.shape} does not fit patches "
-                              f"{store.patch_shape} (radius must be below the patch size)")
-    return kernel
+        short = [n // 2 >= p for n, p in zip(shape, store.patch_shape)]
+        limit = f"patches {store.patch_shape} (radius must be below the patch size)"
+    if any(short):
+        raise CycledeconError(f"{key}: kernel {tuple(shape)} has a larger radius than {limit}; "
+                              "raise patches.context_um or use a smaller PSF")
+
+
+def check_receptive_field(cfg: TrainConfig, shape: tuple[int, ...], voxel_size: VoxelSize) -> None:
+    """Warn when G cannot see as far as the PSF spreads light (per axis, in µm)."""
+    reach = receptive_field(cfg.generator)
+    short = [axis for axis, r, n in zip("zyx", reach, shape) if r < n // 2]
+    if short:
+        log.warning("G's receptive field %s voxels is smaller than the PSF radius %s along %s: it "
+                    "cannot gather all the out-of-focus light; raise train.generator.depth",
+                    reach, tuple(n // 2 for n in shape), ", ".join(short))
+
+
+def energy_box(psf: np.ndarray, share: float) -> tuple[int, int, int]:
+    """The smallest odd (z, y, x) box, centred, holding `share` of the PSF's energy; axial and
+    lateral half-sizes grow together in proportion to the PSF's own box."""
+    centre = [n // 2 for n in psf.shape]
+    total = float(psf.sum())
+    steps = max(centre)
+    for step in range(steps + 1):
+        radius = [round(c * step / steps) for c in centre]
+        box = psf[tuple(slice(c - r, c + r + 1) for c, r in zip(centre, radius))]
+        if float(box.sum()) >= share * total:
+            return tuple(2 * r + 1 for r in radius)
+    return tuple(psf.shape)
 
 
 def theoretical_psf(shape: tuple[int, int, int], store: PatchStore) -> np.ndarray:
     """Widefield PSF from the campaign's optics recorded in the patch store."""
     if not store.optics:
-        raise CycledeconError("train.psf.init: 'theoretical' needs the campaign's optics "
+        raise CycledeconError("train.psf: the theoretical PSF needs the campaign's optics "
                               "(na, wavelength_nm, immersion_ri), but the patch store has none")
     lateral = max(shape[1], shape[2])
     try:
@@ -347,6 +417,8 @@ class Run:
         return {
             "config": cfg, "generator": cfg["generator"], "model": self.cfg.model,
             "receptive_field": list(receptive_field(self.cfg.generator)),
+            "psf_shape": list(self.initial.shape) if self.initial is not None else None,
+            "context_voxels": list(self.store.margin),
             "patch_shape": list(self.store.patch_shape), "channels": 1,
             "normalization": self.store.normalization,
             "voxel_size": list(self.store.voxel_size.as_tuple()), "campaign": self.store.campaign,

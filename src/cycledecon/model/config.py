@@ -55,9 +55,15 @@ class DiscriminatorConfig:
 class PsfConfig:
     """Learnable PSF layer H.
 
-    shape_voxels: odd (z, y, x) kernel size; ignored when size_um is given.
+    parameterization: ``free`` (one value per voxel, the paper's kernel) or ``pupil`` (the
+        vectorial pupil model of cycledecon.model.pupil, started from the campaign's optics, with
+        `spherical_terms` spherical-aberration coefficients and the effective NA learned).
+    shape_voxels: odd (z, y, x) kernel size; ignored when size_um or energy is given.
     size_um: (z, y, x) kernel extent in µm, converted with the patch store's voxel size (rounded up
         to odd voxel counts).
+    energy: when set and the campaign's optics are known, the kernel is the smallest box holding
+        this share of the theoretical PSF computed on the largest box the patches' context margin
+        allows (see patches.context_um).
     init: ``gaussian`` (broad Gaussian, sigma = init_sigma_voxels or a sixth of the kernel size) or
         ``theoretical`` (cycledecon.psf.widefield_psf from the store's optics).
     learnable: false freezes H (non-blind mode) at `file` (a TIFF) or at the initial kernel.
@@ -69,8 +75,11 @@ class PsfConfig:
         (0 disables); it removes the step-to-step jitter of adversarial training.
     """
 
+    parameterization: Literal["free", "pupil"] = "free"
     shape_voxels: tuple[int, int, int] = (9, 15, 15)
     size_um: tuple[float, float, float] | None = None
+    energy: float | None = None
+    spherical_terms: int = 2
     init: Literal["gaussian", "theoretical"] = "gaussian"
     init_sigma_voxels: tuple[float, float, float] | None = None
     learnable: bool = True
@@ -107,7 +116,8 @@ class OptimConfig:
     to `steps`. lr_g 1e-3 rather than CycleGAN's 2e-4: with a few hundred CPU steps the
     normalization-free U-Net gained 0.8 dB more on the benchmark's filaments (80 steps: +1.4 vs
     +0.6 dB over raw). lr_psf is for the PSF's three widths in its Gaussian phase (3e-2 found the
-    synthetic PSF in 150 steps, 1e-2 needed about 300); lr_psf_free for its free logits after.
+    synthetic PSF in 150 steps, 1e-2 needed about 300); lr_psf_free for its free logits after;
+    lr_pupil for a pupil model's parameters (radians of aberration, log of the NA's scale).
     F's U-Net in the two-generator ablation uses lr_g.
 
     generator_ema: decay of the exponential moving average of G's weights that is validated and
@@ -129,6 +139,7 @@ class OptimConfig:
     lr_d: float = 2e-4
     lr_psf: float = 3e-2
     lr_psf_free: float = 3e-3
+    lr_pupil: float = 5e-3
     betas: tuple[float, float] = (0.5, 0.999)
     steps: int = 400
     batch_size: int = 4
@@ -207,6 +218,8 @@ def _check_ranges(config: TrainConfig, prefix: str) -> None:
         ("discriminator.layers", config.discriminator.layers >= 1),
         ("psf.shape_voxels", all(s >= 1 and s % 2 == 1 for s in config.psf.shape_voxels)),
         ("psf.size_um", config.psf.size_um is None or all(s > 0 for s in config.psf.size_um)),
+        ("psf.energy", config.psf.energy is None or 0 < config.psf.energy < 1),
+        ("psf.spherical_terms", 0 <= config.psf.spherical_terms <= 3),
         ("psf.init_sigma_voxels",
          config.psf.init_sigma_voxels is None or all(s > 0 for s in config.psf.init_sigma_voxels)),
         ("psf.ema", 0.0 <= config.psf.ema < 1.0),
@@ -221,6 +234,7 @@ def _check_ranges(config: TrainConfig, prefix: str) -> None:
         ("optim.lr_d", config.optim.lr_d > 0),
         ("optim.lr_psf", config.optim.lr_psf > 0),
         ("optim.lr_psf_free", config.optim.lr_psf_free > 0),
+        ("optim.lr_pupil", config.optim.lr_pupil > 0),
         ("optim.betas", all(0 <= b < 1 for b in config.optim.betas)),
         ("refine.steps", config.refine.steps >= 0),
         ("refine.lr_g", config.refine.lr_g > 0),

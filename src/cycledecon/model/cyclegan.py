@@ -7,6 +7,13 @@ F's fakes carry simulated widefield noise when the model has a noise model (ñ, 
 real widefield patches are noisy, so without it D_A could tell fakes by texture and G would learn
 to invert a noiseless blur.
 
+Patches may come with a *context margin* (`margin` voxels on each side): G, the discriminators and
+every loss see only the centre; F sees the margin too, so light from outside the patch enters F(x)
+as it does in the microscope. In the blurred cycle the margin around G(y) is the widefield stack
+itself (G runs on the centre only, which keeps a step affordable): out-of-patch light reaches the
+centre through the PSF's broad out-of-focus cone, which blurs the observed margin much as it would
+its sharp version.
+
 Losses (weights from LossConfig):
   adversarial_a · LSGAN(D_A(F(x) + ñ))   — the blurred domain: this is what identifies the PSF
   adversarial_b · LSGAN(D_B(G(y)))
@@ -27,7 +34,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cycledecon.model.config import LossConfig, OptimConfig, PsfConfig, TrainConfig
 from cycledecon.model.discriminator import PatchDiscriminator3d, lsgan_loss
-from cycledecon.model.psf_layer import PsfLayer
+from cycledecon.model.psf_layer import NO_MARGIN, Margin, PsfLayer, crop_margin
+from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import UNet3d
 from cycledecon.noise import NoiseModel
 
@@ -36,10 +44,12 @@ class CycleModel(nn.Module):
     """G, F and the two discriminators, with the loss terms of one training step."""
 
     def __init__(self, g: nn.Module, f: nn.Module, d_a: nn.Module, d_b: nn.Module,
-                 noise: NoiseModel | None = None, generator_ema: float = 0.0) -> None:
+                 noise: NoiseModel | None = None, generator_ema: float = 0.0,
+                 margin: Margin = NO_MARGIN) -> None:
         super().__init__()
         self.g, self.f, self.d_a, self.d_b = g, f, d_a, d_b
         self.noise = noise
+        self.margin = tuple(margin)
         # the average is written by update_parameters, never by an optimizer: no gradients for it
         self.g_average = (AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(generator_ema),
                                         use_buffers=True).requires_grad_(False)
@@ -50,24 +60,53 @@ class CycleModel(nn.Module):
         """The G that is validated and exported: its weight average when the model keeps one."""
         return self.g if self.g_average is None else self.g_average.module
 
+    def centre(self, volume: torch.Tensor) -> torch.Tensor:
+        """The patch without its context margin."""
+        return crop_margin(volume, self.margin)
+
+    def forward_blur(self, volume: torch.Tensor) -> torch.Tensor:
+        """F of patches with their margin, cropped to the centre."""
+        if isinstance(self.f, PsfLayer):
+            return self.f(volume, self.margin)
+        return self.centre(self.f(volume))
+
+    def with_centre(self, volume: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        """`volume` (with margin) whose centre is replaced by `centre`."""
+        if not any(self.margin):
+            return centre
+        m = self.margin
+        combined = volume.clone()
+        combined[..., m[0] : volume.shape[-3] - m[0], m[1] : volume.shape[-2] - m[1],
+                 m[2] : volume.shape[-1] - m[2]] = centre
+        return combined
+
+    def noisy(self, blurred: torch.Tensor) -> torch.Tensor:
+        """Simulated widefield noise added to F's output, when the model has a noise model."""
+        return blurred if self.noise is None else self.noise.sample(blurred)
+
     def blur(self, x: torch.Tensor) -> torch.Tensor:
         """F(x) plus, when the model has one, simulated widefield noise (see cycledecon.noise)."""
-        blurred = self.f(x)
-        return blurred if self.noise is None else self.noise.sample(blurred)
+        return self.noisy(self.forward_blur(x))
 
     def generator_losses(
         self, y: torch.Tensor, x: torch.Tensor, weights: LossConfig
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """Total G/F loss, its named terms, and the fakes (F(x), G(y)) for the discriminator step."""
-        fake_a, fake_b = self.blur(x), self.g(y)
+        """Total G/F loss, its named terms, and the fakes (F(x), G(y)) for the discriminator step.
+
+        y and x carry the context margin; both of F's inputs go through it in one call, so the
+        closed-form intensity map is computed once per step."""
+        y_centre, x_centre = self.centre(y), self.centre(x)
+        fake_b = self.g(y_centre)
+        blurred = self.forward_blur(torch.cat([x, self.with_centre(y, fake_b)]))
+        fake_a, cycled_a = self.noisy(blurred[: len(x)]), blurred[len(x) :]
         terms = {
             "adv_a": lsgan_loss(self.d_a(fake_a), real=True),
             "adv_b": lsgan_loss(self.d_b(fake_b), real=True),
-            "cycle_blurred": F.l1_loss(self.f(fake_b), y),
-            "cycle_sharp": F.l1_loss(self.g(fake_a), x),
+            "cycle_blurred": F.l1_loss(cycled_a, y_centre),
+            "cycle_sharp": F.l1_loss(self.g(fake_a), x_centre),
         }
         if weights.identity > 0:
-            terms["identity"] = F.l1_loss(self.g(x), x)
+            terms["identity"] = F.l1_loss(self.g(x_centre), x_centre)
         terms |= self.psf_penalties(weights)
         scale = {"adv_a": weights.adversarial_a, "adv_b": weights.adversarial_b,
                  "cycle_blurred": weights.cycle_blurred, "cycle_sharp": weights.cycle_sharp,
@@ -78,9 +117,9 @@ class CycleModel(nn.Module):
         return total, terms, (fake_a, fake_b)
 
     def psf_penalties(self, weights: LossConfig) -> dict[str, torch.Tensor]:
-        """PSF regularizers; empty for the two-generator ablation, which has no kernel."""
-        if not isinstance(self.f, PsfLayer):
-            return {}
+        """Regularizers of a free PSF kernel."""
+        if not isinstance(self.f, PsfLayer) or self.f.pupil is not None:
+            return {}  # the two-generator ablation has no kernel; a pupil's is centred by construction
         terms = {}
         if weights.psf_center > 0:
             terms["psf_center"] = self.f.center_penalty()
@@ -91,7 +130,8 @@ class CycleModel(nn.Module):
     def discriminator_losses(
         self, y: torch.Tensor, x: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """LSGAN loss of both discriminators on real patches and detached fakes."""
+        """LSGAN loss of both discriminators on real patches (y, x with their margin) and detached fakes."""
+        y, x = self.centre(y), self.centre(x)
         terms = {
             "d_a": 0.5 * (lsgan_loss(self.d_a(y), True) + lsgan_loss(self.d_a(fake_a.detach()), False)),
             "d_b": 0.5 * (lsgan_loss(self.d_b(x), True) + lsgan_loss(self.d_b(fake_b.detach()), False)),
@@ -99,10 +139,12 @@ class CycleModel(nn.Module):
         return terms["d_a"] + terms["d_b"], terms
 
     def f_param_groups(self, optim: OptimConfig) -> list[dict[str, Any]]:
-        """Adam parameter groups of F: the PSF's widths at lr_psf and its free logits at
-        lr_psf_free; F's U-Net (ablation) at lr_g. Frozen parameters are left out."""
+        """Adam parameter groups of F: a free PSF's widths at lr_psf and its logits at lr_psf_free,
+        a pupil's parameters at lr_pupil; F's U-Net (ablation) at lr_g. Frozen ones are left out."""
         if isinstance(self.f, PsfLayer):
-            groups = [([self.f.log_sigma], optim.lr_psf), ([self.f.logits], optim.lr_psf_free)]
+            widths, logits = self.f.free_parameters()
+            first_rate = optim.lr_pupil if self.f.pupil is not None else optim.lr_psf
+            groups = [(widths, first_rate), (logits, optim.lr_psf_free)]
         else:
             groups = [(list(self.f.parameters()), optim.lr_g)]
         return [{"params": [p for p in params if p.requires_grad], "lr": lr} for params, lr in groups]
@@ -113,7 +155,7 @@ class CycleModel(nn.Module):
         kernel average, and G's weight average."""
         if self.g_average is not None:
             self.g_average.update_parameters(self.g)
-        if isinstance(self.f, PsfLayer) and self.f.logits.requires_grad:
+        if isinstance(self.f, PsfLayer) and self.f.learnable:
             if step >= psf.gaussian_steps:
                 self.f.release()
             self.f.update_ema(psf.ema)
@@ -142,25 +184,30 @@ class CycleModel(nn.Module):
 
     @torch.no_grad()
     def cycle_loss(self, y: torch.Tensor, x: torch.Tensor) -> float:
-        """Validation cycle loss ‖F(G(y)) − y‖₁ + ‖G(F(x)) − x‖₁, with the exported G."""
+        """Validation cycle loss ‖F(G(y)) − y‖₁ + ‖G(F(x)) − x‖₁ with the exported G (y, x with margin)."""
         g = self.deblurrer
-        return float(F.l1_loss(self.f(g(y)), y) + F.l1_loss(g(self.f(x)), x))
+        y_centre, x_centre = self.centre(y), self.centre(x)
+        cycled = self.forward_blur(self.with_centre(y, g(y_centre)))
+        return float(F.l1_loss(cycled, y_centre) + F.l1_loss(g(self.forward_blur(x)), x_centre))
 
 
 def build_model(config: TrainConfig, initial_psf: np.ndarray | None,
-                noise: NoiseModel | None = None) -> CycleModel:
+                noise: NoiseModel | None = None, margin: Margin = NO_MARGIN,
+                pupil: PupilPsf | None = None) -> CycleModel:
     """Assemble the model; `initial_psf` (odd (z, y, x)) is required for the PSF-layer variant,
-    `noise` is added to F's output in training."""
+    `noise` is added to F's output in training, `margin` is the patches' context margin and `pupil`
+    the PSF model when `psf.parameterization` is ``pupil``."""
     if config.model == "psf_layer":
         if initial_psf is None:
             raise ValueError("the psf_layer model needs an initial PSF")
         f: nn.Module = PsfLayer(initial_psf, config.psf.learnable, config.psf.symmetric,
                                 gaussian_phase=config.psf.gaussian_steps > 0
-                                and config.psf.init == "gaussian" and config.psf.file is None)
+                                and config.psf.init == "gaussian" and config.psf.file is None,
+                                pupil=pupil)
     else:
         f = UNet3d(config.generator)
     return CycleModel(
         UNet3d(config.generator), f,
         PatchDiscriminator3d(config.discriminator), PatchDiscriminator3d(config.discriminator), noise,
-        config.optim.generator_ema,
+        config.optim.generator_ema, margin,
     )

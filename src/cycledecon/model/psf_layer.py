@@ -1,9 +1,14 @@
 """The forward operator H: convolution of a volume with one learnable, normalized 3D PSF.
 
-The kernel is softmax(logits), so it is non-negative and sums to one after any optimizer step (a
-blur conserves intensity). Convolution is done by FFT on the reflect-padded volume: it matches
-conv3d to float32 rounding and is several times faster for 9–15 voxel kernels. Reflect padding
-keeps borders from darkening, which would otherwise teach H a spurious vignette.
+The kernel is either free (softmax(logits): non-negative and unit sum after any optimizer step, a
+blur conserves intensity) or a physical pupil model (cycledecon.model.pupil), which holds a whole
+widefield PSF with a few parameters. Convolution is done by FFT.
+
+Two boundary models: with a *context margin* (sharp patches cropped larger than the patch by at
+least the kernel radius) H keeps only the centre, where every voxel has received all the light the
+kernel spreads into it — the light from outside the patch enters as in the microscope. Without one
+(margin 0), the volume is reflect-padded by the kernel radius, which is only sound for kernels
+much smaller than the patch.
 """
 
 from __future__ import annotations
@@ -13,8 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cycledecon.model.pupil import PupilPsf
+
 SPATIAL = (-3, -2, -1)
 MIN_SIGNAL_SHARE = 0.1  # of the widefield variance, after the noise is taken out (match_intensity)
+Margin = tuple[int, int, int]
+NO_MARGIN: Margin = (0, 0, 0)
 
 
 def fft_convolve(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -39,55 +48,88 @@ def fft_convolve(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
                     radius[2] : radius[2] + n[2]]
 
 
+def fft_convolve_valid(volume: torch.Tensor, kernel: torch.Tensor, margin: Margin) -> torch.Tensor:
+    """Convolution of (..., z, y, x) volumes with an odd kernel, returning only the centre: the
+    volume less `margin` voxels on each side, each at least the kernel's radius there.
+
+    A circular FFT convolution of the volume's own size is exact on that centre (overlap-save), so
+    nothing is padded; float32 whatever the autocast state.
+    """
+    radius = [s // 2 for s in kernel.shape]
+    if any(r > m for r, m in zip(radius, margin)):
+        raise ValueError(f"kernel radius {tuple(radius)} exceeds the context margin {tuple(margin)}")
+    with torch.autocast(volume.device.type, enabled=False):
+        volume, kernel = volume.float(), kernel.float()
+        size = volume.shape[-3:]
+        embedded = F.pad(kernel, (0, size[2] - kernel.shape[2], 0, size[1] - kernel.shape[1],
+                                  0, size[0] - kernel.shape[0]))
+        spectrum = torch.fft.rfftn(volume, dim=SPATIAL) * torch.fft.rfftn(embedded, dim=SPATIAL)
+        full = torch.fft.irfftn(spectrum, s=size, dim=SPATIAL)
+        # the centred output at position p is the linear convolution's sample p + radius
+        return full[..., margin[0] + radius[0] : size[0] - margin[0] + radius[0],
+                    margin[1] + radius[1] : size[1] - margin[1] + radius[1],
+                    margin[2] + radius[2] : size[2] - margin[2] + radius[2]]
+
+
+def crop_margin(volume: torch.Tensor, margin: Margin) -> torch.Tensor:
+    """The centre of (..., z, y, x) volumes without `margin` voxels on each side."""
+    return volume[..., margin[0] : volume.shape[-3] - margin[0], margin[1] : volume.shape[-2] - margin[1],
+                  margin[2] : volume.shape[-1] - margin[2]]
+
+
+def convolve(volume: torch.Tensor, kernel: torch.Tensor, margin: Margin) -> torch.Tensor:
+    """Valid convolution cropped by `margin` when there is one, else the reflect-padded one."""
+    return fft_convolve_valid(volume, kernel, margin) if any(margin) else fft_convolve(volume, kernel)
+
+
 class PsfLayer(nn.Module):
-    """H(x) = gain · (x ⊛ h) + offset with h = softmax(logits), optionally mirror-symmetric in x and y.
+    """H(x) = gain · (x ⊛ h) + offset with h a free kernel or a pupil model's PSF.
 
     gain and offset map the sharp domain's intensity units to the widefield domain's: the two are
     normalized separately (each stack to its own percentiles), and blurring a sparse sharp stack
-    lowers its peaks about tenfold, so a unit-sum kernel alone left H(x) at a tenth of the real
-    widefield intensities on the demo — which the discriminator sees at once, and which showed G
-    inputs ten times too dim in the cycle G(H(x)) ≈ x.
+    lowers its peaks many times. They are not learned but follow the kernel in closed form (after
+    `match_intensity`): with a fixed sample x_ref of sharp training patches and the widefield
+    patches' mean μ and signal standard deviation σ (their noise taken out), gain = σ / std(h ⊛
+    x_ref) and offset = μ − gain · mean(h ⊛ x_ref). Intensity then carries no information about h,
+    and the discriminator must judge the blur's shape; a learned gain coupled to the kernel's width
+    instead (see the project notes).
 
-    They are not learned but follow the kernel in closed form (after `match_intensity`): with a
-    fixed sample x_ref of sharp training patches and the widefield patches' mean μ and signal
-    standard deviation σ (their noise taken out), gain = σ / std(h ⊛ x_ref) and offset =
-    μ − gain · mean(h ⊛ x_ref). Intensity then carries no information about h, and the
-    discriminator must judge the blur's shape. A learned gain and offset coupled to the kernel's
-    width instead: started from the moments under the broad initial kernel they held it 3–4× too
-    wide (benchmark filaments: PSF NCC 0.54, demo 0.72); without them the kernel collapsed to a
-    single voxel (demo NCC 0.43). In closed form: 0.89 and 0.88, with the network's PSNR unchanged
-    or better. The price is one more FFT convolution (of
-    the reference sample) per call of H: 12 ms on one CPU thread for 9×15×15 on 16×32×32 patches,
-    about 5 % of a demo training step.
-
-    Training can start in a *Gaussian phase*: h is an anisotropic Gaussian with three learnable
-    widths (started at the initial kernel's second moments) until `release()` turns it into free
-    logits. Free logits of a broad start move their tails only slowly (each logit by about the
-    learning rate per step), so the widths are found first, the shape afterwards.
+    A free kernel can start in a *Gaussian phase*: h is an anisotropic Gaussian with three
+    learnable widths (started at the initial kernel's second moments) until `release()` turns it
+    into free logits, so the widths are found first and the shape afterwards.
 
     Parameters
     ----------
-    initial : odd (z, y, x) non-negative kernel to start from (normalized here).
+    initial : odd (z, y, x) non-negative kernel to start from (normalized here); ignored with a pupil.
     learnable : false freezes h (non-blind deconvolution with a known PSF).
-    symmetric : average h with its x, y and xy mirror images (still non-negative, unit sum).
-    gaussian_phase : start in the Gaussian phase (only when learnable).
+    symmetric : average a free h with its x, y and xy mirror images (still non-negative, unit sum).
+    gaussian_phase : start a free kernel in the Gaussian phase (only when learnable).
+    pupil : a PupilPsf that is h (its parameters are learned unless `learnable` is false).
     """
 
     def __init__(self, initial: np.ndarray, learnable: bool = True, symmetric: bool = True,
-                 gaussian_phase: bool = False) -> None:
+                 gaussian_phase: bool = False, pupil: PupilPsf | None = None) -> None:
         super().__init__()
+        self.pupil = pupil.requires_grad_(learnable) if pupil is not None else None
+        free = learnable and pupil is None
+        if pupil is not None:
+            initial = pupil.numpy()
         start = torch.as_tensor(np.asarray(initial, dtype=np.float32))
         start = start.clamp_min(0) / start.clamp_min(0).sum()
-        self.logits = nn.Parameter(torch.log(start.clamp_min(1e-12)), requires_grad=learnable)
-        self.log_sigma = nn.Parameter(torch.log(_second_moments(start)), requires_grad=learnable)
-        self.register_buffer("gaussian_phase", torch.tensor(gaussian_phase and learnable))
-        self.symmetric = symmetric and learnable
+        self.logits = nn.Parameter(torch.log(start.clamp_min(1e-12)), requires_grad=free)
+        self.log_sigma = nn.Parameter(torch.log(_second_moments(start)), requires_grad=free)
+        self.register_buffer("gaussian_phase", torch.tensor(gaussian_phase and free))
+        self.symmetric = symmetric and free
+        self.learnable = learnable
         self.register_buffer("ema_kernel", self.kernel().detach().clone())
         self.register_buffer("sharp_reference", None)
         self.register_buffer("blurred_moments", None)
+        self.reference_margin: Margin = NO_MARGIN
 
     def kernel(self) -> torch.Tensor:
         """The current PSF, (z, y, x), non-negative, unit sum."""
+        if self.pupil is not None:
+            return self.pupil()
         if self.gaussian_phase:
             return self._gaussian()
         h = torch.softmax(self.logits.flatten(), dim=0).view(self.logits.shape)
@@ -95,6 +137,13 @@ class PsfLayer(nn.Module):
             h = (h + h.flip(-1)) / 2
             h = (h + h.flip(-2)) / 2
         return h
+
+    def free_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(widths and pupil parameters, free logits) that an optimizer should update."""
+        if self.pupil is not None:
+            return [p for p in self.pupil.parameters() if p.requires_grad], []
+        return ([self.log_sigma] if self.log_sigma.requires_grad else [],
+                [self.logits] if self.logits.requires_grad else [])
 
     def _gaussian(self) -> torch.Tensor:
         r2 = sum((c / s) ** 2 for c, s in zip(_centred_grids(self.logits), self.log_sigma.exp()))
@@ -108,26 +157,29 @@ class PsfLayer(nn.Module):
             self.logits.copy_(torch.log(self._gaussian().clamp_min(1e-12)))
             self.gaussian_phase.fill_(False)
 
-    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+    def forward(self, volume: torch.Tensor, margin: Margin = NO_MARGIN) -> torch.Tensor:
+        """H of (n, 1, z, y, x) volumes; with a margin, only their centre (see the module doc)."""
         kernel = self.kernel()
         gain, offset = self.intensity(kernel)
-        return gain * fft_convolve(volume, kernel) + offset
+        return gain * convolve(volume, kernel, margin) + offset
 
     def intensity(self, kernel: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(gain, offset) for `kernel` (default: the current one); (1, 0) before `match_intensity`."""
         if self.sharp_reference is None:
             return self.logits.new_ones(()), self.logits.new_zeros(())
-        reference = fft_convolve(self.sharp_reference, self.kernel() if kernel is None else kernel)
+        kernel = self.kernel() if kernel is None else kernel
+        reference = convolve(self.sharp_reference, kernel, self.reference_margin)
         mean, std = self.blurred_moments
         gain = std / reference.std().clamp_min(1e-12)
         return gain, mean - gain * reference.mean()
 
     @torch.no_grad()
     def match_intensity(self, sharp: torch.Tensor, blurred: torch.Tensor, noise_variance: float = 0.0,
-                        reference_size: int = 8) -> None:
+                        reference_size: int = 8, margin: Margin = NO_MARGIN) -> None:
         """Tie H's output units to the widefield domain: keep `reference_size` evenly spaced sharp
-        patches (n, 1, z, y, x) and the mean and signal standard deviation of all blurred ones, on
-        H's device (the patch sets themselves can stay where they are).
+        patches (n, 1, z, y, x; with their context `margin`) and the mean and signal standard
+        deviation of all blurred ones, on H's device (the patch sets themselves can stay where they
+        are).
 
         The blurred patches' variance includes their noise (`noise_variance`, their mean noise
         variance), which H(x) gets separately from the noise model: matched to the total, H(x) had
@@ -140,6 +192,7 @@ class PsfLayer(nn.Module):
         variance = float(blurred.var())
         signal_std = max(variance - noise_variance, MIN_SIGNAL_SHARE * variance) ** 0.5
         self.sharp_reference = sharp[index].to(device, torch.float32)
+        self.reference_margin = tuple(margin)
         self.blurred_moments = torch.tensor([float(blurred.mean()), signal_std], device=device)
 
     @torch.no_grad()
