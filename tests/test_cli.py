@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from helpers import sha256, write_ome
 
@@ -67,3 +68,39 @@ def test_deconvolve_refuses_an_inf_voxel_naming_the_file(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: {raw}: contains NaN or Inf values"], result.stderr
     assert not out.exists()
+
+
+def test_deconvolve_precision_flag_is_recorded_and_overrides_the_config(tmp_path):
+    from cycledecon.io import read_ome_zarr
+    from cycledecon.model import UNet3d, save_model
+
+    raw = write_ome(tmp_path / "raw.ome.tif", np.random.default_rng(0).integers(100, 4000, (8, 24, 24), np.uint16))
+    generator = {"depth": 1, "base_channels": 2}
+    metadata = {"generator": generator, "receptive_field": [9, 9, 9], "patch_shape": [4, 16, 16], "channels": 1,
+                "normalization": {"method": "percentile", "percentiles": [1.0, 99.0], "clip": True},
+                "voxel_size": [0.25, 0.1, 0.1]}  # fmt: skip
+    model = save_model(tmp_path / "model.pt", UNet3d(generator), metadata, learned_psf=None)
+    config = tmp_path / "config.yaml"
+    config.write_text("deconvolve:\n  precision: bf16\n  block_size: [8, 16, 16]\n")
+    outputs = {}
+    for flag in ("fp32", "bf16"):
+        out = tmp_path / f"{flag}.ome.zarr"
+        result = cycledecon("deconvolve", raw, "--model", model, "-o", out, "--config", config, "--precision", flag)
+        assert result.returncode == 0, result.stderr
+        data, _, attrs = read_ome_zarr(out)
+        assert attrs["deconvolution"]["precision"] == flag
+        assert attrs["deconvolution"]["block_size"] == [8, 16, 16]  # the rest of the config still applies
+        outputs[flag] = data.compute()
+    assert outputs["fp32"].dtype == outputs["bf16"].dtype == np.float32
+    assert not np.array_equal(outputs["fp32"], outputs["bf16"])  # bf16 did run
+
+
+def test_precision_choices_are_the_librarys():
+    from cycledecon.cli import PRECISION_CHOICES, build_parser
+    from cycledecon.precision import CHOICES
+
+    assert PRECISION_CHOICES == CHOICES
+    args = ["deconvolve", "in.tif", "--model", "m.pt", "-o", "out.ome.zarr"]
+    assert build_parser().parse_args(args).precision is None  # unset: the config (default auto) decides
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*args, "--precision", "float16"])

@@ -1,5 +1,5 @@
 """Blockwise inference: seam-free equality with the whole-volume output, the written OME-Zarr and
-its provenance, model/input checks, and normalization of raw inputs."""
+its provenance, model/input checks, normalization of raw inputs, and bf16 against fp32."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from cycledecon.infer import (
     resolve_device,
 )
 from cycledecon.io import read_ome_zarr, write_ome_zarr
-from cycledecon.model import UNet3d, save_model
+from cycledecon.model import UNet3d, load_model, save_model
 from cycledecon.normalize import normalize_array
 from cycledecon.voxel import VoxelSize
 
@@ -36,7 +36,8 @@ NORMALIZATION = {"method": "percentile", "percentiles": [1.0, 99.0], "clip": Tru
 #: different convolution algorithms for different tensor shapes: float32 rounding, ~1e-7 here.
 TOLERANCE = 1e-4
 #: File-level tests split their (12, 40, 44) stack in two along x; seams are tested on arrays.
-TWO_BLOCKS = {"block_size": [12, 40, 24]}
+#: fp32, as their comparisons are at float32 rounding (bf16 is tested on its own, below).
+TWO_BLOCKS = {"block_size": [12, 40, 24], "precision": "fp32"}
 
 
 def tiny_generator(seed: int = 0) -> UNet3d:
@@ -60,7 +61,7 @@ def write_model(path, channels: int = 1, normalization=NORMALIZATION):
 
 
 def blockwise(volume: np.ndarray, halo, block, batch_size: int = 4) -> np.ndarray:
-    predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "float32", halo)
+    predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "fp32", halo)
     out = deconvolve_lazy(da.from_array(volume, chunks=(5, 7, 9)), predictor, block, batch_size)
     with dask.config.set(scheduler="synchronous"):
         return out.compute()
@@ -111,6 +112,14 @@ def test_config_names_an_unknown_or_bad_key():
         parse_inference_config({"precision": "float8"})
 
 
+def test_precision_defaults_to_auto_and_takes_the_old_names():
+    assert parse_inference_config({}).precision == "auto"
+    assert parse_inference_config({"precision": "float32"}).precision == "fp32"
+    assert parse_inference_config({"precision": "bfloat16"}).precision == "bf16"
+    with pytest.raises(CycledeconError, match="deconvolve.precision: must be one of auto, bf16, fp32"):
+        parse_inference_config({"precision": "float16"})
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(CycledeconError, match="no CUDA GPU"):
@@ -142,6 +151,7 @@ def test_output_is_an_ome_zarr_with_voxel_size_and_model_identity(files):
     assert len(record["train_config_sha256"]) == 64
     assert record["cycledecon_version"]
     assert record["halo_voxels"] == [28, 28, 28]
+    assert record["precision"] == "fp32"
 
 
 def test_raw_input_gets_the_models_normalization(tmp_path, files):
@@ -150,14 +160,14 @@ def test_raw_input_gets_the_models_normalization(tmp_path, files):
     normalized, record = normalize_array(files["raw"], VOXEL, NORMALIZATION)
     store = write_ome_zarr(normalized, tmp_path / "norm.ome.zarr", VOXEL, attrs={"normalization": record})
     from_normalized, _, _ = read_ome_zarr(deconvolve_file(store, files["model"], tmp_path / "b.ome.zarr",
-                                                          progress=False))  # fmt: skip
+                                                          {"precision": "fp32"}, progress=False))  # fmt: skip
     np.testing.assert_allclose(from_raw.compute(), from_normalized.compute(), rtol=0, atol=TOLERANCE)
     unnormalized = reference_output(files["raw"].astype(np.float32), tiny_generator(), halo_voxels(GENERATOR))
     assert np.abs(from_raw.compute() - unnormalized).max() > 1.0
 
 
 def test_uint16_output_records_its_scale(tmp_path, files):
-    config = {"output_dtype": "uint16", "block_size": TWO_BLOCKS["block_size"]}
+    config = {**TWO_BLOCKS, "output_dtype": "uint16"}
     out = deconvolve_file(files["tiff"], files["model"], tmp_path / "u.ome.zarr", config, progress=False)
     as_uint16, _, attrs = read_ome_zarr(out)
     scale = attrs["deconvolution"]["uint16_scale"]
@@ -263,3 +273,75 @@ def test_output_inside_the_input_store_is_refused(tmp_path, files):
     with pytest.raises(CycledeconError, match=f"^{out}: lies inside {store}, an input of this command"):
         deconvolve_file(store, files["model"], out, TWO_BLOCKS, progress=False)
     assert sorted(p.name for p in store.iterdir()) == before
+
+
+# -------------------------------------------------------------------------------------- precision
+def test_fp32_runs_the_network_exactly_as_before(volume):
+    """fp32 is the arithmetic of the code before the precision policy: G on the plain float32
+    batch, no autocast, weights in their default layout; bit for bit."""
+    halo = halo_voxels(GENERATOR)
+    block = np.pad(volume[:4, :8, :8], [(h, h) for h in halo], mode="reflect")
+    predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "fp32", halo)
+    assert not predictor.precision.bf16
+    with torch.inference_mode():
+        before = tiny_generator()(torch.from_numpy(block)[None, None])[0, 0].numpy()
+    (out,) = predictor([block])
+    np.testing.assert_array_equal(out, before[tuple(slice(h, -h) for h in halo)])
+
+
+def test_bf16_puts_the_weights_channels_last_and_returns_float32(volume):
+    halo = halo_voxels(GENERATOR)
+    predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "bf16", halo)
+    convs = [m for m in predictor.generator.modules() if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last_3d) for c in convs)
+    assert not convs[0].weight.is_contiguous()
+    block = np.pad(volume[:4, :8, :8], [(h, h) for h in halo], mode="reflect")
+    (out,) = predictor([block])
+    assert out.dtype == np.float32 and out.shape == (4, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model trained for a few dozen steps on test_train's synthetic store (blurred beads and
+    filaments), and a fresh stack of the same kind scaled as its training data."""
+    from scipy import ndimage
+
+    from cycledecon.psf import gaussian_psf
+    from cycledecon.train import train
+    from test_train import sharp_volume, write_store
+
+    root = tmp_path_factory.mktemp("trained")
+    psf = gaussian_psf((3, 5, 5), (1.0, 1.0, 1.0))
+    store = write_store(root / "patches.zarr", psf, seed=1, patch=(8, 16, 16), volumes=2, per_volume=3)
+    config = {"generator": {"depth": 2, "base_channels": 4}, "discriminator": {"base_channels": 2},
+              "psf": {"shape_voxels": [3, 5, 5]}, "optim": {"steps": 40, "batch_size": 2},
+              "log_every": 10, "val_every": 40, "checkpoint_every": 40, "device": "cpu"}  # fmt: skip
+    model = train(store, root / "model", config)
+    scale = load_model(model, "cpu")[1]["normalization"]["scale"]
+    blurred = ndimage.convolve(sharp_volume(np.random.default_rng(5), (16, 48, 48)), psf, mode="reflect")
+    return model, (blurred / scale).astype(np.float32)
+
+
+def trained_output(model, stack: np.ndarray, precision: str) -> np.ndarray:
+    generator, metadata = load_model(model, "cpu")
+    assert metadata["steps"] == 40
+    predictor = BlockPredictor(generator, torch.device("cpu"), precision, halo_voxels(metadata["generator"]))
+    out = deconvolve_lazy(da.from_array(stack, chunks=(8, 16, 16)), predictor, (16, 32, 32), batch_size=1)
+    with dask.config.set(scheduler="synchronous"):
+        return out.compute()
+
+
+def test_bf16_output_of_a_trained_model_stays_close_to_fp32(trained):
+    """bf16 keeps 8 significant bits: each rounding of an activation or weight is off by up to
+    2**-9 (spacing 2**-8 ≈ 0.4 %) of its value, and G's dozen convolutions (fp32 accumulation)
+    compound a few of those. Bound: the largest difference within 2 % of the fp32 output's
+    dynamic range (≈ 5 bf16 spacings), the mean within 0.5 %; far below G's own change of the
+    stack, and a real failure (wrong layout, a layer left in bf16 output) is far above it."""
+    model, stack = trained
+    fp32, bf16 = trained_output(model, stack, "fp32"), trained_output(model, stack, "bf16")
+    assert bf16.dtype == np.float32 and bf16.shape == fp32.shape == stack.shape
+    span = float(fp32.max() - fp32.min())
+    difference = np.abs(bf16 - fp32)
+    assert 0 < difference.max() <= 0.02 * span, (difference.max() / span)
+    assert difference.mean() <= 0.005 * span, (difference.mean() / span)
+    assert np.abs(fp32 - stack).max() > 0.1 * span  # G does change the stack: the bound means something

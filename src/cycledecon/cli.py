@@ -3,6 +3,7 @@
     cycledecon ingest stack.tif -o stack.ome.zarr [--voxel-size Z Y X] [--channel C]
     cycledecon train results/patches/demo/patches.zarr -o results/models/demo [--config config.yaml]
     cycledecon deconvolve stack.tif --model model.pt -o out.ome.zarr [--config config.yaml]
+        [--precision {auto,bf16,fp32}]
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from cycledecon import __version__
 from cycledecon.boundary import user_errors_exit
 from cycledecon.errors import CycledeconError
 from cycledecon.voxel import VoxelSize
+
+#: cycledecon.precision.CHOICES, spelled out so that the CLI does not import torch to parse (tests compare).
+PRECISION_CHOICES = ("auto", "bf16", "fp32")
 
 
 def _voxel_size(values: list[float] | None) -> VoxelSize | None:
@@ -57,11 +61,14 @@ def _train(args: argparse.Namespace) -> None:
 def _deconvolve(args: argparse.Namespace) -> None:
     from cycledecon.infer import deconvolve_file
 
+    config = _config_section(args.config, "deconvolve")
+    if args.precision is not None:
+        config["precision"] = args.precision
     deconvolve_file(
         args.input,
         args.model,
         args.output,
-        _config_section(args.config, "deconvolve"),
+        config,
         voxel_size=_voxel_size(args.voxel_size),
         channel=args.channel,
     )
@@ -95,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     deconvolve.add_argument("--model", type=Path, required=True)
     deconvolve.add_argument("-o", "--output", type=Path, required=True, help="output .ome.zarr")
     deconvolve.add_argument("--config", type=Path, help="workflow config file; its deconvolve: section is used")
+    deconvolve.add_argument(
+        "--precision", choices=PRECISION_CHOICES,
+        help="numeric precision of the network: auto (bf16 autocast with channels-last memory where the CPU "
+             "or GPU runs bf16 natively, fp32 elsewhere), bf16 or fp32; overrides the config's "
+             "deconvolve.precision (default there: auto)",
+    )  # fmt: skip
     stack_options(deconvolve)
     deconvolve.set_defaults(run=_deconvolve)
     return parser

@@ -19,9 +19,11 @@ The reference this reproduces is G applied once to the whole padded volume, crop
   high-end reflect padding (to a multiple of ``2**depth``) and its convolution zero padding sit
   at the same place, with the same content, as in the whole-volume run.
 
-The blockwise result then equals the reference up to float rounding (tested to 1e-4), at block
-borders and at the volume's outer faces alike; no overlap blending is needed. With
-``norm: instance`` every tile is normalized by its own statistics and this guarantee is lost.
+The blockwise result then equals the reference up to float rounding (tested to 1e-4 in fp32),
+at block borders and at the volume's outer faces alike; no overlap blending is needed. In bf16
+(`cycledecon.precision`) the same holds up to bf16 rounding, since blocks and the whole volume may
+round differently. With ``norm: instance`` every tile is normalized by its own statistics and this
+guarantee is lost.
 
 Blocks of equal shape are batched into one forward pass (``batch_size``); the blocks form a lazy
 dask array that `write_ome_zarr` streams chunk by chunk (pyramid included), so memory is bounded
@@ -56,10 +58,13 @@ from cycledecon.model.config import parse_generator_config
 from cycledecon.model.unet import receptive_field
 from cycledecon.configparse import check_ranges, parse_section
 from cycledecon.normalize import normalize_lazy, parse_normalize_config
+from cycledecon.precision import Precision, resolve_precision
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
 
+#: Earlier names of deconvolve.precision values.
+PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
 #: Relative voxel-size mismatch between a stack and the model's training data that is warned about.
 VOXEL_SIZE_TOLERANCE = 0.10
 UINT16_MAX = 65535
@@ -78,8 +83,9 @@ class InferenceConfig:
         benchmarks/results/inference.md).
     batch_size: blocks of equal shape per forward pass (helps a GPU with small blocks).
     device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-    precision: ``float32``, or ``bfloat16``/``float16`` autocast on CUDA (ignored, with a
-        warning, on the CPU).
+    precision: ``auto`` (bf16 autocast with channels-last where the CPU or GPU runs bf16
+        natively, fp32 elsewhere; see cycledecon.precision), ``bf16`` or ``fp32``. The old names
+        ``bfloat16`` and ``float32`` are accepted for ``bf16`` and ``fp32``.
     output_dtype: ``float32``, or ``uint16`` storing round(value × uint16_scale), clipped to
         [0, 65535] (the scale is recorded in the attributes).
     uint16_scale: see output_dtype; the default keeps values up to 6.5 (normalized inputs lie
@@ -90,7 +96,7 @@ class InferenceConfig:
     block_size: tuple[int, int, int] = (64, 256, 256)
     batch_size: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     output_dtype: Literal["float32", "uint16"] = "float32"
     uint16_scale: float = 10000.0
     threads: int | None = None
@@ -102,7 +108,10 @@ def parse_inference_config(
     """An InferenceConfig from the plain `deconvolve:` dict; a bad key or value names its path."""
     if isinstance(section, InferenceConfig):
         return section
-    config = parse_section(InferenceConfig, section or {}, prefix)
+    section = dict(section or {})
+    if isinstance(section.get("precision"), str) and section["precision"] in PRECISION_ALIASES:
+        section["precision"] = PRECISION_ALIASES[section["precision"]]
+    config = parse_section(InferenceConfig, section, prefix)
     checks = [
         ("block_size", all(b >= 1 for b in config.block_size)),
         ("batch_size", config.batch_size >= 1),
@@ -159,29 +168,32 @@ def _block_ranges(size: int, block: int) -> list[tuple[int, int]]:
 
 # --------------------------------------------------------------------------------------- predictor
 class BlockPredictor:
-    """G on one device: runs batches of halo'd blocks and returns their halo-trimmed centres."""
+    """G on one device: runs batches of halo'd blocks and returns their halo-trimmed centres.
+
+    `precision` (a Precision, or a choice for `resolve_precision`) sets autocast and the memory
+    layout; G's weights are moved to that layout here, in place. Outputs are float32 either way.
+    """
 
     def __init__(
         self,
         generator: nn.Module,
         device: torch.device,
-        precision: str,
+        precision: Precision | str,
         halo: Sequence[int],
         on_batch: Callable[[int], Any] | None = None,
     ) -> None:
-        self.generator = generator
         self.device = device
+        self.precision = precision if isinstance(precision, Precision) else resolve_precision(precision, device)
+        self.generator = self.precision.prepare(generator)
         self.halo = tuple(halo)
-        self.autocast = precision != "float32"
-        self.dtype = getattr(torch, precision)
         self.on_batch = on_batch  # told the number of blocks done, e.g. a progress bar's update
 
     def __call__(self, blocks: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One forward pass over equal-shaped (z, y, x) blocks that include the halo."""
         batch = torch.from_numpy(np.stack(blocks).astype(np.float32, copy=False))[:, None]
-        with torch.inference_mode(), torch.autocast(self.device.type, self.dtype, enabled=self.autocast):
-            out = self.generator(batch.to(self.device))
-        out = out[:, 0].float().cpu().numpy()
+        with torch.inference_mode(), self.precision.autocast(self.device):
+            out = self.generator(self.precision.layout(batch.to(self.device)))
+        out = out[:, 0].float().cpu().contiguous().numpy()
         centre = tuple(slice(h, n - h) for h, n in zip(self.halo, out.shape[1:]))
         if self.on_batch is not None:
             self.on_batch(len(blocks))
@@ -239,15 +251,6 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(choice)
-
-
-def effective_precision(precision: str, device: torch.device) -> str:
-    """The configured autocast precision on CUDA; float32 elsewhere, with a warning (reduced
-    precision is a GPU speed option here, not a CPU one)."""
-    if precision != "float32" and device.type != "cuda":
-        log.warning("precision %s needs CUDA; running float32 on %s", precision, device)
-        return "float32"
-    return precision
 
 
 @contextlib.contextmanager
@@ -390,7 +393,7 @@ def deconvolve_file(
     input_path, model_path = Path(input_path), Path(model_path)
     check_output(output_path, [input_path, model_path])
     device = resolve_device(config.device)
-    precision = effective_precision(config.precision, device)
+    precision = resolve_precision(config.precision, device)
     generator, metadata = load_model(model_path, device)
     data, voxel_size, attrs = open_input(input_path, voxel_size, channel)
     data = check_channels(data, metadata, input_path)
@@ -404,10 +407,10 @@ def deconvolve_file(
     block, chunks = block_layout(config.block_size, metadata["generator"])
     blocks = math.prod(-(-n // b) for n, b in zip(data.shape, block))
     log.info("deconvolving %s %s on %s (%s): %d blocks of %s, halo %s",
-             input_path, data.shape, device, precision, blocks, block, halo)  # fmt: skip
+             input_path, data.shape, device, precision.name, blocks, block, halo)  # fmt: skip
     record = {
         **model_identity(model_path, metadata),
-        "device": str(device), "precision": precision, "halo_voxels": list(halo), "block_size": list(block),
+        "device": str(device), "precision": precision.name, "halo_voxels": list(halo), "block_size": list(block),
         "boundary": "reflect", "output_dtype": config.output_dtype,
         "uint16_scale": config.uint16_scale if config.output_dtype == "uint16" else None,
     }  # fmt: skip

@@ -1,0 +1,76 @@
+"""The precision policy: each choice on the CPU, ``auto`` following the hardware, bad choices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cycledecon.precision as precision
+from cycledecon.precision import CHOICES, Precision, resolve_precision
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(("choice", "bf16"), [("bf16", True), ("fp32", False)])
+def test_forced_choices_ignore_the_hardware(monkeypatch, choice, bf16):
+    for native in (True, False):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        resolved = resolve_precision(choice, CPU)
+        assert resolved == Precision(bf16=bf16) and resolved.name == choice
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_on_the_cpu_follows_native_bf16(monkeypatch, native):
+    # cpu_has_native_bf16 is functools.cache'd: patch the name resolve_precision looks up
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    assert resolve_precision("auto", CPU).bf16 is native
+    assert resolve_precision("auto", CPU).name == ("bf16" if native else "fp32")
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_auto_on_cuda_follows_the_gpu(monkeypatch, supported):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: supported)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: not supported)  # not consulted
+    assert resolve_precision("auto", torch.device("cuda")).bf16 is supported
+
+
+@pytest.mark.parametrize("choice", ["float32", "bfloat16", "float16", "AUTO", ""])
+def test_a_bad_choice_names_the_valid_ones(choice):
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32"):
+        resolve_precision(choice, CPU)
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "native"),
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n", True),
+        ("processor\t: 0\nflags\t\t: fpu sse2 amx_bf16 amx_tile\n", True),
+        ("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n", True),
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\nbugs\t\t: bf16\n", False),
+    ],
+)
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path, cpuinfo, native):
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    monkeypatch.setattr(precision, "Path", lambda path: tmp_path / "cpuinfo")
+    assert precision.cpu_has_native_bf16.__wrapped__() is native  # uncached
+
+
+def test_bf16_autocasts_and_lays_out_channels_last():
+    conv = torch.nn.Conv3d(2, 3, 3)
+    policy = Precision(bf16=True)
+    assert policy.prepare(conv) is conv and conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    batch = policy.layout(torch.rand(2, 2, 4, 5, 6))
+    assert batch.is_contiguous(memory_format=torch.channels_last_3d) and not batch.is_contiguous()
+    with policy.autocast(CPU):
+        assert conv(batch).dtype == torch.bfloat16
+
+
+def test_fp32_changes_nothing():
+    conv = torch.nn.Conv3d(2, 3, 3)
+    policy = Precision(bf16=False)
+    assert policy.prepare(conv) is conv and conv.weight.is_contiguous()
+    batch = torch.rand(2, 2, 4, 5, 6)
+    assert policy.layout(batch) is batch
+    with policy.autocast(CPU):
+        assert conv(batch).dtype == torch.float32
+    assert CHOICES == ("auto", "bf16", "fp32")
