@@ -38,6 +38,7 @@ from cycledecon.model.psf_layer import PsfLayer, crop_margin, kernel_ncc
 from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import receptive_field
 from cycledecon.noise import estimate_noise
+from cycledecon.precision import resolve_precision
 from cycledecon.psf import gaussian_psf, normalize_psf, psf_from_optics
 from cycledecon.voxel import VoxelSize
 
@@ -293,7 +294,9 @@ class Run:
         self.sampler = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
         self.rows: list[dict[str, float]] = []
-        self.autocast = device.type == "cuda"  # bf16 autocast on GPU only
+        self.precision = resolve_precision(cfg.precision, device)
+        for network in (model.g, model.d_a, model.d_b, *([model.g_average] if model.g_average else [])):
+            self.precision.prepare(network)
 
     @functools.cached_property
     def identity(self) -> dict[str, Any]:
@@ -349,7 +352,7 @@ class Run:
     def batch(self, name: str) -> torch.Tensor:
         patches = self.store.arrays[name]
         index = torch.randint(len(patches), (self.cfg.optim.batch_size,), generator=self.sampler)
-        return torch.from_numpy(patches[index.numpy()][:, None]).to(self.device)
+        return self.precision.layout(torch.from_numpy(patches[index.numpy()][:, None]).to(self.device))
 
     def loop(self, out_dir: Path) -> None:
         steps = self.cfg.optim.steps
@@ -381,9 +384,9 @@ class Run:
         self.model.eval()
         losses = []
         for i in range(min(VAL_BATCHES, math.ceil(min(len(a), len(b)) / n))):
-            y = torch.from_numpy(a[i * n : (i + 1) * n][:, None]).to(self.device)
-            x = torch.from_numpy(b[i * n : (i + 1) * n][:, None]).to(self.device)
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+            y = self.precision.layout(torch.from_numpy(a[i * n : (i + 1) * n][:, None]).to(self.device))
+            x = self.precision.layout(torch.from_numpy(b[i * n : (i + 1) * n][:, None]).to(self.device))
+            with self.precision.autocast(self.device):
                 losses.append(self.model.cycle_loss(y, x))
         self.model.train()
         result = {"val_cycle": float(np.mean(losses))}
@@ -422,7 +425,7 @@ class Run:
             "patch_shape": list(self.store.patch_shape), "channels": 1,
             "normalization": self.store.normalization,
             "voxel_size": list(self.store.voxel_size.as_tuple()), "campaign": self.store.campaign,
-            "optics": self.store.optics, "steps": self.step,
+            "optics": self.store.optics, "steps": self.step, "precision": self.precision.name,
             "noise_model": self.model.noise.to_dict() if self.model.noise is not None else None,
             "intensity_map": self.intensity_map(),
             "versions": {"cycledecon": cycledecon.__version__, "torch": str(torch.__version__),
@@ -434,13 +437,13 @@ class Run:
 def train_step(run: Run, y: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
     """One Adam step of G/F, then one of both discriminators; returns the loss terms."""
     model, cfg = run.model, run.cfg
-    with torch.autocast(run.device.type, torch.bfloat16, enabled=run.autocast):
+    with run.precision.autocast(run.device):
         total, terms, fakes = model.generator_losses(y, x, cfg.loss)
     run.opt_g.zero_grad(set_to_none=True)
     total.backward()
     grad_norm = clip_generator_gradient(model.g, cfg.optim.generator_grad_clip)
     run.opt_g.step()
-    with torch.autocast(run.device.type, torch.bfloat16, enabled=run.autocast):
+    with run.precision.autocast(run.device):
         d_total, d_terms = model.discriminator_losses(y, x, *fakes)
     run.opt_d.zero_grad(set_to_none=True)
     d_total.backward()

@@ -174,6 +174,8 @@ class TrainConfig:
 
     noise: ``estimate`` fits a Poisson–Gaussian noise model to the widefield training patches and
         adds a draw of it to F(x) (see cycledecon.noise); ``none`` leaves F(x) noiseless.
+    precision: ``auto`` (bf16 autocast with channels-last where the hardware runs bf16 natively,
+        see cycledecon.precision), ``bf16`` or ``fp32``.
     """
 
     model: Literal["psf_layer", "two_generators"] = "psf_layer"
@@ -189,6 +191,7 @@ class TrainConfig:
     val_every: int = 50
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as stored in model.pt and accepted by parse."""

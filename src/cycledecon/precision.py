@@ -1,0 +1,71 @@
+"""Numeric precision and memory layout for the networks: bf16 autocast with channels-last where the
+hardware runs bf16 natively, float32 elsewhere.
+
+``auto`` picks bf16 on CUDA devices that support it and on CPUs with native bf16 instructions
+(x86 AVX-512 BF16 or AMX, Arm BF16); an emulated bf16 path can be slower than float32, so other
+CPUs stay in float32. FFTs (the PSF layer) always run in float32 (see cycledecon.model.psf_layer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+Choice = Literal["auto", "bf16", "fp32"]
+CHOICES: tuple[str, ...] = ("auto", "bf16", "fp32")
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # /proc/cpuinfo flags (x86, Arm "Features")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU executes bf16 arithmetic in hardware (Linux: read from /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.system() == "Darwin" and platform.machine() == "arm64"  # Apple M2 and later
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return bool(flags & NATIVE_BF16_FLAGS)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the networks run: autocast to bf16 (or not) and channels-last 3D memory layout."""
+
+    bf16: bool
+
+    @property
+    def name(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The autocast context for a forward pass on `device` (a no-op for fp32)."""
+        return torch.autocast(device.type, torch.bfloat16, enabled=self.bf16)
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        """Move a network's weights to the layout its inputs will have."""
+        return module.to(memory_format=torch.channels_last_3d) if self.bf16 else module
+
+    def layout(self, batch: torch.Tensor) -> torch.Tensor:
+        """An (n, c, z, y, x) batch in the layout the network expects."""
+        return batch.contiguous(memory_format=torch.channels_last_3d) if self.bf16 else batch
+
+
+def resolve_precision(choice: str, device: torch.device) -> Precision:
+    """The precision for `choice` on `device`; ``auto`` follows the hardware (module doc)."""
+    if choice not in CHOICES:
+        raise ValueError(f"precision must be one of {', '.join(CHOICES)}, got {choice!r}")
+    if choice != "auto":
+        return Precision(bf16=choice == "bf16")
+    if device.type == "cuda":
+        return Precision(bf16=torch.cuda.is_bf16_supported())
+    return Precision(bf16=device.type == "cpu" and cpu_has_native_bf16())
