@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
@@ -150,7 +151,8 @@ def test_bad_config_names_the_key(section, message):
 
 
 def test_patches_carry_their_context_margin(campaign, tmp_path):
-    """context_um 1.0 × 1.0 × 1.0 µm is 2 × 5 × 5 voxels here (0.5, 0.2, 0.2 µm, rounded up)."""
+    """context_um 1.0 × 1.0 × 1.0 µm is 2 × 5 × 5 voxels here (0.5, 0.2, 0.2 µm, rounded up);
+    beyond the stack's edges the margin is the stack mirrored there."""
     path = extract_patches(campaign, tmp_path / "out", CONFIG | {"context_um": [1.0, 1.0, 1.0], "n_val": 0},
                            "c1", OPTICS)
     group, manifest = _read(path)
@@ -158,11 +160,15 @@ def test_patches_carry_their_context_margin(campaign, tmp_path):
     assert group["A_train"].shape == (6, 8, 18, 18)
     stacks = {s.name: read_ome_zarr(s.path)[0].compute() for s in campaign}
     for row in manifest.itertuples():
-        # the manifest's origin is the centre's; the stored patch reaches the margin beyond it
-        expected = stacks[row.sample][row.z - 2:row.z + 6, row.y - 5:row.y + 13, row.x - 5:row.x + 13]
+        mirrored = np.pad(stacks[row.sample], [(2, 2), (5, 5), (5, 5)], mode="symmetric")
+        expected = mirrored[row.z:row.z + 8, row.y:row.y + 18, row.x:row.x + 18]  # origin shifts by the pad
         np.testing.assert_array_equal(group[row.array][row.index], expected)
+    assert (manifest.z == 0).any() or (manifest.z == SHAPE[0] - 4).any()  # some patches at the edge
 
 
-def test_stack_too_thin_for_the_context_is_a_clear_error(campaign, tmp_path):
-    with pytest.raises(CycledeconError, match="context margin 3×5×5 .* thicker stacks"):
-        extract_patches(campaign, tmp_path / "out", CONFIG | {"context_um": [1.5, 1.0, 1.0]}, "c1", OPTICS)
+def test_context_wider_than_the_stack_mirrors_it(tmp_path):
+    """A 3-voxel margin around a 4-plane patch in an 8-plane stack: every plane is still real data."""
+    from cycledecon.patches import read_window
+    stack = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((8, 6, 6), np.float32)
+    window = read_window(da.from_array(stack), (0, 1, 1), (4, 4, 4), (3, 1, 1))
+    np.testing.assert_array_equal(window[:, 2, 2], [2, 1, 0, 0, 1, 2, 3, 4, 5, 6])

@@ -13,6 +13,9 @@ rows; training patches come from the other rows, and no patch crosses the bounda
 With ``context_um`` every patch is cut with a margin of that many µm on each side (rounded up to
 voxels): the training model's PSF layer blurs the margin into the patch, as the microscope blurs
 light from outside the field into it; the patch itself (the centre) is what the networks see.
+Where the margin reaches past the stack's edge it is the stack mirrored at that edge (the scene
+beyond a stack is unknown; its mirror image has the same density of structures), so patches can
+lie anywhere in a stack, however thin next to the PSF.
 
 A patch is kept when at least ``min_foreground_fraction`` of its voxels lie above its stack's
 foreground level (Otsu's threshold, or a percentile, of the stack), with at most ``max_tries``
@@ -263,31 +266,27 @@ def sample_region(
 
     Returns
     -------
-    (origin (z, y, x) of the patch's centre in the stack, float32 patch with its margin,
-    foreground fraction of the centre) per patch, in draw order.
+    (origin (z, y, x) of the patch in the stack, float32 patch with its margin, foreground
+    fraction of the patch) per patch, in draw order.
 
-    Raises CycledeconError naming `where` when the region is smaller than a patch and its margin or
-    when fewer than `count` positions pass the foreground filter in `count × max_tries` tries.
+    Raises CycledeconError naming `where` when the region is smaller than a patch or when fewer
+    than `count` positions pass the foreground filter in `count × max_tries` tries.
     """
     extent = [s.stop - s.start for s in region.box]
-    window_shape = [p + 2 * m for p, m in zip(config.shape, margin)]
-    if any(e < w for e, w in zip(extent, window_shape)):
+    if any(e < p for e, p in zip(extent, config.shape)):
         raise CycledeconError(f"{where}: region {'×'.join(map(str, extent))} is smaller than the patch "
-                              f"{'×'.join(map(str, config.shape))} with its context margin "
-                              f"{'×'.join(map(str, margin))} voxels on each side; use thicker stacks, "
-                              f"smaller patches or a smaller patches.context_um")
+                              f"{'×'.join(map(str, config.shape))}; no valid patch position")
     centre = tuple(slice(m, m + p) for m, p in zip(margin, config.shape))
     patches, best, tries = [], 0.0, count * config.max_tries
     for _ in range(tries):
         if len(patches) == count:
             break
-        corner = tuple(int(rng.integers(s.start, s.stop - w + 1)) for s, w in zip(region.box, window_shape))
-        window = tuple(slice(o, o + w) for o, w in zip(corner, window_shape))
-        patch = np.asarray(region.stack.data[window].compute(scheduler="synchronous"), dtype=np.float32)
+        origin = tuple(int(rng.integers(s.start, s.stop - p + 1)) for s, p in zip(region.box, config.shape))
+        patch = read_window(region.stack.data, origin, config.shape, margin)
         fraction = float(np.mean(patch[centre] > region.stack.level))
         best = max(best, fraction)
         if fraction >= config.min_foreground_fraction:
-            patches.append((tuple(c + m for c, m in zip(corner, margin)), patch, fraction))
+            patches.append((origin, patch, fraction))
     if len(patches) == count:
         return patches
     raise CycledeconError(
@@ -295,6 +294,17 @@ def sample_region(
         f"voxels above the foreground level {region.stack.level:.4g} ({config.foreground}) in {tries} tries "
         f"(best {best:.3g}); check the stack or lower patches.min_foreground_fraction"
     )
+
+
+def read_window(data: da.Array, origin: tuple[int, ...], shape: tuple[int, ...],
+                margin: tuple[int, ...]) -> np.ndarray:
+    """The patch at `origin` with `margin` voxels around it, mirrored where it leaves the stack."""
+    start = [o - m for o, m in zip(origin, margin)]
+    stop = [o + p + m for o, p, m in zip(origin, shape, margin)]
+    inside = tuple(slice(max(0, a), min(n, b)) for a, b, n in zip(start, stop, data.shape))
+    block = np.asarray(data[inside].compute(scheduler="synchronous"), dtype=np.float32)
+    pad = [(s.start - a, b - s.stop) for s, a, b in zip(inside, start, stop)]
+    return np.pad(block, pad, mode="symmetric") if any(p != (0, 0) for p in pad) else block
 
 
 def _quotas(total: int, parts: int) -> list[int]:
