@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 
@@ -23,8 +24,15 @@ def test_user_error_is_printed_once(tmp_path):
     assert not (tmp_path / "out.ome.zarr").exists()
 
 
-def cycledecon(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cycledecon.cli", *map(str, args)], capture_output=True, text=True)
+def cycledecon(*args: object, memory_limit: int | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI; `memory_limit` (bytes) caps the child's data segment, so that a regression that
+    allocates without bound fails there instead of exhausting the machine."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
+
+    return subprocess.run([sys.executable, "-m", "cycledecon.cli", *map(str, args)], capture_output=True,
+                          text=True, preexec_fn=limit if memory_limit else None)  # fmt: skip
 
 
 def test_ingest_onto_the_raw_tiff_keeps_it(tmp_path):
@@ -104,3 +112,30 @@ def test_precision_choices_are_the_librarys():
     assert build_parser().parse_args(args).precision is None  # unset: the config (default auto) decides
     with pytest.raises(SystemExit):
         build_parser().parse_args([*args, "--precision", "float16"])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("generator", {"depth": 40, "base_channels": 2}, "metadata.generator.depth: expected 1 to 6, got 40"),
+    ("voxel_size", [0, 0.1, 0.1], "metadata.voxel_size: expected three finite sizes > 0 (µm), got [0, 0.1, 0.1]"),
+])  # fmt: skip
+def test_deconvolve_refuses_a_forged_model_within_a_memory_limit(tmp_path, field, value, message):
+    """A forged model file is refused before G is built, under 1 GiB, with one line; inputs kept."""
+    import torch
+
+    from cycledecon.model import UNet3d, save_model
+
+    raw = write_ome(tmp_path / "raw.ome.tif", np.random.default_rng(0).integers(100, 4000, (8, 24, 24), np.uint16))
+    generator = {"depth": 1, "base_channels": 2}
+    metadata = {"generator": generator, "receptive_field": [10, 10, 10], "patch_shape": [4, 16, 16], "channels": 1,
+                "normalization": {"method": "percentile", "percentiles": [1.0, 99.0], "clip": True},
+                "voxel_size": [0.25, 0.1, 0.1]}  # fmt: skip
+    model = save_model(tmp_path / "model.pt", UNet3d(generator), metadata, learned_psf=None)
+    payload = torch.load(model, weights_only=True)
+    payload["metadata"][field] = value
+    torch.save(payload, model)
+    before = sha256(raw), sha256(model)
+    out = tmp_path / "out.ome.zarr"
+    result = cycledecon("deconvolve", raw, "--model", model, "-o", out, memory_limit=1 << 30)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {model}: {message}"], result.stderr[-2000:]
+    assert (sha256(raw), sha256(model)) == before and not out.exists()
