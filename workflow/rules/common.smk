@@ -18,7 +18,9 @@ try:
     samples = read_sample_sheet(config["samples"])
 except CycledeconError as exc:
     raise WorkflowError(str(exc)) from None
-validate(samples, schema="../schemas/samples.schema.yaml")
+# set_default=False: snakemake would otherwise refill the sheet's None cells (blank optional
+# columns, per row) with NaN, which rules then read as a value.
+validate(samples, schema="../schemas/samples.schema.yaml", set_default=False)
 
 DEMO_DIR = config["demo"]["dir"]
 
