@@ -139,3 +139,38 @@ def test_deconvolve_refuses_a_forged_model_within_a_memory_limit(tmp_path, field
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: {model}: {message}"], result.stderr[-2000:]
     assert (sha256(raw), sha256(model)) == before and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["ingest", "deconvolve"])
+def test_a_forged_tiff_header_is_one_line_within_a_memory_limit(tmp_path, command):
+    """A tiny TIFF whose pages claim 100000×100000 uint16 is refused by both entry points before
+    anything is allocated (the child's data segment is capped at 1 GiB); inputs are kept."""
+    from cycledecon.model import UNet3d, save_model
+    from test_io import forged_tiff
+
+    raw = forged_tiff(tmp_path / "forged.tif")
+    out = tmp_path / "out.ome.zarr"
+    args = ["ingest", raw, "-o", out, "--voxel-size", "0.25", "0.1", "0.1"]
+    if command == "deconvolve":
+        generator = {"depth": 1, "base_channels": 2}
+        metadata = {"generator": generator, "receptive_field": [10, 10, 10], "patch_shape": [4, 16, 16],
+                    "channels": 1, "normalization": None, "voxel_size": [0.25, 0.1, 0.1]}  # fmt: skip
+        model = save_model(tmp_path / "model.pt", UNet3d(generator), metadata, learned_psf=None)
+        args = ["deconvolve", raw, "--model", model, "-o", out, "--voxel-size", "0.25", "0.1", "0.1"]
+    before = sha256(raw)
+    result = cycledecon(*args, memory_limit=1 << 30)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {raw}: not a readable TIFF, or truncated (its header "
+                                                   "claims 3×100000×100000 uint16"), result.stderr[-2000:]  # fmt: skip
+    assert sha256(raw) == before and not out.exists()
+
+
+def test_ingest_of_a_truncated_tiff_prints_one_line_not_tifffile_logs(tmp_path):
+    """tifffile logs a corrupt page instead of raising; that log becomes the one line, once."""
+    raw = write_ome(tmp_path / "cut.ome.tif", np.random.default_rng(0).integers(1, 999, (8, 16, 16), np.uint16))
+    raw.write_bytes(raw.read_bytes()[: int(raw.stat().st_size * 0.97)])
+    result = cycledecon("ingest", raw, "-o", tmp_path / "out.ome.zarr")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {raw}: not a readable TIFF, or truncated"), result.stderr

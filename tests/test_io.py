@@ -218,3 +218,44 @@ def test_plain_file_writer_replaces_a_file_but_never_a_folder(tmp_path):
             tmp.write_text("x")
     assert (folder / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv", "table.csv"]
+
+
+def forged_tiff(path: Path, rows: int = 100_000, cols: int = 100_000, compression: str | None = None,
+                tile: tuple[int, int] | None = None, pad_to: int = 0) -> Path:
+    """A small real TIFF (3 pages of 16×16 uint16) whose pages then claim `rows`×`cols` pixels in one
+    strip (or in their tiles), as a hostile or corrupt header would; `pad_to` appends zeros up to
+    that many bytes, so that only the claimed strip size is implausible."""
+    data = np.random.default_rng(0).integers(1, 999, (3, 16, 16), np.uint16)
+    tifffile.imwrite(path, data, metadata=None, photometric="minisblack", compression=compression,
+                     **({"tile": tile} if tile else {"rowsperstrip": 16}))  # fmt: skip
+    with tifffile.TiffFile(path, mode="r+") as tif:
+        for page in tif.pages:
+            for code, value in ((256, cols), (257, rows), (278, rows)):
+                if code in page.tags:
+                    page.tags[code].overwrite(value, dtype=4)  # LONG
+    with open(path, "ab") as stream:
+        stream.write(bytes(max(0, pad_to - path.stat().st_size)))
+    return path
+
+
+FORGED_HEADERS = {
+    "uncompressed strips": ({}, r"header claims 3×100000×100000 uint16, 55\.9 GiB of pixels, stored in \d\.\d KiB\)$"),
+    "deflate strips": ({"compression": "zlib"}, "header claims 3×100000×100000 uint16, .* beyond 4096:1 compression"),
+    "deflate tiles": ({"compression": "zlib", "tile": (16, 16)}, "header claims 3×100000×100000 uint16, .* beyond 4096:1"),
+    "one huge strip": ({"rows": 40_000, "cols": 16_384, "compression": "zlib", "pad_to": 1_000_000},
+                       r"stored in blocks of 1×40000×16384 uint16 \(1\.2 GiB\), more than the 1\.0 GiB read at once"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("options, message", FORGED_HEADERS.values(), ids=FORGED_HEADERS.keys())
+def test_a_header_claiming_more_than_the_file_holds_is_refused_before_reading(tmp_path, options, message):
+    """Checked against the file size (and, for compressed pixels, a bound on compression) and the
+    size of one strip or tile, when the file is opened: nothing the header claims is allocated."""
+    raw = forged_tiff(tmp_path / "forged.tif", **options)
+    before = sha256(raw)
+    with pytest.raises(CycledeconError) as info:
+        io.read_stack(raw, voxel_size=VoxelSize(0.25, 0.1, 0.1))
+    text = str(info.value)
+    assert text.startswith(f"{raw}: ") and "\n" not in text and __import__("re").search(message, text), text
+    assert sha256(raw) == before
+

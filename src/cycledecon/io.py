@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import warnings
@@ -37,6 +38,12 @@ DEFAULT_CHUNKS = (32, 128, 128)
 #: No pyramid level is made whose largest lateral size would fall below this.
 MIN_PYRAMID_SIZE = 64
 MAX_PYRAMID_LEVELS = 5
+#: Most bytes of pixels read at once: one strip or tile of a raw TIFF. Microscope frames are far
+#: smaller, and planes larger than this are stored tiled; a larger block is refused, not allocated.
+MAX_READ_BYTES = 2**30
+#: How many times its file size a compressed TIFF's pixels may claim: deflate cannot pack data
+#: more than about 1032:1 and LZW a few thousand; noisy microscope stacks compress far less.
+MAX_COMPRESSION_RATIO = 4096
 
 _UNIT_TO_UM = {
     "nm": 1e-3, "nanometer": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0,
@@ -77,15 +84,18 @@ def read_stack(
         with _tifffile_errors() as errors, tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
+            compressed = series.keyframe.compression != tifffile.COMPRESSION.NONE
+            check_claimed_size(path, shape, dtype, compressed, _stored_bytes(path, series))
             file_voxel_size, source = _voxel_size_from_metadata(tif)
-            store = series.aszarr()
+            array = zarr.open_array(series.aszarr(), mode="r")
+            check_chunk_size(path, array.chunks, dtype)
     except (tifffile.TiffFileError, ValueError, IndexError, OSError) as exc:
         raise CycledeconError(f"{path}: not a readable TIFF, or truncated ({exc})") from None
     if errors:
         raise CycledeconError(f"{path}: not a readable TIFF, or truncated ({errors[0]})")
     if dtype.kind not in "uif":
         raise CycledeconError(f"{path}: unsupported pixel type {dtype}; need integer or float")
-    data = da.from_zarr(zarr.open_array(store, mode="r"))
+    data = da.from_zarr(array)
     data = _to_zyx(data, axes, channel, path)
     if voxel_size is None:
         if file_voxel_size is None:
@@ -106,19 +116,68 @@ def read_stack(
     return Stack(data=data, voxel_size=voxel_size, metadata=metadata)
 
 
+def check_claimed_size(path: Path, shape: Sequence[int], dtype: np.dtype, compressed: bool, stored: int) -> None:
+    """Refuse a header that claims more pixel data than the file holds, before anything is read.
+
+    Uncompressed pixels are stored as they are, so their size (shape × item size) cannot exceed the
+    `stored` bytes; compressed ones cannot exceed them by more than MAX_COMPRESSION_RATIO. A forged
+    header (a tiny file claiming 100000² pages) would otherwise make the reader allocate its claim.
+    """
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > stored * (MAX_COMPRESSION_RATIO if compressed else 1):
+        limit = f", beyond {MAX_COMPRESSION_RATIO}:1 compression" if compressed else ""
+        raise CycledeconError(
+            f"{path}: not a readable TIFF, or truncated (its header claims {'×'.join(map(str, shape))} {dtype}, "
+            f"{_human_bytes(claimed)} of pixels, stored in {_human_bytes(stored)}{limit})"
+        )
+
+
+def _stored_bytes(path: Path, series: tifffile.TiffPageSeries) -> int:
+    """Bytes of the files that hold a series' pages: this file, plus the others of a multi-file
+    OME-TIFF (Micro-Manager splits large acquisitions into several)."""
+    files = {path.resolve()} | {Path(page.parent.filehandle.path).resolve() for page in series.pages if page is not None}
+    return sum(f.stat().st_size for f in files)
+
+
+def check_chunk_size(path: Path, chunks: Sequence[int], dtype: np.dtype) -> None:
+    """Refuse a file whose strips or tiles (the blocks read at once) exceed MAX_READ_BYTES, so that
+    reading never allocates more than that per block whatever the header says."""
+    block = math.prod(chunks) * dtype.itemsize
+    if block > MAX_READ_BYTES:
+        raise CycledeconError(
+            f"{path}: its pixels are stored in blocks of {'×'.join(map(str, chunks))} {dtype} ({_human_bytes(block)}), "
+            f"more than the {_human_bytes(MAX_READ_BYTES)} read at once; save it in smaller strips or tiles"
+        )
+
+
+def _human_bytes(count: int) -> str:
+    """A byte count with a binary unit, for messages."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def _tifffile_errors() -> Iterator[list[str]]:
     """Collect the errors tifffile logs instead of raising (it skips corrupt pages of a
-    truncated file and would silently hand back fewer planes)."""
+    truncated file and would silently hand back fewer planes). They are held back from the log
+    meanwhile (warnings pass): the first becomes the caller's one-line error."""
     messages: list[str] = []
-    handler = logging.Handler(logging.ERROR)
-    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+
+    def collect(record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        messages.append(record.getMessage())
+        return False
+
     logger = logging.getLogger("tifffile")
-    logger.addHandler(handler)
+    logger.addFilter(collect)
     try:
         yield messages
     finally:
-        logger.removeHandler(handler)
+        logger.removeFilter(collect)
 
 
 def _to_zyx(data: da.Array, axes: str, channel: int | None, path: Path) -> da.Array:
