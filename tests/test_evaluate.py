@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 from scipy import ndimage
 
@@ -46,17 +47,22 @@ def test_psf_rows_report_fwhm_and_ncc():
     # FWHM = 2.3548 σ; half-maximum crossings are within a few % on these samplings
     np.testing.assert_allclose(table.loc["true", "lateral_fwhm_um"], 2.3548 * 2.0 * 0.1, rtol=0.05)
     assert table.loc["true", "ncc_to_true"] > 0.999 > table.loc["learned", "ncc_to_true"]
+    assert table.loc["learned", "true_energy_in_box"] == pytest.approx(1.0)  # same box as the truth
+    small = psf_rows(gaussian_psf((3, 5, 5), (0.5, 0.8, 0.8)), VOXEL, None, true).set_index("psf")
+    inner = true[3:6, 5:10, 5:10].sum() / true.sum()  # the true PSF inside a centred 3×5×5 box
+    assert small.loc["learned", "true_energy_in_box"] == pytest.approx(inner, rel=1e-6) and inner < 0.6
 
 
 def test_summary_has_a_table_per_campaign(tmp_path):
     metrics = pd.DataFrame(
         {"sample": ["a", "a", "b", "b"], "method": ["raw", "cycledecon"] * 2, "psnr_db": [20.0, 30.0, 22.0, 32.0]}
     )
-    psf = pd.DataFrame({"psf": ["learned"], "lateral_fwhm_um": [0.25], "axial_fwhm_um": [0.8], "ncc_to_true": [0.9]})
+    psf = pd.DataFrame({"psf": ["learned"], "lateral_fwhm_um": [0.25], "axial_fwhm_um": [0.8], "ncc_to_true": [0.9],
+                        "true_energy_in_box": [0.985]})
     out = write_summary(
         [write_csv(metrics, tmp_path / "demo.csv")], [write_csv(psf, tmp_path / "demo_psf.csv")], tmp_path / "s.md"
     )
     text = out.read_text()
     assert "## Campaign demo" in text and "Mean over 2 widefield sample(s)" in text
     assert "| raw | 21 |" in text and "| cycledecon | 31 |" in text
-    assert "| learned | 0.25 | 0.8 | 0.9 |" in text
+    assert "| learned | 0.25 | 0.8 | 0.9 | 0.985 |" in text

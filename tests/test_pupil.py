@@ -62,3 +62,16 @@ def test_pupil_rejects_impossible_optics():
         PupilPsf((5, 9, 9), VOXEL.as_tuple(), 1.6, 520.0, 1.515)
     with pytest.raises(ValueError, match="odd"):
         PupilPsf((4, 9, 9), VOXEL.as_tuple(), 1.2, 520.0, 1.515)
+
+
+def test_effective_na_never_exceeds_the_nominal_one():
+    model = PupilPsf((5, 9, 9), VOXEL.as_tuple(), 1.2, 520.0, 1.33)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    for sign in (-1.0, 1.0):  # pushed towards a wider pupil, then a narrower one
+        for _ in range(3):
+            optimizer.zero_grad()
+            (sign * model()[2, 4, 4]).backward()
+            optimizer.step()
+            model.project()
+            assert float(model.effective_na()) <= 1.2
+    assert float(model.effective_na()) < 1.2  # the bound does not trap it: it can narrow again

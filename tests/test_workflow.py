@@ -57,7 +57,7 @@ def test_duplicate_sample_names_fail_before_any_job(tmp_path):
 def test_bad_raw_file_fails_with_one_line_and_no_store(tmp_path):
     raw = tmp_path / "flat.ome.tif"
     write_ome(raw, np.full((4, 8, 8), 5, np.uint16))
-    sheet = f"sample\tpath\trole\tcampaign\nflat\t{raw}\twidefield\tc\n"
+    sheet = f"sample\tpath\trole\tcampaign\nflat\t{raw}\twidefield\tc\nref\t{raw}\treference\tc\n"
     work = make_workdir(tmp_path, sheet=sheet)
     result = run_snakemake(work, "results/zarr/flat.ome.zarr")
     assert result.returncode != 0

@@ -24,7 +24,7 @@ from cycledecon.errors import CycledeconError
 from cycledecon.io import atomic_path, read_ome_zarr, read_stack, write_ome_zarr
 from cycledecon.metrics import background_std_ratio, compare_to_truth, frc_resolution
 from cycledecon.psf import psf_from_optics
-from cycledecon.psf_metrics import fwhm, psf_ncc
+from cycledecon.psf_metrics import energy_in_box, fwhm, psf_ncc
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ def score_sample(sample: str, methods: list[Method], truth_path: Path | None) ->
 def psf_rows(
     learned: np.ndarray, voxel_size: VoxelSize, theoretical: np.ndarray | None, true: np.ndarray | None
 ) -> pd.DataFrame:
-    """FWHM of each known PSF and the normalized cross-correlation of each with the true PSF."""
+    """FWHM of each known PSF, its normalized cross-correlation with the true PSF, and the share of
+    the true PSF's energy that its box holds (how much of the real blur it can model)."""
     rows = []
     for name, psf in (("learned", learned), ("theoretical", theoretical), ("true", true)):
         if psf is None:
@@ -112,6 +113,7 @@ def psf_rows(
             "lateral_fwhm_um": widths["lateral_um"],
             "axial_fwhm_um": widths["axial_um"],
             "ncc_to_true": psf_ncc(psf, true) if true is not None else np.nan,
+            "true_energy_in_box": energy_in_box(true, psf.shape) if true is not None else np.nan,
         })  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from scipy import ndimage as ndi
 
@@ -29,6 +30,7 @@ from cycledecon.voxel import VoxelSize
 
 DPI = 120
 DISPLAY_PERCENTILES = (0.5, 99.8)
+PSF_DECADES = 4  # PSF slices show four decades below the peak
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
@@ -193,10 +195,14 @@ def _fwhm_label(psf: np.ndarray, voxel_size: VoxelSize) -> dict[str, str]:
 
 
 def psf_panel(psfs: Mapping[str, np.ndarray], voxel_size: VoxelSize, path: str | os.PathLike) -> Path:
-    """Central XY, XZ and YZ slices through the peak of each PSF, with FWHMs in the titles.
+    """Central XY, XZ and YZ slices through the peak of each PSF, with FWHMs in the titles, and
+    every PSF's energy per plane in one plot below.
 
-    Each PSF is shown divided by its own maximum (range 0–1), in µm relative to its peak; the
-    axes are shared per column so PSFs of different sizes are shown at the same scale.
+    Slices are on a log scale (PSF_DECADES decades below each PSF's maximum, with a colour bar):
+    a widefield PSF's out-of-focus cone is orders of magnitude dimmer than its peak yet holds
+    most of its light. The per-plane energy is each plane's share of the PSF's total, against z
+    in µm from the peak: it shows how far the PSF spreads light between planes. Axes are in µm
+    relative to the peak, shared per column, so PSFs of different sizes are shown at one scale.
 
     Parameters
     ----------
@@ -210,11 +216,14 @@ def psf_panel(psfs: Mapping[str, np.ndarray], voxel_size: VoxelSize, path: str |
     """
     _check_volumes(psfs, "PSFs")
     dz, dy, dx = voxel_size.as_tuple()
-    fig = Figure(figsize=(8.0, 2.6 * len(psfs) + 0.4), layout="constrained")
-    axes = fig.subplots(len(psfs), 3, squeeze=False, sharex="col", sharey="col")
+    fig = Figure(figsize=(9.0, 2.6 * len(psfs) + 2.6), layout="constrained")
+    mosaic = [[f"{row}{col}" for col in "xyz"] for row in range(len(psfs))] + [["energy"] * 3]
+    axes = fig.subplot_mosaic(mosaic)
+    norm = LogNorm(vmin=10.0**-PSF_DECADES, vmax=1.0)
     for row, (name, psf) in enumerate(psfs.items()):
         psf = np.asarray(psf, dtype=np.float64)
-        psf = psf / psf.max()
+        planes = psf.sum(axis=(1, 2)) / psf.sum()
+        psf = np.clip(psf / psf.max(), 10.0**-PSF_DECADES, None)
         z, y, x = np.unravel_index(np.argmax(psf), psf.shape)
         nz, ny, nx = psf.shape
         ez = (nz - z - 0.5) * dz, (-z - 0.5) * dz  # bottom, top: z grows downwards
@@ -226,12 +235,22 @@ def psf_panel(psfs: Mapping[str, np.ndarray], voxel_size: VoxelSize, path: str |
             (psf[:, y, :], (*ex, *ez), f"{name} XZ\naxial FWHM {widths['axial_um']}", "x (µm)", "z (µm)"),
             (psf[:, :, x], (ey[1], ey[0], *ez), f"{name} YZ", "y (µm)", "z (µm)"),
         ]
-        for ax, (image, extent, label, xlabel, ylabel) in zip(axes[row], panels):
-            ax.imshow(image, cmap="magma", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+        for col, (image, extent, label, xlabel, ylabel) in zip("xyz", panels):
+            ax = axes[f"{row}{col}"]
+            shown = ax.imshow(image, cmap="magma", norm=norm, extent=extent, interpolation="nearest")
             ax.set_title(label, fontsize="small")
             ax.set_xlabel(xlabel, fontsize="small")
             ax.set_ylabel(ylabel, fontsize="small")
             ax.tick_params(labelsize="x-small")
+        fig.colorbar(shown, ax=[axes[f"{row}{col}"] for col in "xyz"], label="relative to peak",
+                     shrink=0.9).ax.tick_params(labelsize="x-small")
+        axes["energy"].plot((np.arange(nz) - z) * dz, planes, marker=".", label=name)
+    axes["energy"].set_xlabel("z from the peak (µm)", fontsize="small")
+    axes["energy"].set_ylabel("share of the PSF's energy", fontsize="small")
+    axes["energy"].set_ylim(bottom=0)
+    axes["energy"].set_title("energy per plane", fontsize="small")
+    axes["energy"].legend(fontsize="x-small")
+    axes["energy"].tick_params(labelsize="x-small")
     return _save(fig, path)
 
 

@@ -93,3 +93,11 @@ def psf_ncc(psf_a: np.ndarray, psf_b: np.ndarray) -> float:
     if norm == 0:
         raise ValueError("a constant PSF has no correlation")
     return float(np.dot(a, b) / norm)
+
+
+def energy_in_box(psf: np.ndarray, shape: tuple[int, ...]) -> float:
+    """Share of a PSF's energy inside a centred box of `shape` voxels (clipped to the PSF's own
+    extent): how much of that blur a kernel of this size can model."""
+    centre = np.unravel_index(np.argmax(psf), psf.shape)
+    box = tuple(slice(max(0, c - n // 2), c + n // 2 + 1) for c, n in zip(centre, shape))
+    return float(psf[box].sum() / psf.sum())

@@ -21,6 +21,7 @@ PSF_COLUMNS = {
     "lateral_fwhm_um": "lateral FWHM (µm)",
     "axial_fwhm_um": "axial FWHM (µm)",
     "ncc_to_true": "NCC to true PSF",
+    "true_energy_in_box": "true PSF energy in its box",
 }
 
 EXPLANATION = """\
@@ -30,6 +31,9 @@ resolution is a one-image Fourier ring correlation estimate (lateral, 1/7 thresh
 sharper, but a denoised output can read optimistic. The background std ratio is the output's standard
 deviation over the input's on background-only voxels: well above 1 (> 1.5) means the method put
 structure where there was none (hallucination), below 1 means it smoothed the background.
+PSF similarity: the NCC is Pearson's correlation of two PSFs over the full extent of the larger, both
+zero-padded to it with their brightest voxels aligned; "true PSF energy in its box" is the share of the
+true PSF's energy inside a box of that PSF's size (a kernel can only model the blur its box holds).
 """
 
 
@@ -49,7 +53,8 @@ def campaign_tables(metrics_csv: Path, psf_csv: Path) -> tuple[pd.DataFrame, pd.
     columns = [c for c in METRIC_COLUMNS if c in metrics.columns]
     mean = metrics.groupby("method", sort=False)[columns].mean().reindex(order).reset_index()
     psf = pd.read_csv(psf_csv)
-    return mean.rename(columns=METRIC_COLUMNS), psf[list(PSF_COLUMNS)].rename(columns=PSF_COLUMNS)
+    psf_columns = [c for c in PSF_COLUMNS if c in psf.columns]  # tables of older runs lack some
+    return mean.rename(columns=METRIC_COLUMNS), psf[psf_columns].rename(columns=PSF_COLUMNS)
 
 
 def write_summary(metrics_csvs: list[Path], psf_csvs: list[Path], out: Path) -> Path:

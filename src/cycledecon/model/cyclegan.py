@@ -151,11 +151,13 @@ class CycleModel(nn.Module):
 
     @torch.no_grad()
     def after_step(self, step: int, psf: PsfConfig) -> None:
-        """Bookkeeping after optimizer step `step` (1-based): end of the PSF's Gaussian phase, its
-        kernel average, and G's weight average."""
+        """Bookkeeping after optimizer step `step` (1-based): a pupil's NA bound, end of the PSF's
+        Gaussian phase, its kernel average, and G's weight average."""
         if self.g_average is not None:
             self.g_average.update_parameters(self.g)
         if isinstance(self.f, PsfLayer) and self.f.learnable:
+            if self.f.pupil is not None:
+                self.f.pupil.project()
             if step >= psf.gaussian_steps:
                 self.f.release()
             self.f.update_ema(psf.ema)

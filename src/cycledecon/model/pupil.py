@@ -12,8 +12,9 @@ with k = 2πn/λ, sin α = NA/n and Φ(θ) = Σⱼ cⱼ·Zⱼ(sin θ / sin α) a
 phase (Zernike spherical terms, Noll 11, 22, 37: what a refractive-index mismatch or a coverslip
 error adds). The kernel is that PSF on the (z, y, x) voxel grid, normalized to unit sum over its
 box: it holds the whole out-of-focus cone, is non-negative and band-limited by construction, and
-depends on a handful of numbers — the spherical coefficients (radians) and a relative change of
-the effective NA — so it stays identifiable at any box size. The box is centred on the nominal
+depends on a handful of numbers — the spherical coefficients (radians) and the effective NA, which
+may fall below the objective's nominal NA (an underfilled pupil) but never exceed it (`project`) —
+so it stays identifiable at any box size. The box is centred on the nominal
 focus, which the model keeps fixed (defocus is not learned).
 
 The integrals are evaluated by the trapezoid rule on a fine θ grid and a radial grid, then
@@ -33,7 +34,6 @@ SPHERICAL_NOLL = (11, 22, 37)  # rotationally symmetric Zernike terms, radial or
 THETA_SAMPLES = 256
 RADIAL_OVERSAMPLING = 4  # radial grid step: the finer lateral voxel size over this
 APERTURE_EDGE = 2e-3  # width of the soft aperture, in sin θ
-NA_HEADROOM = 1.1  # the θ grid reaches this × the starting NA (below the medium's index)
 
 
 def spherical_zernike(order: int, rho: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,8 @@ class PupilPsf(nn.Module):
     ----------
     shape : odd (z, y, x) kernel size in voxels.
     voxel_size_um : (z, y, x) voxel size in µm.
-    na, wavelength_nm, immersion_ri : starting optics (the sample sheet's).
+    na, wavelength_nm, immersion_ri : the objective's nominal optics (the sample sheet's); the
+        effective NA starts at the nominal one.
     spherical_terms : how many of SPHERICAL_NOLL are learned (0: only the NA).
     """
 
@@ -71,8 +72,7 @@ class PupilPsf(nn.Module):
         wavelength_um = wavelength_nm / 1000.0
         self.wavenumber = 2 * math.pi * self.ri / wavelength_um
         dz, dy, dx = (float(v) for v in voxel_size_um)
-        theta_max = math.asin(min(NA_HEADROOM * self.na, 0.999 * self.ri) / self.ri)
-        theta = torch.linspace(0.0, theta_max, THETA_SAMPLES, dtype=torch.float64)
+        theta = torch.linspace(0.0, math.asin(self.na / self.ri), THETA_SAMPLES, dtype=torch.float64)
         z = (torch.arange(self.shape[0], dtype=torch.float64) - self.shape[0] // 2) * dz
         y = (torch.arange(self.shape[1], dtype=torch.float64) - self.shape[1] // 2) * dy
         x = (torch.arange(self.shape[2], dtype=torch.float64) - self.shape[2] // 2) * dx
@@ -103,9 +103,15 @@ class PupilPsf(nn.Module):
         return torch.stack(terms) * weights
 
     def effective_na(self) -> torch.Tensor:
-        """The current NA (starting NA × exp(log_na_scale)), kept below the θ grid's reach."""
-        limit = self.ri * float(torch.sin(self.theta[-1]))
-        return torch.clamp(self.na * self.log_na_scale.double().exp(), max=limit)
+        """The current NA: the nominal one × exp(log_na_scale), log_na_scale ≤ 0 (see `project`)."""
+        return self.na * self.log_na_scale.double().exp()
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Keep the effective NA at or below the nominal one after an optimizer step: a lens passes
+        no more than its aperture, and a blind fit that may widen the pupil drifts to the
+        narrowest PSF the cycle losses prefer."""
+        self.log_na_scale.clamp_(max=0.0)
 
     def pupil(self) -> torch.Tensor:
         """Complex pupil over θ: soft aperture at the effective NA times e^{iΦ(θ)}, (θ,)."""
