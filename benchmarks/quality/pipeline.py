@@ -9,7 +9,9 @@ Layout under ``<work>/<preset>/<case>/``:
   use the train and deconvolve rules (``--allowed-rules``), so every variant trains on the very
   same patches and deconvolves the very same stacks, and a case's data is made once, not nine
   times (one Snakemake job costs seconds of interpreter start-up on 2 cores);
-* ``frozen_psf.ome.tif`` — the true PSF cropped to the PSF layer's size, for the non-blind method.
+* the non-blind method's frozen PSF is ``data/resources/demo/true_psf.ome.tif`` itself, whole;
+* ``data/results/patch_centres/`` — the same patches without their context margin, for the methods
+  that train without one (`suite.WITHOUT_CONTEXT`); their ``results/patches`` link points there.
 
 A variant runs either as its own Snakemake run (`train_and_deconvolve`) or, where one Snakemake
 run per variant costs more than the training itself (2 CPU cores, `--quick`), by calling the very
@@ -26,26 +28,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import tifffile
 import torch
 import yaml
+import zarr
 
-from suite import CASES, PRESETS, Case, case_config
+from suite import CASES, PRESETS, WITHOUT_CONTEXT, Case, case_config
 
-from cycledecon.evaluate import load
 from cycledecon.infer import deconvolve_file
-from cycledecon.io import write_ome_tiff
-from cycledecon.psf import normalize_psf
-from cycledecon.train import BLIND_STAGE, CHECKPOINT, train
+from cycledecon.io import atomic_path
+from cycledecon.train import ARRAYS, BLIND_STAGE, CHECKPOINT, train
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 CAMPAIGN = "bench"
 WIDEFIELD = ("wf_01", "wf_02", "wf_03")
 REFERENCES = ("ref_01", "ref_02", "ref_03")
-SHARED = ("resources/demo", "results/normalized", "results/patches")
+SHARED = ("resources/demo", "results/normalized")
+PATCHES, CENTRES = "results/patches", "results/patch_centres"
+STORE = f"{CAMPAIGN}/patches.zarr"
 TRUE_PSF = "resources/demo/true_psf.ome.tif"
 
 
@@ -60,6 +62,12 @@ class Variant:
     @property
     def model_dir(self) -> Path:
         return self.directory / "results" / "models" / CAMPAIGN
+
+    @property
+    def patches(self) -> str:
+        """Where in the case's data directory its patches are: with their context margin, or only
+        their centres for a method that trains without one."""
+        return CENTRES if self.method in WITHOUT_CONTEXT else PATCHES
 
     def deconvolved(self, sample: str) -> Path:
         return self.directory / "results" / "deconvolved" / f"{sample}.ome.zarr"
@@ -103,13 +111,14 @@ def write_workdir(directory: Path, config: dict[str, Any], sheet: pd.DataFrame) 
     return path
 
 
-def link_shared(directory: Path, data: Path) -> None:
+def link_shared(variant: Variant, data: Path) -> None:
     """Point the variant's data paths at the case's data directory (idempotent)."""
-    for relative in SHARED:
-        link = directory / relative
+    sources = {**{relative: relative for relative in SHARED}, PATCHES: variant.patches}
+    for relative, source in sources.items():
+        link = variant.directory / relative
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():
-            link.symlink_to((data / relative).resolve(), target_is_directory=True)
+            link.symlink_to((data / source).resolve(), target_is_directory=True)
 
 
 def snakemake(directory: Path, config_path: Path, targets: list[str],
@@ -133,17 +142,37 @@ def snakemake(directory: Path, config_path: Path, targets: list[str],
 
 
 def make_data(directory: Path, config: dict[str, Any], sheet: pd.DataFrame) -> float:
-    """Generate, ingest, normalize and cut patches of a case; returns the wall time."""
+    """Generate, ingest, normalize and cut patches of a case, and the patches' centres; returns
+    the wall time."""
+    started = time.perf_counter()
     config_path = write_workdir(directory, config, sheet)
-    targets = [TRUE_PSF, f"results/patches/{CAMPAIGN}/patches.zarr",
-               *(f"results/normalized/{s}.ome.zarr" for s in WIDEFIELD)]
-    return snakemake(directory, config_path, targets)
+    targets = [TRUE_PSF, f"{PATCHES}/{STORE}", *(f"results/normalized/{s}.ome.zarr" for s in WIDEFIELD)]
+    snakemake(directory, config_path, targets)
+    write_centres(directory / PATCHES / STORE, directory / CENTRES / STORE)
+    return time.perf_counter() - started
+
+
+def write_centres(source: Path, target: Path) -> None:
+    """The patch store `source` without its context margin: the same patches, the same attributes,
+    context 0. Rewritten only when `source` is newer, so Snakemake sees no new input on a rerun."""
+    if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+        return
+    shutil.rmtree(target, ignore_errors=True)
+    group = zarr.open_group(str(source), mode="r")
+    margin = group.attrs["context_voxels"]
+    with atomic_path(target) as tmp:
+        out = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        for name in ARRAYS:
+            array = group[name]
+            centre = array[(slice(None), *(slice(m, n - m) for m, n in zip(margin, array.shape[1:])))]
+            out.create_array(name, data=centre, chunks=(1, *centre.shape[1:]))
+        out.attrs.update({**group.attrs, "context_voxels": [0, 0, 0]})
 
 
 def train_and_deconvolve(variant: Variant, config: dict[str, Any], sheet: pd.DataFrame, data: Path) -> float:
     """Train one variant on the case's patches and deconvolve the widefield stacks; returns the wall time."""
     config_path = write_workdir(variant.directory, config, sheet)
-    link_shared(variant.directory, data)
+    link_shared(variant, data)
     targets = [f"results/models/{CAMPAIGN}/model.pt",
                *(f"results/deconvolved/{s}.ome.zarr" for s in WIDEFIELD)]
     return snakemake(variant.directory, config_path, targets, allowed_rules=["train", "deconvolve"])
@@ -163,7 +192,7 @@ def train_and_deconvolve_in_process(variant: Variant, config: dict[str, Any], sh
     started = time.perf_counter()
     model = variant.model_dir / "model.pt"
     if not model.exists():
-        train(data / "results" / "patches" / CAMPAIGN / "patches.zarr", variant.model_dir, config["train"],
+        train(data / variant.patches / STORE, variant.model_dir, config["train"],
               reference_psf=tifffile.imread(data / TRUE_PSF))
     for sample in WIDEFIELD:
         if not variant.deconvolved(sample).exists():
@@ -189,16 +218,7 @@ def continue_from(blind: Variant, refined: Variant) -> None:
         shutil.copyfile(blind.model_dir / CHECKPOINT, target)
 
 
-def crop_around_peak(psf: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """The `shape` window of `psf` centred on its brightest voxel, renormalized to unit sum."""
-    peak = np.unravel_index(np.argmax(psf), psf.shape)
-    window = tuple(slice(p - n // 2, p + n // 2 + 1) for p, n in zip(peak, shape))
-    if any(s.start < 0 or s.stop > n for s, n in zip(window, psf.shape)):
-        raise ValueError(f"a {shape} window around the peak {peak} leaves the PSF {psf.shape}")
-    return normalize_psf(psf[window])
-
-
-def write_frozen_psf(data: Path, shape: tuple[int, int, int], path: Path) -> Path:
-    """The true PSF at the PSF layer's size, which the non-blind method keeps fixed."""
-    psf, voxel_size = load(data / TRUE_PSF)
-    return write_ome_tiff(crop_around_peak(psf, shape), path, voxel_size)
+def frozen_psf(data: Path) -> Path:
+    """The non-blind method's PSF file: the case's true PSF whole, as the demo rule wrote it (train
+    uses a `psf.file` at its full extent; the preset's context margin holds its radius)."""
+    return (data / TRUE_PSF).resolve()

@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("case", choices=[c.name for c in CASES])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", type=json.loads, default={}, help="JSON merged over the preset's train: section")
-    parser.add_argument("--frozen", action="store_true", help="freeze the PSF layer at the true PSF (non-blind)")
+    parser.add_argument("--frozen", action="store_true", help="freeze the PSF layer at the whole true PSF (non-blind)")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "quality")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -41,10 +41,8 @@ def main() -> None:
 
     case, config, data = pipeline.quick_case(args.work, args.case)
     root = data.parent
-    kernel = tuple(args.train.get("psf", {}).get("shape_voxels", case.kernel_voxels))
-    frozen = pipeline.write_frozen_psf(data, kernel, root / "frozen_psf_{}x{}x{}.ome.tif".format(*kernel))
     method = NONBLIND if args.frozen else CYCLEDECON
-    train = deep_update(variant_train(config, method, args.seed, str(frozen.resolve())), args.train)
+    train = deep_update(variant_train(config, method, args.seed, str(pipeline.frozen_psf(data))), args.train)
     # one directory per (overrides, frozen, seed), so probes of different variants can run side by side
     digest = hashlib.sha256(json.dumps([args.train, args.frozen], sort_keys=True).encode()).hexdigest()[:8]
     variant = Variant("probe", args.seed, root / f"probe_{digest}_s{args.seed}")

@@ -134,10 +134,10 @@ def document(summary: pd.DataFrame, cases: list[Case], header: str) -> str:
     parts = ["# Quality benchmark", "", header, "",
              "PSNR and SSIM against the ground truth after the least-squares affine intensity match, averaged "
              "over a case's three widefield stacks; mean ± standard deviation over the seeds for trained "
-             "methods (and for RL with each seed's learned PSF). Richardson–Lucy uses, for every PSF, the "
-             "iteration count with the best PSNR (an oracle choice); with the true PSF it is the non-blind "
-             "oracle. FWHM errors are signed, relative to the true PSF. How to read and rerun this: "
-             "benchmarks/quality/README.md.", "",
+             "methods and for RL with the learned PSF (seed 0's alone in the quick preset). Richardson–Lucy "
+             "uses, for every PSF at its full extent, the iteration count with the best PSNR (an oracle "
+             "choice); with the true PSF it is the non-blind oracle. FWHM errors are signed, relative to "
+             "the true PSF. How to read and rerun this: benchmarks/quality/README.md.", "",
              "## PSNR (dB) per case", "", overview(summary, cases), "",
              "## Verdicts (cycledecon, by mean PSNR and mean SSIM; 'yes' or 'no' only beyond the combined "
              "seed spread)", ""]

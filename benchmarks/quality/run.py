@@ -1,6 +1,6 @@
 """Quality benchmark (issue 7): blind cycledecon against raw, Richardson–Lucy and a two-generator CycleGAN.
 
-    .venv/bin/python benchmarks/quality/run.py --quick      # 2 CPU cores (2 jobs × 1 thread), under 30 minutes
+    .venv/bin/python benchmarks/quality/run.py --quick      # 2 CPU cores (2 jobs × 1 thread), about 40 minutes
     .venv/bin/python benchmarks/quality/run.py              # one GPU, the full sizes
     .venv/bin/python benchmarks/quality/run.py --quick --cases filaments puncta
     .venv/bin/python benchmarks/quality/run.py --quick --work /tmp/rerun --out /tmp/rerun-results \\
@@ -26,7 +26,8 @@ import os
 import platform
 import subprocess
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -35,8 +36,9 @@ import torch
 import pipeline
 import report
 from pipeline import REPO, Variant
-from scoring import METHODS, CaseData, learned_psf, score_case
-from suite import CASES, CYCLEDECON, PRESETS, REFINED, Case, Preset, case_config, variant_train
+from scoring import (METHODS, RL_LEARNED, CaseData, RlKey, fixed_psfs, learned_psf, richardson_lucy_at_best,
+                     score_case)
+from suite import CASES, CYCLEDECON, PRESETS, REFINED, Case, Preset, case_config, preset_settings, variant_train
 
 from cycledecon.io import atomic_path
 
@@ -46,7 +48,7 @@ RUNNERS = {"snakemake": pipeline.train_and_deconvolve, "in-process": pipeline.tr
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the 2-core CPU preset (under 30 minutes)")
+    parser.add_argument("--quick", action="store_true", help="the 2-core CPU preset (about 40 minutes)")
     parser.add_argument("--cases", nargs="+", choices=[c.name for c in CASES], help="a subset of the cases")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "quality")
     parser.add_argument("--out", type=Path, help="receives quality.md and quality/ (default: benchmarks/results "
@@ -67,15 +69,28 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def run_case(case: Case, preset: Preset, base: dict, work: Path, runner, figures_dir: Path,
-             pool: ProcessPoolExecutor) -> pd.DataFrame:
-    """Data, every (method, seed), scores and figures of one case; returns its score rows."""
+@dataclass
+class CaseRun:
+    """One case under way: its data, and the pool's work on it (trained variants and RL runs)."""
+
+    case: Case
+    data: CaseData
+    submitted: list[tuple[Variant, Future]]
+    rl: dict[RlKey, Future]
+
+
+def start_case(case: Case, preset: Preset, base: dict, work: Path, runner, pool: ProcessPoolExecutor) -> CaseRun:
+    """Make a case's data and queue its work in the pool: RL with the fixed PSFs, then every
+    (method, seed). Returns at once (but for a refined variant, which waits for its blind run), so
+    the next case's data is made while this one trains."""
     config = case_config(base, preset, case)
     root, sheet = work / preset.name / case.name, pipeline.sample_sheet(case.sheet_optics)
     data = root / "data"
     seconds = pipeline.make_data(data, config, sheet)
     print(f"[{case.name}] data (demo → patches, Snakemake): {seconds:.0f} s", flush=True)
-    frozen = pipeline.write_frozen_psf(data, case.kernel_voxels, root / "frozen_psf.ome.tif")
+    case_data = CaseData.load(data, case.sheet_optics, tuple(config["evaluate"]["theoretical_psf_shape"]))
+    rl = {key: pool.submit(richardson_lucy_at_best, case_data, psf) for key, psf in fixed_psfs(case_data).items()}
+    frozen = pipeline.frozen_psf(data)
     submitted = []
     for method in preset.methods:  # REFINED last: it waits for the blind variant of its seed
         for seed in preset.seeds:
@@ -84,25 +99,35 @@ def run_case(case: Case, preset: Preset, base: dict, work: Path, runner, figures
                 blind, future = next((v, f) for v, f in submitted if v.method == CYCLEDECON and v.seed == seed)
                 future.result()
                 pipeline.continue_from(blind, variant)
-            train_config = variant_train(config, method, seed, str(frozen.resolve()))
+            train_config = variant_train(config, method, seed, str(frozen))
             submitted.append((variant, pool.submit(runner, variant, {**config, "train": train_config},
                                                    sheet, data)))
+    return CaseRun(case, case_data, submitted, rl)
+
+
+def finish_case(run: CaseRun, preset: Preset, figures_dir: Path, pool: ProcessPoolExecutor) -> pd.DataFrame:
+    """Wait for a case's variants, queue RL with their learned PSFs, then score and draw the case;
+    returns its score rows."""
+    case, case_data = run.case, run.data
     variants = []
-    for variant, future in submitted:
+    for variant, future in run.submitted:
         wall = future.result()
         print(f"[{case.name}] {variant.method} seed {variant.seed}: training "
               f"{pipeline.training_seconds(variant):.0f} s, train + deconvolve {wall:.0f} s", flush=True)
         variants.append(variant)
+        if variant.method == CYCLEDECON and preset.rl_with_learned(variant.seed):
+            run.rl[(RL_LEARNED, variant.seed)] = pool.submit(richardson_lucy_at_best, case_data,
+                                                             learned_psf(variant))
     started = time.perf_counter()
-    case_data = CaseData.load(data, case.sheet_optics, tuple(config["evaluate"]["theoretical_psf_shape"]))
-    scorer = score_case(case.name, case_data, variants, pipeline.training_seconds)
+    scorer = score_case(case.name, case_data, variants, pipeline.training_seconds,
+                        {key: future.result() for key, future in run.rl.items()})
     first_learned = next(v for v in variants if v.method == CYCLEDECON)
     psfs = {"learned (seed 0)": learned_psf(first_learned), "theoretical": case_data.theoretical_psf,
             "true": case_data.true_psf}
     volumes = {m: scorer.figure[m] for m in METHODS if m in scorer.figure}
     first = pipeline.WIDEFIELD[0]
     report.case_figures(case.name, volumes, case_data.truths[first], psfs, case_data.voxel_size, figures_dir)
-    print(f"[{case.name}] scores and figures: {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"[{case.name}] remaining RL, scores and figures: {time.perf_counter() - started:.0f} s", flush=True)
     return pd.DataFrame(scorer.rows)
 
 
@@ -115,12 +140,15 @@ def code_version() -> str:
 
 def header(preset: Preset, runner_name: str, jobs: int, seconds: float, commit: str) -> str:
     """What was run, where and how long it took."""
-    train = preset.overrides["train"]
+    settings = preset_settings(preset)
+    train, patches, psf = settings["train"], settings["patches"], settings["train"]["psf"]
     return (f"Preset `{preset.name}` (`benchmarks/quality/run.py{' --quick' if preset.name == 'quick' else ''}`), "
             f"commit {commit}, {platform.machine()} with {len(os.sched_getaffinity(0))} cores; "
             f"seeds {', '.join(map(str, preset.seeds))}; trained methods run {runner_name}, "
             f"{jobs} at a time ({torch.get_num_threads()} torch threads each); "
-            f"stacks {preset.overrides['demo']['shape']} voxels, patches {preset.overrides['patches']['shape']}, "
+            f"stacks {settings['demo']['shape']} voxels, true PSF {settings['demo']['psf_shape']} (whole), "
+            f"patches {patches['shape']} with a {patches['context_um']} µm context margin, "
+            f"PSF layer `{psf['parameterization']}` holding {psf['energy']:.0%} of the theoretical PSF's energy, "
             f"U-Net depth {train['generator']['depth']} × {train['generator']['base_channels']} channels, "
             f"{train['optim']['steps']} steps of batch {train['optim']['batch_size']}. "
             f"Whole run: {seconds / 60:.1f} min.")
@@ -155,8 +183,9 @@ def main() -> None:
     # spawn, not fork: a forked child inherits torch's thread pool in an undefined state
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=torch.set_num_threads, initargs=(args.threads,)) as pool:
-        scores = pd.concat([run_case(c, preset, base, args.work, RUNNERS[runner_name], figures_dir, pool)
-                            for c in cases], ignore_index=True)
+        # every case's data and training queued first, so the pool never waits for the next case's data
+        runs = [start_case(c, preset, base, args.work, RUNNERS[runner_name], pool) for c in cases]
+        scores = pd.concat([finish_case(r, preset, figures_dir, pool) for r in runs], ignore_index=True)
     seconds = time.perf_counter() - started
     part = {"cases": [c.name for c in cases], "header": header(preset, runner_name, args.jobs, seconds, commit)}
     table, parts = report.add_part(earlier_scores, parts, scores, part)
