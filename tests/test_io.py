@@ -259,3 +259,69 @@ def test_a_header_claiming_more_than_the_file_holds_is_refused_before_reading(tm
     assert text.startswith(f"{raw}: ") and "\n" not in text and __import__("re").search(message, text), text
     assert sha256(raw) == before
 
+
+
+# ------------------------------------------------------------------------ voxel size from metadata
+def imagej_without_resolution(path: Path, stack: np.ndarray) -> Path:
+    """An ImageJ hyperstack whose pages lack XResolution/YResolution (as some writers leave it):
+    tifffile always writes them, so their tag codes are renamed afterwards."""
+    import struct
+
+    tifffile.imwrite(path, stack, imagej=True, metadata={"spacing": 0.25, "unit": "um", "axes": "ZYX"})
+    with tifffile.TiffFile(path) as tif:
+        entries = [(tag.offset, {282: 290, 283: 291}[tag.code]) for page in tif.pages
+                   for tag in page.tags.values() if tag.code in (282, 283)]  # fmt: skip
+    with open(path, "r+b") as stream:
+        for offset, code in entries:
+            stream.seek(offset)
+            stream.write(struct.pack("<H", code))
+    return path
+
+
+def test_imagej_without_resolution_tags_takes_the_sheets_voxel_size(tmp_path, stack):
+    raw = imagej_without_resolution(tmp_path / "ij.tif", stack)
+    read = io.read_stack(raw, voxel_size=VoxelSize(0.3, 0.13, 0.13))
+    assert read.voxel_size == VoxelSize(0.3, 0.13, 0.13) and read.metadata["voxel_size_source"] == "sample sheet"
+    np.testing.assert_array_equal(read.data.compute(), stack)
+
+
+def test_imagej_without_resolution_tags_and_no_voxel_size_is_one_line(tmp_path, stack):
+    raw = imagej_without_resolution(tmp_path / "ij.tif", stack)
+    with pytest.raises(CycledeconError) as info:
+        io.read_stack(raw)
+    assert str(info.value) == (
+        f"{raw}: no voxel size in the file's metadata (its ImageJ metadata has no YResolution, XResolution tag); "
+        "give it (sheet columns dz_um, dy_um, dx_um, or --voxel-size Z Y X)"
+    )
+
+
+def _zero_resolution(path: Path, stack: np.ndarray) -> Path:
+    tifffile.imwrite(path, stack, imagej=True, resolution=(10.0, 10.0),
+                     metadata={"spacing": 0.25, "unit": "um", "axes": "ZYX"})  # fmt: skip
+    with tifffile.TiffFile(path, mode="r+") as tif:
+        tif.pages[0].tags["XResolution"].overwrite((0, 1))
+    return path
+
+
+NON_POSITIVE_METADATA = {
+    "OME size 0": (lambda p, s: write_ome(p, s, voxel_size=(0, 0.1, 0.1)), "its OME metadata gives voxel size z = 0.0 µm"),
+    "OME size < 0": (lambda p, s: write_ome(p, s, voxel_size=(0.25, -0.1, 0.1)), "its OME metadata gives voxel size y = -0.1 µm"),
+    "ImageJ spacing < 0": (lambda p, s: (tifffile.imwrite(p, s, imagej=True, resolution=(10.0, 10.0), metadata={
+        "spacing": -0.25, "unit": "um", "axes": "ZYX"}), p)[1], "its ImageJ metadata gives voxel size z = -0.25 µm"),
+    "ImageJ resolution 0": (_zero_resolution, "its ImageJ metadata gives voxel size x = inf µm"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(NON_POSITIVE_METADATA))
+def test_non_positive_metadata_voxel_size_is_named_as_such(tmp_path, stack, case):
+    make, expected = NON_POSITIVE_METADATA[case]
+    raw = make(tmp_path / "raw.tif", stack)
+    before = sha256(raw)
+    with pytest.raises(CycledeconError) as info:
+        io.ingest(raw, tmp_path / "out.ome.zarr")
+    assert str(info.value) == (f"{raw}: {expected}, not a positive size; "
+                               "give it (sheet columns dz_um, dy_um, dx_um, or --voxel-size Z Y X)")  # fmt: skip
+    assert sha256(raw) == before and not (tmp_path / "out.ome.zarr").exists()
+    # the sheet's voxel size stands in for the file's
+    out = io.ingest(raw, tmp_path / "out.ome.zarr", voxel_size=VoxelSize(0.3, 0.13, 0.13))
+    assert io.read_ome_zarr(out)[1] == VoxelSize(0.3, 0.13, 0.13)

@@ -86,7 +86,7 @@ def read_stack(
             axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
             compressed = series.keyframe.compression != tifffile.COMPRESSION.NONE
             check_claimed_size(path, shape, dtype, compressed, _stored_bytes(path, series))
-            file_voxel_size, source = _voxel_size_from_metadata(tif)
+            file_voxel_size, source, problem = _voxel_size_from_metadata(tif)
             array = zarr.open_array(series.aszarr(), mode="r")
             check_chunk_size(path, array.chunks, dtype)
     except (tifffile.TiffFileError, ValueError, IndexError, OSError) as exc:
@@ -100,7 +100,7 @@ def read_stack(
     if voxel_size is None:
         if file_voxel_size is None:
             raise CycledeconError(
-                f"{path}: no voxel size in the file's metadata; give it (sheet columns dz_um, dy_um, dx_um, or --voxel-size Z Y X)"
+                f"{path}: {problem}; give it (sheet columns dz_um, dy_um, dx_um, or --voxel-size Z Y X)"
             )
         voxel_size = file_voxel_size
     else:
@@ -208,39 +208,47 @@ def _to_zyx(data: da.Array, axes: str, channel: int | None, path: Path) -> da.Ar
     return data
 
 
-def _voxel_size_from_metadata(tif: tifffile.TiffFile) -> tuple[VoxelSize | None, str | None]:
-    """Voxel size in µm from OME-XML or ImageJ metadata, or (None, None) when the file has none."""
-    if tif.is_ome and tif.ome_metadata:
-        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-        pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
-        sizes = []
-        for axis in "ZYX":
-            value = pixels.get(f"PhysicalSize{axis}")
-            unit = str(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
-            if value is None or unit not in _UNIT_TO_UM:
-                return None, None
-            sizes.append(float(value) * _UNIT_TO_UM[unit])
-        return _voxel_or_none(sizes), "OME metadata"
-    if tif.is_imagej and tif.imagej_metadata:
-        meta = tif.imagej_metadata
-        unit = str(meta.get("unit", "")).replace("\\u00B5", "µ")
-        spacing = meta.get("spacing")
-        if spacing is None or unit not in _UNIT_TO_UM:
-            return None, None
-        page = tif.pages[0]
-        y_res = page.tags["YResolution"].value
-        x_res = page.tags["XResolution"].value
-        scale = _UNIT_TO_UM[unit]
-        sizes = [float(spacing) * scale, y_res[1] / y_res[0] * scale, x_res[1] / x_res[0] * scale]
-        return _voxel_or_none(sizes), "ImageJ metadata"
-    return None, None
-
-
-def _voxel_or_none(sizes: list[float]) -> VoxelSize | None:
+def _voxel_size_from_metadata(tif: tifffile.TiffFile) -> tuple[VoxelSize | None, str | None, str]:
+    """Voxel size in µm from OME-XML or ImageJ metadata: (size, source, "") or, when the file has
+    none or an unusable one, (None, None, why) for the one-line error, which only a missing sheet
+    or --voxel-size size raises (either one stands in for the file's metadata)."""
+    missing = "no voxel size in the file's metadata"
     try:
-        return VoxelSize(*sizes)
-    except ValueError:
-        return None
+        if tif.is_ome and tif.ome_metadata:
+            source = "OME metadata"
+            image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+            pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+            sizes = []
+            for axis in "ZYX":
+                value = pixels.get(f"PhysicalSize{axis}")
+                unit = str(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+                if value is None or unit not in _UNIT_TO_UM:
+                    return None, None, missing
+                sizes.append(float(value) * _UNIT_TO_UM[unit])
+        elif tif.is_imagej and tif.imagej_metadata:
+            source = "ImageJ metadata"
+            meta = tif.imagej_metadata
+            unit = str(meta.get("unit", "")).replace("\\u00B5", "µ")
+            spacing = meta.get("spacing")
+            if spacing is None or unit not in _UNIT_TO_UM:
+                return None, None, missing
+            tags = tif.pages.first.tags
+            absent = [name for name in ("YResolution", "XResolution") if name not in tags]
+            if absent:  # ImageJ keeps the pixel size there alone
+                return None, None, f"{missing} (its ImageJ metadata has no {', '.join(absent)} tag)"
+            scale = _UNIT_TO_UM[unit]
+            # a resolution is pixels per unit, a rational (numerator, denominator); 0 pixels per
+            # unit is an infinite pixel, refused below like any size that is not positive
+            lateral = [tags[name].value for name in ("YResolution", "XResolution")]
+            sizes = [float(spacing) * scale, *(d / n * scale if n else math.inf for n, d in lateral)]
+        else:
+            return None, None, missing
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        return None, None, f"{missing} (unreadable: {exc.__class__.__name__}: {exc})"
+    for axis, size in zip("zyx", sizes):
+        if not (math.isfinite(size) and size > 0):
+            return None, None, f"its {source} gives voxel size {axis} = {size} µm, not a positive size"
+    return VoxelSize(*sizes), source, ""
 
 
 def check_values(data: da.Array, path: str | Path) -> tuple[float, float]:
