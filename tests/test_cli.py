@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import shutil
 import subprocess
 import sys
 
@@ -24,15 +26,82 @@ def test_user_error_is_printed_once(tmp_path):
     assert not (tmp_path / "out.ome.zarr").exists()
 
 
-def cycledecon(*args: object, memory_limit: int | None = None) -> subprocess.CompletedProcess:
+def cycledecon(*args: object, memory_limit: int | None = None, prefix: list[str] = ()) -> subprocess.CompletedProcess:
     """Run the CLI; `memory_limit` (bytes) caps the child's data segment, so that a regression that
-    allocates without bound fails there instead of exhausting the machine."""
+    allocates without bound fails there instead of exhausting the machine; `prefix` runs it through
+    another command (see `without_root_override`)."""
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
 
-    return subprocess.run([sys.executable, "-m", "cycledecon.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([*prefix, sys.executable, "-m", "cycledecon.cli", *map(str, args)], capture_output=True,
                           text=True, preexec_fn=limit if memory_limit else None)  # fmt: skip
+
+
+def without_root_override() -> list[str]:
+    """A command prefix under which file permissions hold: root ignores them unless it drops its
+    DAC override capabilities (setpriv), as in the containers the tests often run in."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be tested")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+def tiny_model(tmp_path):
+    """A raw OME-TIFF and an untrained depth-1 model that deconvolves it (for output checks)."""
+    from cycledecon.model import UNet3d, save_model
+
+    raw = write_ome(tmp_path / "raw.ome.tif", np.random.default_rng(0).integers(100, 4000, (8, 24, 24), np.uint16))
+    generator = {"depth": 1, "base_channels": 2}
+    metadata = {"generator": generator, "receptive_field": [10, 10, 10], "patch_shape": [4, 16, 16], "channels": 1,
+                "normalization": {"method": "percentile", "percentiles": [1.0, 99.0], "clip": True},
+                "voxel_size": [0.25, 0.1, 0.1]}  # fmt: skip
+    return raw, save_model(tmp_path / "model.pt", UNet3d(generator), metadata, learned_psf=None)
+
+
+def command_args(command: str, tmp_path, out) -> tuple[list[object], list]:
+    """The arguments of `command` writing to `out`, and its input files."""
+    if command == "train":
+        return ["train", tmp_path / "patches.zarr", "-o", out], []
+    raw, model = tiny_model(tmp_path)
+    if command == "ingest":
+        return ["ingest", raw, "-o", out], [raw]
+    return ["deconvolve", raw, "--model", model, "-o", out], [raw, model]
+
+
+@pytest.mark.parametrize("command", ["ingest", "deconvolve", "train"])
+def test_output_under_a_file_is_one_line(tmp_path, command):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where a folder was meant")
+    for out in (blocker / "out.ome.zarr", blocker / "sub" / "out.ome.zarr"):
+        args, inputs = command_args(command, tmp_path, out)
+        before = {p: sha256(p) for p in [*inputs, blocker]}
+        result = cycledecon(*args)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            f"error: {out}: cannot be written: {blocker} is a file, not a folder"], result.stderr[-2000:]
+        assert {p: sha256(p) for p in before} == before
+
+
+@pytest.mark.parametrize("command", ["ingest", "deconvolve", "train"])
+def test_output_in_a_folder_without_write_permission_is_one_line(tmp_path, command):
+    prefix = without_root_override()
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    args, inputs = command_args(command, tmp_path, folder / "out.ome.zarr")
+    before = {p: sha256(p) for p in inputs}
+    folder.chmod(0o555)
+    try:
+        result = cycledecon(*args, prefix=prefix)
+    finally:
+        folder.chmod(0o755)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {folder / 'out.ome.zarr'}: cannot be written: no permission to write in {folder}"
+    ], result.stderr[-2000:]
+    assert {p: sha256(p) for p in inputs} == before and list(folder.iterdir()) == []
 
 
 def test_ingest_onto_the_raw_tiff_keeps_it(tmp_path):
@@ -174,3 +243,26 @@ def test_ingest_of_a_truncated_tiff_prints_one_line_not_tifffile_logs(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {raw}: not a readable TIFF, or truncated"), result.stderr
+
+
+def test_a_file_system_refusal_during_the_write_is_one_line(tmp_path, capfd, monkeypatch):
+    """What the early checks cannot foresee (the disk fills up mid-write) is one line too, and
+    leaves no store behind."""
+    import errno
+
+    from cycledecon import io
+    from cycledecon.cli import main
+
+    raw = write_ome(tmp_path / "good.tif", np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8))
+    out = tmp_path / "out.ome.zarr"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".out.ome.zarr.partial" / "0"))
+
+    monkeypatch.setattr(io, "write_multiscale", full)
+    with pytest.raises(SystemExit) as info:
+        main(["ingest", str(raw), "-o", str(out)])
+    assert info.value.code == 1
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert lines[-1] == f"error: {tmp_path / '.out.ome.zarr.partial' / '0'}: No space left on device", lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.tif"]

@@ -1,12 +1,15 @@
 """The boundary between user-facing entry points (CLI, Snakemake scripts) and the library.
 
-User problems (CycledeconError) become one clear line and exit status 1; programming errors keep
-their traceback. Logging goes to the rule's log file when there is one.
+User problems (CycledeconError) become one clear line and exit status 1, and so do the file
+system's refusals of a named path (no permission, disk full, read-only, a file where a folder
+belongs) that outputs' early checks cannot foresee; programming errors keep their traceback.
+Logging goes to the rule's log file when there is one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import sys
 from collections.abc import Iterator
@@ -15,6 +18,9 @@ from pathlib import Path
 from cycledecon.errors import CycledeconError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: OSErrors on a named path that the user's file system, not the library, causes.
+FILE_SYSTEM_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                                errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG})
 
 
 def setup_logging(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
@@ -43,8 +49,13 @@ def user_errors_exit(log_path: str | Path | None = None) -> Iterator[None]:
             stack.enter_context(contextlib.redirect_stderr(stream))
         try:
             yield
-        except CycledeconError as exc:
-            message = f"error: {exc}"
+        except (CycledeconError, OSError) as exc:
+            if isinstance(exc, CycledeconError):
+                message = f"error: {exc}"
+            elif exc.errno in FILE_SYSTEM_ERRNOS and exc.filename is not None:
+                message = f"error: {exc.filename}: {exc.strerror}"
+            else:
+                raise
             if log_path is not None:  # without a log file, logging goes to the stderr printed to here
                 logging.getLogger("cycledecon").error(message)
             print(message, file=sys.__stderr__)

@@ -52,8 +52,10 @@ def _ingest(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from cycledecon.io import check_writable
     from cycledecon.train import train
 
+    check_writable(args.output, folder=True)
     model = train(args.patches, args.output, _config_section(args.config, "train"))
     print(f"model written to {model}")
 

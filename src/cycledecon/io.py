@@ -338,11 +338,25 @@ def check_not_an_input(output: str | Path, inputs: Sequence[str | Path]) -> None
         raise CycledeconError(f"{output}: {problem}; choose another output path")
 
 
+def check_writable(path: str | Path, folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be created where it is asked for: under a
+    file (`results/out.ome.zarr` with `results` a file), or in a folder without write permission.
+    With `folder`, `path` is a folder to create or write into (a training's output directory)."""
+    path = Path(path)
+    target = path if folder else path.parent
+    existing = next((p for p in (target, *target.parents) if p.exists()), Path("/"))
+    if not existing.is_dir():
+        raise CycledeconError(f"{path}: cannot be written: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CycledeconError(f"{path}: cannot be written: no permission to write in {existing}")
+
+
 def check_output(output: str | Path, inputs: Sequence[str | Path], kind: OutputKind = OME_ZARR_IMAGE) -> None:
-    """A command's output check, run before any work: never one of its inputs, and only an earlier
-    output of the same kind may be replaced."""
+    """A command's output check, run before any work: never one of its inputs, only an earlier
+    output of the same kind may be replaced, and its folder can be written."""
     check_not_an_input(output, inputs)
     check_replaceable(output, kind)
+    check_writable(output)
 
 
 # --------------------------------------------------------------------------------------- writing
@@ -356,7 +370,11 @@ def atomic_path(path: str | Path, kind: OutputKind = PLAIN_FILE) -> Iterator[Pat
     """
     path = Path(path)
     check_replaceable(path, kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # made a file or locked since the check
+        raise CycledeconError(f"{path}: cannot be written ({exc.strerror}: {exc.filename})") from None
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     _remove(tmp)
     try:
