@@ -85,3 +85,21 @@ def test_bad_input_is_rejected_before_writing(draw, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         draw(tmp_path / "bad.png")
     assert not list(tmp_path.iterdir())
+
+
+def test_figures_get_the_same_file_mode_as_other_outputs(tmp_path):
+    """Figures were written through mkstemp, hence 0600 whatever the umask, while every other
+    output (zarr, TIFF, CSV, model.pt) is 0666 less the umask."""
+    import os
+
+    from cycledecon.io import atomic_path
+
+    previous = os.umask(0o022)
+    try:
+        figure = loss_curves(pd.DataFrame({"step": [1, 2], "cycle": [1.0, 0.5]}), tmp_path / "loss.png")
+        with atomic_path(tmp_path / "table.csv") as tmp:
+            tmp.write_text("a\n1\n")
+    finally:
+        os.umask(previous)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (figure, tmp_path / "table.csv")}
+    assert modes == {"loss.png": "0o644", "table.csv": "0o644"}

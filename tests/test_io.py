@@ -325,3 +325,37 @@ def test_non_positive_metadata_voxel_size_is_named_as_such(tmp_path, stack, case
     # the sheet's voxel size stands in for the file's
     out = io.ingest(raw, tmp_path / "out.ome.zarr", voxel_size=VoxelSize(0.3, 0.13, 0.13))
     assert io.read_ome_zarr(out)[1] == VoxelSize(0.3, 0.13, 0.13)
+
+
+# -------------------------------------------------------------------------- leftovers and modes
+def _dead_pid() -> int:
+    """The id of a process that has ended (and been reaped)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_leftovers_of_killed_runs_of_the_same_output_are_removed(tmp_path, stack):
+    """A killed run leaves `.NAME.partial-<pid>` (and, between its two renames, `.NAME.old-<pid>`);
+    the next run of the same output removes those whose process is gone, and nothing else."""
+    import subprocess
+    import sys
+
+    raw = write_ome(tmp_path / "s.ome.tif", stack)
+    dead = _dead_pid()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        leftovers = [f".s.ome.zarr.partial-{dead}", f".s.ome.zarr.old-{dead}"]
+        kept = [f".s.ome.zarr.partial-{alive.pid}",  # a run still going
+                f".other.ome.zarr.partial-{dead}",  # another output's
+                f".s.ome.zarr.partial-{dead}.notes", "s.ome.zarr.partial-1"]  # not ours  # fmt: skip
+        for name in leftovers + kept:
+            io.write_ome_zarr(np.ones((2, 4, 4), np.uint16), tmp_path / name, VoxelSize(1, 1, 1))
+        io.ingest(raw, tmp_path / "s.ome.zarr")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["s.ome.tif", "s.ome.zarr", *kept])
+    finally:
+        alive.kill()
+        alive.wait()

@@ -15,7 +15,6 @@ uses for scoring, would shrink a blurred volume fitted to sharp beads into a gre
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -34,17 +33,17 @@ PSF_DECADES = 4  # PSF slices show four decades below the peak
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write ``fig`` as PNG to ``path`` atomically and return the path."""
+    """Write ``fig`` as PNG to ``path`` atomically and return the path.
+
+    Through `cycledecon.io.atomic_path`, like every other output: the same file mode (0666 less
+    the umask; mkstemp made figures 0600), the same temporary sibling, removed when a killed run
+    left it, and never replacing anything but a file.
+    """
+    from cycledecon.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -375,6 +376,7 @@ def atomic_path(path: str | Path, kind: OutputKind = PLAIN_FILE) -> Iterator[Pat
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # made a file or locked since the check
         raise CycledeconError(f"{path}: cannot be written ({exc.strerror}: {exc.filename})") from None
+    remove_leftovers(path)
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     _remove(tmp)
     try:
@@ -390,6 +392,29 @@ def atomic_path(path: str | Path, kind: OutputKind = PLAIN_FILE) -> Iterator[Pat
         _remove(old)
     else:
         os.replace(tmp, path)
+
+
+def remove_leftovers(path: Path) -> None:
+    """Remove the temporary siblings of `path` that killed runs left: `.NAME.partial-<pid>` (an
+    unfinished output) and `.NAME.old-<pid>` (the previous output, killed between the renames),
+    when process <pid> is no longer running. A run still going, or another output's, is left."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:partial|old)-([0-9]+)")
+    for sibling in path.parent.iterdir():
+        match = pattern.fullmatch(sibling.name)
+        if match and int(match[1]) != os.getpid() and not _running(int(match[1])):
+            log.info("removing %s, left by a run that was stopped", sibling)
+            _remove(sibling)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:
