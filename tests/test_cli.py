@@ -124,7 +124,7 @@ def test_ingest_onto_a_user_folder_keeps_it(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"error: {folder}: already exists and is not an OME-Zarr image written by cycledecon; "
-        "refusing to replace it (move it away or choose another output)"
+        "refusing to replace it (move it away, choose another output, or pass --overwrite)"
     ], result.stderr
     assert [p.name for p in folder.iterdir()] == ["notes.txt"] and (folder / "notes.txt").read_text() == "mine"
 
@@ -266,3 +266,56 @@ def test_a_file_system_refusal_during_the_write_is_one_line(tmp_path, capfd, mon
     lines = capfd.readouterr().err.strip().splitlines()
     assert lines[-1] == f"error: {tmp_path / '.out.ome.zarr.partial' / '0'}: No space left on device", lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.tif"]
+
+
+# ---------------------------------------------------------------------------------- --overwrite
+def _foreign(kind: str, path):
+    if kind == "a user folder":
+        path.mkdir()
+        (path / "notes.txt").write_text("mine")
+    else:
+        path.write_bytes(b"not ours")
+    return path
+
+
+@pytest.mark.parametrize("command", ["ingest", "deconvolve"])
+@pytest.mark.parametrize("kind", ["a user folder", "a file"])
+def test_overwrite_replaces_an_output_cycledecon_did_not_write(tmp_path, command, kind):
+    from cycledecon.io import is_cycledecon_image
+
+    out = _foreign(kind, tmp_path / "out.ome.zarr")
+    args, inputs = command_args(command, tmp_path, out)
+    before = {p: sha256(p) for p in inputs}
+    names = sorted(p.name for p in tmp_path.iterdir())
+    refused = cycledecon(*args)
+    assert refused.returncode == 1 and "or pass --overwrite" in refused.stderr and out.exists()
+    assert not is_cycledecon_image(out)
+    result = cycledecon(*args, "--overwrite")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert is_cycledecon_image(out) and {p: sha256(p) for p in inputs} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no leftovers
+
+
+OWN_INPUTS = {
+    "ingest onto its raw stack": (["ingest", "{raw}", "-o", "{raw}"], "{raw}: is an input of this command"),
+    "deconvolve onto its model": (["deconvolve", "{raw}", "--model", "{model}", "-o", "{model}"],
+                                  "{model}: is an input of this command"),
+    "deconvolve onto its raw stack": (["deconvolve", "{raw}", "--model", "{model}", "-o", "{raw}"],
+                                      "{raw}: is an input of this command"),
+    "deconvolve onto its inputs' folder": (["deconvolve", "{raw}", "--model", "{model}", "-o", "{dir}"],
+                                            "{dir}: contains {raw}, an input of this command"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(OWN_INPUTS))
+def test_overwrite_never_replaces_an_input_or_the_model(tmp_path, case):
+    args, message = OWN_INPUTS[case]
+    raw, model = tiny_model(tmp_path)
+    names = {"raw": raw, "model": model, "dir": tmp_path}
+    before = {p: sha256(p) for p in (raw, model)}
+    result = cycledecon(*(a.format(**names) for a in args), "--overwrite")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {message.format(**names)}; choose another output path"], result.stderr[-2000:]
+    assert {p: sha256(p) for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "raw.ome.tif"]

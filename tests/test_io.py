@@ -359,3 +359,19 @@ def test_leftovers_of_killed_runs_of_the_same_output_are_removed(tmp_path, stack
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_overwrite_replaces_a_link_not_its_target(tmp_path, stack):
+    raw = write_ome(tmp_path / "s.ome.tif", stack)
+    target = _user_folder(tmp_path / "mine")
+    link = tmp_path / "out.ome.zarr"
+    link.symlink_to(target, target_is_directory=True)
+    with pytest.raises(CycledeconError, match="already exists and is not an OME-Zarr image written by cycledecon"):
+        io.ingest(raw, link)
+    io.ingest(raw, link, overwrite=True)
+    assert io.is_cycledecon_image(link) and not link.is_symlink()
+    assert [p.name for p in target.iterdir()] == ["notes.txt"] and (target / "notes.txt").read_text() == "mine"
+    with pytest.raises(CycledeconError, match="is an input of this command"):  # a link to the input
+        (tmp_path / "alias.tif").symlink_to(raw)
+        io.ingest(raw, tmp_path / "alias.tif", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.tif", "mine", "out.ome.zarr", "s.ome.tif"]

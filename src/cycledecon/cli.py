@@ -1,9 +1,9 @@
 """`cycledecon` command line: the library's stages without Snakemake.
 
-    cycledecon ingest stack.tif -o stack.ome.zarr [--voxel-size Z Y X] [--channel C]
+    cycledecon ingest stack.tif -o stack.ome.zarr [--voxel-size Z Y X] [--channel C] [--overwrite]
     cycledecon train results/patches/demo/patches.zarr -o results/models/demo [--config config.yaml]
     cycledecon deconvolve stack.tif --model model.pt -o out.ome.zarr [--config config.yaml]
-        [--precision {auto,bf16,fp32}]
+        [--precision {auto,bf16,fp32}] [--overwrite]
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def _config_section(path: Path | None, section: str) -> dict[str, Any]:
 def _ingest(args: argparse.Namespace) -> None:
     from cycledecon.io import ingest
 
-    ingest(args.input, args.output, channel=args.channel, voxel_size=_voxel_size(args.voxel_size))
+    ingest(args.input, args.output, channel=args.channel, voxel_size=_voxel_size(args.voxel_size),
+           overwrite=args.overwrite)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -73,6 +74,7 @@ def _deconvolve(args: argparse.Namespace) -> None:
         config,
         voxel_size=_voxel_size(args.voxel_size),
         channel=args.channel,
+        overwrite=args.overwrite,
     )
     print(f"deconvolved stack written to {args.output}")
 
@@ -86,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"),
                              help="voxel size in µm, overriding the file's metadata")  # fmt: skip
         command.add_argument("--channel", type=int, help="channel index of a multi-channel stack")
+        command.add_argument("--overwrite", action="store_true",
+                             help="replace an existing output even if cycledecon did not write it (an earlier "
+                                  "cycledecon output is replaced anyway; an input of the command never is)")  # fmt: skip
 
     ingest = commands.add_parser("ingest", help="convert a TIFF/OME-TIFF/ImageJ stack to OME-Zarr")
     ingest.add_argument("input", type=Path)

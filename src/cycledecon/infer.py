@@ -370,6 +370,7 @@ def deconvolve_file(
     channel: int | None = None,
     threads: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Deconvolve one stack with a trained model into an OME-Zarr, block by block.
 
@@ -382,16 +383,18 @@ def deconvolve_file(
         TIFF/OME-TIFF; raw stacks get the model's stored normalization first.
     model_path : model.pt from training.
     output_path : the OME-Zarr to write (atomically; same axes, voxel size and pyramid as ingest);
-        never one of the inputs, and an existing path only if it is an earlier cycledecon store.
+        never one of the inputs, and an existing path only if it is an earlier cycledecon store
+        (anything, with `overwrite`).
     config : the `deconvolve:` section (see InferenceConfig).
     voxel_size : voxel size in µm, overriding the file's metadata.
     channel : channel to take from a multi-channel TIFF.
     threads : torch CPU threads when config.threads is unset (Snakemake: the rule's threads).
     progress : show a tqdm bar over blocks.
+    overwrite : replace whatever is at `output_path` (never an input).
     """
     config = parse_inference_config(config)
     input_path, model_path = Path(input_path), Path(model_path)
-    check_output(output_path, [input_path, model_path])
+    check_output(output_path, [input_path, model_path], overwrite=overwrite)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     generator, metadata = load_model(model_path, device)
@@ -420,4 +423,4 @@ def deconvolve_file(
             dask.config.set(scheduler="synchronous"):  # fmt: skip
         predictor = BlockPredictor(generator, device, precision, halo, on_batch=bar.update)
         volume = to_output_dtype(deconvolve_lazy(data, predictor, block, config.batch_size), config)
-        return write_ome_zarr(volume, output_path, voxel_size, out_attrs, chunks)
+        return write_ome_zarr(volume, output_path, voxel_size, out_attrs, chunks, overwrite=overwrite)

@@ -4,7 +4,8 @@ Raw inputs are opened read-only and streamed through tifffile's zarr interface, 
 than memory is never loaded whole. Every OME-Zarr write goes to a temporary sibling that is renamed
 into place only once complete, so an interrupted run never leaves a store that looks finished.
 An existing output is replaced only when it is an earlier output of the same kind that cycledecon
-wrote; anything else there (a raw stack, a model, a user's folder) is refused with one line.
+wrote; anything else there (a raw stack, a model, a user's folder) is refused with one line, unless
+the caller says `overwrite` (the command line's --overwrite). An output is never one of the inputs.
 """
 
 from __future__ import annotations
@@ -310,15 +311,18 @@ PLAIN_FILE = OutputKind("a regular file", is_regular_file)
 OME_ZARR_IMAGE = OutputKind("an OME-Zarr image written by cycledecon", is_cycledecon_image)
 
 
-def check_replaceable(path: str | Path, kind: OutputKind = PLAIN_FILE) -> None:
+#: How a refusal to replace an output ends: what the user can do.
+REMEDY = "move it away or choose another output"
+#: The same for the commands that take --overwrite (ingest, deconvolve).
+COMMAND_REMEDY = "move it away, choose another output, or pass --overwrite"
+
+
+def check_replaceable(path: str | Path, kind: OutputKind = PLAIN_FILE, remedy: str = REMEDY) -> None:
     """Refuse, before any work, an existing `path` that is not `kind`: whatever cycledecon did
     not write (a raw stack, a model, a user's folder) is never deleted."""
     path = Path(path)
     if (path.exists() or path.is_symlink()) and not kind.recognises(path):
-        raise CycledeconError(
-            f"{path}: already exists and is not {kind.name}; "
-            "refusing to replace it (move it away or choose another output)"
-        )
+        raise CycledeconError(f"{path}: already exists and is not {kind.name}; refusing to replace it ({remedy})")
 
 
 def check_not_an_input(output: str | Path, inputs: Sequence[str | Path]) -> None:
@@ -352,25 +356,31 @@ def check_writable(path: str | Path, folder: bool = False) -> None:
         raise CycledeconError(f"{path}: cannot be written: no permission to write in {existing}")
 
 
-def check_output(output: str | Path, inputs: Sequence[str | Path], kind: OutputKind = OME_ZARR_IMAGE) -> None:
-    """A command's output check, run before any work: never one of its inputs, only an earlier
-    output of the same kind may be replaced, and its folder can be written."""
+def check_output(
+    output: str | Path, inputs: Sequence[str | Path], kind: OutputKind = OME_ZARR_IMAGE, overwrite: bool = False
+) -> None:
+    """A command's output check, run before any work: never one of its inputs (even with
+    `overwrite`), only an earlier output of the same kind may be replaced (anything with
+    `overwrite`), and its folder can be written."""
     check_not_an_input(output, inputs)
-    check_replaceable(output, kind)
+    if not overwrite:
+        check_replaceable(output, kind, COMMAND_REMEDY)
     check_writable(output)
 
 
 # --------------------------------------------------------------------------------------- writing
 @contextlib.contextmanager
-def atomic_path(path: str | Path, kind: OutputKind = PLAIN_FILE) -> Iterator[Path]:
+def atomic_path(path: str | Path, kind: OutputKind = PLAIN_FILE, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
 
     An existing `path` is replaced only when it is `kind` (checked before the block and again
     before the rename, as a long run may outlive the first check); anything else raises a
-    CycledeconError and is left as it was.
+    CycledeconError and is left as it was. With `overwrite`, whatever is there is replaced (a
+    link itself, not its target): the caller has made sure it is none of its inputs.
     """
     path = Path(path)
-    check_replaceable(path, kind)
+    if not overwrite:
+        check_replaceable(path, kind)
     check_writable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -381,7 +391,8 @@ def atomic_path(path: str | Path, kind: OutputKind = PLAIN_FILE) -> Iterator[Pat
     _remove(tmp)
     try:
         yield tmp
-        check_replaceable(path, kind)
+        if not overwrite:
+            check_replaceable(path, kind)
     except BaseException:
         _remove(tmp)
         raise
@@ -465,6 +476,7 @@ def write_ome_zarr(
     voxel_size: VoxelSize,
     attrs: dict[str, Any] | None = None,
     chunks: tuple[int, int, int] = DEFAULT_CHUNKS,
+    overwrite: bool = False,
 ) -> Path:
     """Write a (z, y, x) volume as an OME-Zarr (NGFF 0.5) image with a pyramid, atomically.
 
@@ -476,6 +488,7 @@ def write_ome_zarr(
     voxel_size : voxel size in µm, written as the scale transform of level 0.
     attrs : JSON-serialisable provenance stored under the group's `cycledecon` attribute.
     chunks : on-disk chunk shape (z, y, x), clipped to the volume.
+    overwrite : replace whatever is at `path` (see `atomic_path`).
     """
     image = da.asarray(data)
     if image.ndim != 3:
@@ -493,7 +506,7 @@ def write_ome_zarr(
                 tuple(t + (f - 1) / 2 * s for t, f, s in zip(shift, factor, scale)),
             )
         )
-    with atomic_path(path, OME_ZARR_IMAGE) as tmp, warnings.catch_warnings():
+    with atomic_path(path, OME_ZARR_IMAGE, overwrite) as tmp, warnings.catch_warnings():
         # ome-zarr 0.18 deprecates explicit transforms, but its own derivation from `scale` writes
         # the half-voxel translations in voxels instead of µm; ours are exact.
         warnings.filterwarnings("ignore", message=".*coordinate_transformations", category=DeprecationWarning)
@@ -553,12 +566,13 @@ def ingest(
     voxel_size: VoxelSize | None = None,
     extra_attrs: dict[str, Any] | None = None,
     chunks: tuple[int, int, int] = DEFAULT_CHUNKS,
+    overwrite: bool = False,
 ) -> Path:
     """Convert one raw stack to OME-Zarr, after checking it is a usable 3D volume and that `out`
-    may be written (never the input, never something cycledecon did not write)."""
-    check_output(out, [path])
+    may be written (never the input; never something cycledecon did not write, unless `overwrite`)."""
+    check_output(out, [path], overwrite=overwrite)
     stack = read_stack(path, channel=channel, voxel_size=voxel_size)
     low, high = check_values(stack.data, path)
     attrs = {**stack.metadata, "value_range": [low, high], **(extra_attrs or {})}
     log.info("ingesting %s %s %s voxel %s µm", path, stack.data.shape, stack.data.dtype, stack.voxel_size)
-    return write_ome_zarr(stack.data, out, stack.voxel_size, attrs=attrs, chunks=chunks)
+    return write_ome_zarr(stack.data, out, stack.voxel_size, attrs=attrs, chunks=chunks, overwrite=overwrite)
