@@ -66,8 +66,9 @@ class CaseData:
 
 
 def image_scores(results: dict[str, np.ndarray], truths: dict[str, np.ndarray]) -> dict[str, float]:
-    """PSNR (dB) and SSIM of a method, averaged over the stacks."""
-    scores = [compare_to_truth(results[s], truths[s]) for s in truths]
+    """PSNR (dB) and SSIM of a method, averaged over the stacks whose truth holds any structure (a
+    random phantom can leave a stack's field of view empty, where both scores are undefined)."""
+    scores = [compare_to_truth(results[s], truth) for s, truth in truths.items() if np.ptp(truth) > 0]
     return {key: float(np.mean([s[key] for s in scores])) for key in ("psnr_db", "ssim")}
 
 
