@@ -72,3 +72,15 @@ def run_snakemake(work: Path, *args: str, timeout: int = 600) -> subprocess.Comp
         timeout=timeout,
         env=env,
     )
+
+
+def tiny_model(directory: Path, shape: tuple[int, int, int] = (8, 24, 24)) -> tuple[Path, Path]:
+    """A raw OME-TIFF of `shape` and an untrained depth-1 model that deconvolves it (for output checks)."""
+    from cycledecon.model import UNet3d, save_model
+
+    raw = write_ome(directory / "raw.ome.tif", np.random.default_rng(0).integers(100, 4000, shape, np.uint16))
+    generator = {"depth": 1, "base_channels": 2}
+    metadata = {"generator": generator, "receptive_field": [10, 10, 10], "patch_shape": [4, 16, 16], "channels": 1,
+                "normalization": {"method": "percentile", "percentiles": [1.0, 99.0], "clip": True},
+                "voxel_size": [0.25, 0.1, 0.1]}  # fmt: skip
+    return raw, save_model(directory / "model.pt", UNet3d(generator), metadata, learned_psf=None)

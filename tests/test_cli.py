@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import sha256, write_ome
+from helpers import sha256, tiny_model, write_ome
 
 
 def test_user_error_is_printed_once(tmp_path):
@@ -47,18 +47,6 @@ def without_root_override() -> list[str]:
     if setpriv is None:
         pytest.skip("running as root without setpriv: file permissions cannot be tested")
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
-
-
-def tiny_model(tmp_path):
-    """A raw OME-TIFF and an untrained depth-1 model that deconvolves it (for output checks)."""
-    from cycledecon.model import UNet3d, save_model
-
-    raw = write_ome(tmp_path / "raw.ome.tif", np.random.default_rng(0).integers(100, 4000, (8, 24, 24), np.uint16))
-    generator = {"depth": 1, "base_channels": 2}
-    metadata = {"generator": generator, "receptive_field": [10, 10, 10], "patch_shape": [4, 16, 16], "channels": 1,
-                "normalization": {"method": "percentile", "percentiles": [1.0, 99.0], "clip": True},
-                "voxel_size": [0.25, 0.1, 0.1]}  # fmt: skip
-    return raw, save_model(tmp_path / "model.pt", UNet3d(generator), metadata, learned_psf=None)
 
 
 def command_args(command: str, tmp_path, out) -> tuple[list[object], list]:
@@ -149,14 +137,8 @@ def test_deconvolve_refuses_an_inf_voxel_naming_the_file(tmp_path):
 
 def test_deconvolve_precision_flag_is_recorded_and_overrides_the_config(tmp_path):
     from cycledecon.io import read_ome_zarr
-    from cycledecon.model import UNet3d, save_model
 
-    raw = write_ome(tmp_path / "raw.ome.tif", np.random.default_rng(0).integers(100, 4000, (8, 24, 24), np.uint16))
-    generator = {"depth": 1, "base_channels": 2}
-    metadata = {"generator": generator, "receptive_field": [9, 9, 9], "patch_shape": [4, 16, 16], "channels": 1,
-                "normalization": {"method": "percentile", "percentiles": [1.0, 99.0], "clip": True},
-                "voxel_size": [0.25, 0.1, 0.1]}  # fmt: skip
-    model = save_model(tmp_path / "model.pt", UNet3d(generator), metadata, learned_psf=None)
+    raw, model = tiny_model(tmp_path)
     config = tmp_path / "config.yaml"
     config.write_text("deconvolve:\n  precision: bf16\n  block_size: [8, 16, 16]\n")
     outputs = {}

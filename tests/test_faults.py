@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 import zarr
 
-from helpers import sha256, write_ome
+from helpers import sha256, tiny_model
 
 #: One thread in every child: identical arithmetic in the killed, the resumed and the reference
 #: run, and little CPU on a shared machine.
@@ -109,14 +109,8 @@ def same_store(a: Path, b: Path) -> None:
 
 def test_kill_9_during_deconvolve_leaves_no_store_and_a_rerun_gives_the_same_output(tmp_path):
     from cycledecon.io import is_cycledecon_image
-    from cycledecon.model import UNet3d, save_model
 
-    raw = write_ome(tmp_path / "raw.ome.tif", np.random.default_rng(0).integers(100, 4000, (16, 48, 48), np.uint16))
-    generator = {"depth": 1, "base_channels": 2}
-    metadata = {"generator": generator, "receptive_field": [10, 10, 10], "patch_shape": [4, 16, 16], "channels": 1,
-                "normalization": {"method": "percentile", "percentiles": [1.0, 99.0], "clip": True},
-                "voxel_size": [0.25, 0.1, 0.1]}  # fmt: skip
-    model = save_model(tmp_path / "model.pt", UNet3d(generator), metadata, learned_psf=None)
+    raw, model = tiny_model(tmp_path, (16, 48, 48))
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"deconvolve": {"block_size": [8, 16, 16], "device": "cpu", "precision": "fp32"}}))
     inputs = {p: sha256(p) for p in (raw, model, config)}
