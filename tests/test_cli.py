@@ -154,6 +154,21 @@ def test_deconvolve_precision_flag_is_recorded_and_overrides_the_config(tmp_path
     assert not np.array_equal(outputs["fp32"], outputs["bf16"])  # bf16 did run
 
 
+def test_deconvolve_memory_gb_flag_sets_the_budget_and_a_too_small_one_is_one_line(tmp_path):
+    from cycledecon.io import read_ome_zarr
+
+    raw, model = tiny_model(tmp_path)
+    out = tmp_path / "out.ome.zarr"
+    result = cycledecon("deconvolve", raw, "--model", model, "-o", out, "--memory-gb", "0.5")
+    assert result.returncode == 0, result.stderr
+    record = read_ome_zarr(out)[2]["deconvolution"]
+    assert record["memory_gb"] == 0.5 and record["block_size"] == [8, 24, 24]  # the whole (8, 24, 24) stack
+    result = cycledecon("deconvolve", raw, "--model", model, "-o", tmp_path / "small.ome.zarr", "--memory-gb", "0.01")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "memory_gb" in line]  # after the run's INFO lines
+    assert len(errors) == 1 and errors[0].startswith("error: deconvolve.memory_gb: 0.01 GiB is too small"), result.stderr
+
+
 def test_precision_choices_are_the_librarys():
     from cycledecon.cli import PRECISION_CHOICES, build_parser
     from cycledecon.precision import CHOICES

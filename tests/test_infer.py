@@ -15,11 +15,12 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
 from helpers import sha256, write_ome
+from cycledecon import infer
 from cycledecon.errors import CycledeconError
 from cycledecon.infer import (
-    BlockPredictor, block_layout, check_voxel_size, deconvolve_file, deconvolve_lazy,
-    halo_voxels, normalized_input, parse_inference_config, reference_output, reflect_pad,
-    resolve_device,
+    GIB, BlockPredictor, block_for_budget, block_layout, block_peak_bytes, check_voxel_size,
+    default_memory_gb, deconvolve_file, deconvolve_lazy, halo_voxels, normalized_input,
+    parse_inference_config, reference_output, reflect_pad, resolve_device,
 )
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.model import UNet3d, load_model, save_model
@@ -104,6 +105,9 @@ def test_blocks_are_whole_chunks_and_pooling_cells():
 
 def test_config_names_an_unknown_or_bad_key():
     assert parse_inference_config({"block_size": [8, 64, 64]}).block_size == (8, 64, 64)
+    assert parse_inference_config({}).block_size is None and parse_inference_config({}).memory_gb is None
+    with pytest.raises(CycledeconError, match="deconvolve.memory_gb: invalid value 0.0"):
+        parse_inference_config({"memory_gb": 0})
     with pytest.raises(CycledeconError, match="deconvolve.tile_size: unknown key"):
         parse_inference_config({"tile_size": [8, 64, 64]})
     with pytest.raises(CycledeconError, match="deconvolve.batch_size"):
@@ -125,6 +129,89 @@ def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(CycledeconError, match="no CUDA GPU"):
         resolve_device("cuda")
     assert resolve_device("auto") == torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------- memory budget
+def budget_gb(block, shape, bf16: bool = False) -> float:
+    """The budget (GiB) that `block` just fits by the estimate; a hair above it, for float rounding."""
+    return block_peak_bytes(block, shape, GENERATOR, bf16) / GIB * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_block_for_a_budget_fits_it_and_keeps_the_seam_free_rules(bf16):
+    shape = (40, 300, 260)
+    smallest, whole = budget_gb((4, 4, 4), shape, bf16), budget_gb(shape, shape, bf16)
+    for memory_gb in np.linspace(smallest, whole, 9):
+        block = block_for_budget(shape, GENERATOR, memory_gb, bf16)
+        assert block_peak_bytes(block, shape, GENERATOR, bf16) <= memory_gb * GIB
+        assert block_layout(block, GENERATOR)[0] == block  # multiples of 2**depth and whole chunks
+    # the whole volume once the budget allows it, and no larger than the volume needs
+    assert block_for_budget(shape, GENERATOR, whole, bf16) == block_layout(shape, GENERATOR)[0] == (64, 384, 384)
+    assert block_for_budget(shape, GENERATOR, 100 * whole, bf16) == (64, 384, 384)
+    assert block_for_budget(shape, GENERATOR, smallest, bf16) == (4, 4, 4)
+
+
+def test_a_larger_budget_never_gives_a_smaller_block():
+    shape = (40, 300, 260)
+    budgets = np.geomspace(budget_gb((4, 4, 4), shape), budget_gb(shape, shape), 40)
+    blocks = [block_for_budget(shape, GENERATOR, memory_gb, bf16=False) for memory_gb in budgets]
+    for smaller, larger in zip(blocks, blocks[1:]):
+        assert all(s <= n for s, n in zip(smaller, larger)), (smaller, larger)
+    assert len(set(blocks)) > 10  # the block does grow with the budget, on every axis
+    assert blocks[0] == (4, 4, 4) and blocks[-1] == (64, 384, 384)
+
+
+def test_a_budget_below_the_smallest_block_is_one_clear_error(tmp_path, files):
+    memory_gb = budget_gb((4, 4, 4), (12, 40, 44)) / 2
+    out = tmp_path / "out.ome.zarr"
+    with pytest.raises(CycledeconError) as info:
+        deconvolve_file(files["tiff"], files["model"], out, {"memory_gb": memory_gb}, progress=False)
+    message = str(info.value)
+    assert message.startswith(f"deconvolve.memory_gb: {memory_gb:.3g} GiB is too small; the smallest block, "
+                              "[4, 4, 4] voxels plus a halo of [28, 28, 28]"), message  # fmt: skip
+    assert "\n" not in message
+    assert not out.exists()
+
+
+def test_blocks_chosen_for_a_budget_equal_the_whole_volume(volume, reference):
+    memory_gb = (budget_gb((4, 4, 4), volume.shape) + budget_gb(volume.shape, volume.shape)) / 2
+    block = block_for_budget(volume.shape, GENERATOR, memory_gb, bf16=False)
+    assert block == (12, 12, 8)  # several blocks along y and x, one along z
+    out = blockwise(volume, halo_voxels(GENERATOR), block)
+    np.testing.assert_allclose(out, reference, rtol=0, atol=TOLERANCE)
+
+
+def test_budget_and_the_block_chosen_for_it_are_recorded_and_logged(tmp_path, files, caplog):
+    shape = files["raw"].shape
+    memory_gb = round((budget_gb((4, 4, 4), shape) + budget_gb(shape, shape)) / 2, 3)
+    with caplog.at_level(logging.INFO, logger="cycledecon.infer"):
+        out = deconvolve_file(files["tiff"], files["model"], tmp_path / "out.ome.zarr",
+                              {"memory_gb": memory_gb, "precision": "fp32"}, progress=False)  # fmt: skip
+    data, _, attrs = read_ome_zarr(out)
+    record = attrs["deconvolution"]
+    assert record["block_size"] == list(block_for_budget(shape, GENERATOR, memory_gb, bf16=False)) == [12, 20, 24]
+    assert record["memory_gb"] == memory_gb
+    assert 0 < record["estimated_peak_gb"] <= memory_gb
+    assert f"4 blocks of (12, 20, 24) (for a budget of {memory_gb:.2f} GiB)" in caplog.text
+    # four budget blocks give what two configured ones gave: both equal the whole-volume output
+    np.testing.assert_allclose(data.compute(), read_ome_zarr(files["out"])[0].compute(), rtol=0, atol=TOLERANCE)
+
+
+def test_explicit_block_size_wins_over_the_budget(tmp_path, files):
+    """A budget far too small for any block: ignored, as block_size is given."""
+    out = deconvolve_file(files["tiff"], files["model"], tmp_path / "out.ome.zarr",
+                          {**TWO_BLOCKS, "memory_gb": 0.001}, progress=False)  # fmt: skip
+    record = read_ome_zarr(out)[2]["deconvolution"]
+    assert record["block_size"] == [12, 40, 24]
+    assert record["memory_gb"] is None
+
+
+def test_default_budget_is_half_the_free_memory_at_most_the_cap(monkeypatch):
+    cpu = torch.device("cpu")
+    assert 0 < default_memory_gb(cpu) <= infer.MEMORY_CAP_GB  # this machine's MemAvailable (or the fallback)
+    for free, expected in [(6 * GIB, 3.0), (1000 * GIB, infer.MEMORY_CAP_GB), (None, infer.FALLBACK_MEMORY_GB)]:
+        monkeypatch.setattr(infer, "_free_memory_bytes", lambda device, free=free: free)
+        assert default_memory_gb(cpu) == expected
 
 
 # ------------------------------------------------------------------------------------- file level

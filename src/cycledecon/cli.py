@@ -3,7 +3,7 @@
     cycledecon ingest stack.tif -o stack.ome.zarr [--voxel-size Z Y X] [--channel C] [--overwrite]
     cycledecon train results/patches/demo/patches.zarr -o results/models/demo [--config config.yaml]
     cycledecon deconvolve stack.tif --model model.pt -o out.ome.zarr [--config config.yaml]
-        [--precision {auto,bf16,fp32}] [--overwrite]
+        [--precision {auto,bf16,fp32}] [--memory-gb GIB] [--overwrite]
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def _deconvolve(args: argparse.Namespace) -> None:
     config = _config_section(args.config, "deconvolve")
     if args.precision is not None:
         config["precision"] = args.precision
+    if args.memory_gb is not None:
+        config["memory_gb"] = args.memory_gb
     deconvolve_file(
         args.input,
         args.model,
@@ -114,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="numeric precision of the network: auto (bf16 autocast with channels-last memory where the CPU "
              "or GPU runs bf16 natively, fp32 elsewhere), bf16 or fp32; overrides the config's "
              "deconvolve.precision (default there: auto)",
+    )  # fmt: skip
+    deconvolve.add_argument(
+        "--memory-gb", type=float, metavar="GIB",
+        help="memory budget in GiB for the blocks being computed; the block size is the largest that fits "
+             "(unless the config sets deconvolve.block_size); overrides deconvolve.memory_gb (default "
+             "there: half the free memory of the device, at most 16 GiB)",
     )  # fmt: skip
     stack_options(deconvolve)
     deconvolve.set_defaults(run=_deconvolve)

@@ -25,6 +25,11 @@ at block borders and at the volume's outer faces alike; no overlap blending is n
 round differently. With ``norm: instance`` every tile is normalized by its own statistics and this
 guarantee is lost.
 
+Any block that keeps these rules is seam-free, so its size only trades memory for speed: each block
+recomputes its halo, and larger blocks waste less of that work. Unless ``deconvolve.block_size`` is
+given, `block_for_budget` takes the largest such block whose estimated peak memory
+(`block_peak_bytes`) fits ``deconvolve.memory_gb``.
+
 Blocks of equal shape are batched into one forward pass (``batch_size``); the blocks form a lazy
 dask array that `write_ome_zarr` streams chunk by chunk (pyramid included), so memory is bounded
 by a few blocks, not by the volume. All tasks run on dask's synchronous scheduler: one thread owns the model (loaded
@@ -68,6 +73,24 @@ PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
 #: Relative voxel-size mismatch between a stack and the model's training data that is warned about.
 VOXEL_SIZE_TOLERANCE = 0.10
 UINT16_MAX = 65535
+GIB = 2**30
+
+# Memory estimate of a block (`block_peak_bytes`), calibrated so that it bounds the peak RSS measured
+# by benchmarks/inference_memory.py, a little above it (table in benchmarks/results/inference_memory.md).
+#: Full-resolution feature maps alive at G's peak, in units of base_channels, per precision.
+PEAK_CHANNELS = {"fp32": 7.5, "bf16": 5.0}
+#: G's float32 input, head output and residual sum, bytes per voxel.
+FLOAT32_IO_BYTES = 12.0
+#: The pipeline's copies outside G (the halo'd input assembled by dask, input chunks kept for the
+#: next blocks, G's output until its centre is written), bytes per voxel of the halo'd block.
+BUFFER_BYTES = 16.0
+#: Memory of a first forward pass that does not grow with the block (kernels set up on first use).
+FIXED_BYTES = 160 * 2**20
+
+# Default budget (`default_memory_gb`).
+MEMORY_FRACTION = 0.5
+MEMORY_CAP_GB = 16.0
+FALLBACK_MEMORY_GB = 4.0
 
 
 @dataclass(frozen=True)
@@ -76,11 +99,13 @@ class InferenceConfig:
 
     block_size: (z, y, x) output voxels per block, rounded up to a multiple of 2**depth and of
         the output's zarr chunks (the default chunks, or the block where that is smaller). Each
-        block is computed with G's receptive field as halo on every side (24 voxels for depth 2),
-        so larger blocks waste less work but need more memory: about 260 bytes per voxel of
-        the halo'd block for the demo generator (depth 2, 8 channels), roughly proportional to
-        base_channels (measured on CPU: 2.9 GiB peak RSS with the default block; see
-        benchmarks/results/inference.md).
+        block is computed with G's receptive field as halo on every side, so larger blocks waste
+        less work but need more memory. Default (null): the largest block that fits `memory_gb`
+        (`block_for_budget`); a block given here is used as is, whatever the budget.
+    memory_gb: GiB that a batch of blocks may take (G's activations and the block's buffers, by
+        `block_peak_bytes`), used to choose the block. Default (null): `default_memory_gb`, half
+        the memory free on the device (host MemAvailable, or free GPU memory), at most
+        MEMORY_CAP_GB.
     batch_size: blocks of equal shape per forward pass (helps a GPU with small blocks).
     device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     precision: ``auto`` (bf16 autocast with channels-last where the CPU or GPU runs bf16
@@ -93,7 +118,8 @@ class InferenceConfig:
     threads: torch CPU threads; default: the rule's threads (torch's own default from the CLI).
     """
 
-    block_size: tuple[int, int, int] = (64, 256, 256)
+    block_size: tuple[int, int, int] | None = None
+    memory_gb: float | None = None
     batch_size: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -113,7 +139,8 @@ def parse_inference_config(
         section["precision"] = PRECISION_ALIASES[section["precision"]]
     config = parse_section(InferenceConfig, section, prefix)
     checks = [
-        ("block_size", all(b >= 1 for b in config.block_size)),
+        ("block_size", config.block_size is None or all(b >= 1 for b in config.block_size)),
+        ("memory_gb", config.memory_gb is None or config.memory_gb > 0),
         ("batch_size", config.batch_size >= 1),
         ("uint16_scale", config.uint16_scale > 0),
         ("threads", config.threads is None or config.threads >= 1),
@@ -138,13 +165,119 @@ def block_layout(
     rounded up to a multiple of the chunk and of 2**depth (see the module docstring).
     """
     multiple = 2 ** parse_generator_config(generator_config).depth
-    chunks = tuple(min(c, _round_up(b, multiple)) for b, c in zip(block_size, DEFAULT_CHUNKS))
-    block = tuple(_round_up(b, math.lcm(c, multiple)) for b, c in zip(block_size, chunks))
-    return block, chunks
+    block, chunks = zip(*(_layout_axis(b, c, multiple) for b, c in zip(block_size, DEFAULT_CHUNKS)))
+    return tuple(block), tuple(chunks)
+
+
+def _layout_axis(size: int, default_chunk: int, multiple: int) -> tuple[int, int]:
+    """(block, chunk) along one axis for a requested block `size` (see `block_layout`)."""
+    chunk = min(default_chunk, _round_up(size, multiple))
+    return _round_up(size, math.lcm(chunk, multiple)), chunk
 
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+# ------------------------------------------------------------------------------ memory and blocks
+def activation_bytes_per_voxel(generator_config: Mapping[str, Any], bf16: bool) -> float:
+    """Peak bytes per voxel of a halo'd block inside one forward pass of G.
+
+    At G's peak, its last full-resolution merge, PEAK_CHANNELS[precision] × base_channels feature
+    maps of the block's size are alive, plus the skips kept at coarser levels (level l: 2**l ×
+    base_channels channels on 8**-l of the voxels), 2 bytes a value in bf16 and 4 in fp32; G's
+    float32 input, head output and residual sum add FLOAT32_IO_BYTES.
+    """
+    config = parse_generator_config(generator_config)
+    channels = PEAK_CHANNELS["bf16" if bf16 else "fp32"] + sum(4.0**-level for level in range(1, config.depth))
+    return channels * config.base_channels * (2 if bf16 else 4) + FLOAT32_IO_BYTES
+
+
+def block_peak_bytes(
+    block: Sequence[int], shape: Sequence[int], generator_config: Mapping[str, Any], bf16: bool, batch_size: int = 1
+) -> float:
+    """Estimated peak memory of one batch of blocks of `block` output voxels in a volume of `shape`.
+
+    Per voxel of the largest halo'd block (the block clipped to the volume, plus the halo on
+    every side): G's activations and the pipeline's float32 buffers (BUFFER_BYTES), times the
+    batch; plus G's fixed workspace (FIXED_BYTES), which does not grow with the block.
+    """
+    halo = halo_voxels(generator_config)
+    voxels = math.prod(min(b, n) + 2 * h for b, n, h in zip(block, shape, halo))
+    per_voxel = activation_bytes_per_voxel(generator_config, bf16) + BUFFER_BYTES
+    return FIXED_BYTES + batch_size * voxels * per_voxel
+
+
+def block_for_budget(
+    shape: Sequence[int], generator_config: Mapping[str, Any], memory_gb: float, bf16: bool, batch_size: int = 1
+) -> tuple[int, int, int]:
+    """The largest valid block (see `block_layout`) whose `block_peak_bytes` fits `memory_gb` GiB.
+
+    The block grows one axis at a time from 2**depth voxels per axis, along a path set by the
+    volume alone, so that a larger budget never gives a smaller block on any axis: each step takes
+    the axis whose next size saves the most halo work per byte. An axis only takes sizes that
+    lower its number of blocks (`_axis_sizes`), so a block is never larger than the volume needs.
+    """
+    config = parse_generator_config(generator_config)
+    halo = halo_voxels(config)
+    sizes = [_axis_sizes(n, c, 2**config.depth) for n, c in zip(shape, DEFAULT_CHUNKS)]
+    index = [0, 0, 0]
+
+    def peak(at: Sequence[int]) -> float:
+        return block_peak_bytes([s[i] for s, i in zip(sizes, at)], shape, config, bf16, batch_size)
+
+    if peak(index) > memory_gb * GIB:
+        smallest = [s[0] for s in sizes]
+        raise CycledeconError(
+            f"deconvolve.memory_gb: {memory_gb:.3g} GiB is too small; the smallest block, {smallest} voxels "
+            f"plus a halo of {list(halo)} (batch_size {batch_size}), needs an estimated {peak(index) / GIB:.2f} GiB"
+        )
+    while growable := [a for a in range(3) if index[a] + 1 < len(sizes[a])]:
+        axis = max(growable, key=lambda a: _step_gain(shape[a], halo[a], sizes[a][index[a]], sizes[a][index[a] + 1]))
+        grown = [i + (a == axis) for a, i in enumerate(index)]
+        if peak(grown) > memory_gb * GIB:
+            break
+        index = grown
+    return tuple(s[i] for s, i in zip(sizes, index))
+
+
+def _axis_sizes(length: int, default_chunk: int, multiple: int) -> list[int]:
+    """Valid block sizes along an axis of `length` voxels, ascending: for each number of blocks
+    along it, the smallest valid size that needs no more."""
+    by_count: dict[int, int] = {}
+    for count in range(1, -(-length // multiple) + 1):
+        size = _layout_axis(-(-length // count), default_chunk, multiple)[0]
+        by_count.setdefault(-(-length // size), size)
+    return sorted(set(by_count.values()))
+
+
+def _step_gain(length: int, halo: int, size: int, grown: int) -> float:
+    """Halo work saved per memory spent when an axis grows from blocks of `size` to `grown`: the log
+    ratio of the voxels computed along it (length + 2·halo per block) over that of the halo'd extent."""
+    work, new_work = (length + -(-length // b) * 2 * halo for b in (size, grown))
+    extent, new_extent = (min(b, length) + 2 * halo for b in (size, grown))
+    return math.log(work / new_work) / math.log(new_extent / extent)
+
+
+def default_memory_gb(device: torch.device) -> float:
+    """The budget when deconvolve.memory_gb is unset: MEMORY_FRACTION of the memory free on
+    `device`, at most MEMORY_CAP_GB (past it, larger blocks save little halo work, and the host
+    still holds each block's buffers); FALLBACK_MEMORY_GB where free memory cannot be read."""
+    free = _free_memory_bytes(device)
+    if free is None:
+        return FALLBACK_MEMORY_GB
+    return min(MEMORY_FRACTION * free / GIB, MEMORY_CAP_GB)
+
+
+def _free_memory_bytes(device: torch.device) -> int | None:
+    """Free memory of a CUDA device, or the host's MemAvailable (Linux /proc/meminfo; None elsewhere)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
 
 
 def reflect_pad(data: da.Array, width: Sequence[int]) -> da.Array:
@@ -164,6 +297,19 @@ def reflect_pad(data: da.Array, width: Sequence[int]) -> da.Array:
 
 def _block_ranges(size: int, block: int) -> list[tuple[int, int]]:
     return [(start, min(start + block, size)) for start in range(0, size, block)]
+
+
+def choose_block(
+    config: InferenceConfig, shape: Sequence[int], generator_config: Mapping[str, Any], device: torch.device,
+    precision: Precision,
+) -> tuple[tuple[int, int, int], tuple[int, int, int], float | None]:
+    """(block, zarr chunks, budget in GiB) for a run: deconvolve.block_size when given (budget None),
+    else the largest block for deconvolve.memory_gb or the device's default budget."""
+    if config.block_size is not None:
+        return (*block_layout(config.block_size, generator_config), None)
+    budget = config.memory_gb or default_memory_gb(device)
+    block = block_for_budget(shape, generator_config, budget, precision.bf16, config.batch_size)
+    return (*block_layout(block, generator_config), round(budget, 3))
 
 
 # --------------------------------------------------------------------------------------- predictor
@@ -407,13 +553,17 @@ def deconvolve_file(
         log.warning("instance-norm model: each block is normalized by its own statistics; seams may show")
 
     halo = halo_voxels(metadata["generator"])
-    block, chunks = block_layout(config.block_size, metadata["generator"])
+    block, chunks, budget = choose_block(config, data.shape, metadata["generator"], device, precision)
+    peak = block_peak_bytes(block, data.shape, metadata["generator"], precision.bf16, config.batch_size)
     blocks = math.prod(-(-n // b) for n, b in zip(data.shape, block))
-    log.info("deconvolving %s %s on %s (%s): %d blocks of %s, halo %s",
-             input_path, data.shape, device, precision.name, blocks, block, halo)  # fmt: skip
+    log.info("deconvolving %s %s on %s (%s): %d blocks of %s (%s), halo %s, estimated peak %.2f GiB",
+             input_path, data.shape, device, precision.name, blocks, block,
+             "deconvolve.block_size" if budget is None else f"for a budget of {budget:.2f} GiB",
+             halo, peak / GIB)  # fmt: skip
     record = {
         **model_identity(model_path, metadata),
         "device": str(device), "precision": precision.name, "halo_voxels": list(halo), "block_size": list(block),
+        "memory_gb": budget, "estimated_peak_gb": round(peak / GIB, 3),
         "boundary": "reflect", "output_dtype": config.output_dtype,
         "uint16_scale": config.uint16_scale if config.output_dtype == "uint16" else None,
     }  # fmt: skip

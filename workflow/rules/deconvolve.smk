@@ -1,4 +1,11 @@
 # Whole normalized stacks → deconvolved OME-Zarr, in seam-free Dask blocks (GPU when present).
+from cycledecon.infer import MEMORY_CAP_GB
+
+# The job's memory: the blocks' budget (deconvolve.memory_gb, or the most its default can be) plus
+# 1 GiB for the process itself (libraries, the model, input chunks in flight).
+DECONVOLVE_MEM_MB = (
+    round(1024 * (config["deconvolve"].get("memory_gb") or MEMORY_CAP_GB)) + 1024
+)
 
 
 rule deconvolve:
@@ -13,7 +20,7 @@ rule deconvolve:
         "../../envs/cycledecon.yaml"
     threads: 2
     resources:
-        mem_mb=6000,
+        mem_mb=DECONVOLVE_MEM_MB,
     params:
         config=config["deconvolve"],
     script:
