@@ -1,30 +1,45 @@
-"""Inference throughput and memory: cycledecon's blockwise generator vs. Richardson–Lucy, one run.
+"""Inference throughput and memory: cycledecon's blockwise generator in fp32 and in the default
+precision, against Richardson–Lucy in the same run.
 
-    python benchmarks/inference.py                  # 64×512×512 (several minutes on 2 cores)
-    python benchmarks/inference.py --quick          # 16×128×128, blocks of 16×64×64: a smoke run
-    python benchmarks/inference.py --shape 32 256 256 --block 32 128 128 --big
+    python benchmarks/inference.py                  # 64×512×512 (minutes on 2 cores)
+    python benchmarks/inference.py --quick          # 16×128×128 and a small G: a smoke run
+    python benchmarks/inference.py --shape 64 256 256 --block 64 128 128 --big
 
-One synthetic widefield stack (mixed phantom ⊛ the true widefield PSF, Poisson and read noise) is
-made in this process. Each cycledecon run is `deconvolve_file` on the stack's normalized OME-Zarr
-in a fresh subprocess under `/usr/bin/time`, so its peak RSS includes nothing from other runs; its
-wall time is end to end (zarr reads, pyramid and writes included), and the share spent in G's
-forward passes is reported. The same run is repeated on a stack 8× larger (the
-stack tiled 2× per axis) with the same block size: bounded memory means similar peak RSS.
-Richardson–Lucy is `cycledecon.baselines.richardson_lucy` (scikit-image's, with offset handling),
-20 iterations with the true PSF, in this process, its FFTs given the same thread count.
-Models have random weights: speed and memory do not depend on training.
-Writes benchmarks/results/inference.md.
+G is config/config.yaml's train.generator with random weights: speed and memory do not depend on
+training. One synthetic widefield stack (mixed phantom ⊛ the true widefield PSF, Poisson and read
+noise) is made in this process. Each cycledecon run is `deconvolve_file` on the stack's normalized
+OME-Zarr in a fresh subprocess under `/usr/bin/time`, so its peak RSS includes nothing from other
+runs; its wall time is end to end (zarr reads, halo, G, pyramid and writes), and the time spent in
+G's forward passes is measured on the side ("G alone": output voxels per second of G).
+
+* Throughput: fp32, and `auto` (deconvolve.precision's default: bf16 autocast with channels-last
+  where the CPU runs bf16 natively, else fp32; see cycledecon.precision), on the 1× stack, with the
+  block the memory budget chooses (deconvolve.memory_gb, `--memory-gb`, or its default) unless
+  `--block` is given.
+* Bounded memory: `auto` on the 1× stack and on a stack 8× larger (the stack tiled 2× per axis),
+  both with one explicit deconvolve.block_size (`--block`, or the block the budget chose for the
+  1× stack): both runs then compute blocks of the same size, so their peak RSS should be similar.
+* Richardson–Lucy is `cycledecon.baselines.richardson_lucy` (scikit-image's, with offset handling),
+  20 iterations with the true PSF, in this process, its FFTs given the same thread count.
+
+Every row records the block it used, whether the budget chose it, and the voxels G computes per
+output voxel (the halo's overhead). Writes benchmarks/results/inference.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +47,31 @@ import dask.array as da
 import numpy as np
 import scipy.fft
 import torch
+import yaml
 from scipy.signal import fftconvolve
 
 from cycledecon.baselines import richardson_lucy
-from cycledecon.infer import InferenceConfig
+from cycledecon.infer import halo_voxels
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.model import UNet3d, receptive_field, save_model
 from cycledecon.normalize import normalize_array
 from cycledecon.phantoms import mixed_phantom
+from cycledecon.precision import cpu_has_native_bf16
 from cycledecon.psf import widefield_psf
 from cycledecon.voxel import VoxelSize
 
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "config.yaml"
 RESULTS = Path(__file__).parent / "results" / "inference.md"
 VOXEL = VoxelSize(0.25, 0.1, 0.1)
 OPTICS = {"na": 1.4, "wavelength_nm": 520, "immersion_ri": 1.515}
 PSF_SHAPE = (33, 65, 65)
 NORMALIZATION = {"method": "percentile", "percentiles": [0.1, 99.9], "clip": True}
 RL_ITERATIONS = 20
-MODELS = {"demo": {"depth": 2, "base_channels": 8}, "big": {"depth": 3, "base_channels": 16}}
+#: deconvolve.precision values timed: float32, and the default.
+PRECISIONS = ("fp32", "auto")
+#: --quick: the default generator made shallow and narrow, so that a smoke run takes seconds.
+QUICK_GENERATOR = {"depth": 2, "base_channels": 4}
 
 #: Runs in a fresh interpreter: one deconvolve_file call, timing G's forward passes on the side.
 CHILD = """
@@ -73,6 +95,31 @@ print(json.dumps({"wall_s": time.perf_counter() - start, "model_s": model_s}))
 """
 
 
+def default_generator() -> dict[str, Any]:
+    """The `train.generator` section of config/config.yaml: the G users train and deconvolve with."""
+    return dict(yaml.safe_load(CONFIG.read_text())["train"]["generator"])
+
+
+def machine(device: str = "cpu") -> str:
+    """What the figures depend on: the CPU (or GPU), its logical CPUs, native bf16 and torch's version."""
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]  # fmt: skip
+    except OSError:
+        names = []
+    cpu = names[0] if names else platform.processor() or platform.machine()
+    text = (f"{cpu}, {os.cpu_count()} logical CPUs, native bf16 {'yes' if cpu_has_native_bf16() else 'no'}, "
+            f"torch {torch.__version__}")  # fmt: skip
+    if device == "cuda" and torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name()} (bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'})"
+    return text
+
+
+def command_line(script: str) -> str:
+    """The command that produced a results file, as it was typed (less the interpreter's path)."""
+    return " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]])
+
+
 def synthetic_stack(shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(noisy widefield stack in photons + offset, true PSF): the demo campaign's recipe."""
     rng = np.random.default_rng(seed)
@@ -83,7 +130,8 @@ def synthetic_stack(shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndar
     return photons.astype(np.float32), psf
 
 
-def write_model(path: Path, generator_config: dict[str, int]) -> Path:
+def write_model(path: Path, generator_config: dict[str, Any]) -> Path:
+    """A model.pt of G with random weights (seeded) and the metadata deconvolve_file reads."""
     torch.manual_seed(0)
     metadata = {
         "generator": generator_config, "receptive_field": list(receptive_field(generator_config)),
@@ -106,40 +154,117 @@ def run_child(args: dict[str, Any], work: Path) -> dict[str, float]:
     return {**json.loads(output.strip().splitlines()[-1]), "peak_rss_mib": peak_kib / 1024}
 
 
+def deconvolve_run(store: Path | None, model: Path, config: dict[str, Any], threads: int, work: Path) -> dict[str, Any]:
+    """One `deconvolve_file` run in a fresh process (none for `store` None: the imports alone), with
+    the block and precision it used as recorded in its output; the output is removed after."""
+    output = work / "out.ome.zarr"
+    args = {"input": None if store is None else str(store), "model": str(model), "output": str(output),
+            "config": config, "threads": threads}  # fmt: skip
+    result = run_child(args, work)
+    if store is None:
+        return {**result, "wall_s": 0.0}
+    record = read_ome_zarr(output)[2]["deconvolution"]
+    shutil.rmtree(output)
+    requested = config.get("precision", "auto")
+    precision = requested if requested == record["precision"] else f"{requested} → {record['precision']}"
+    return {**result, "block": record["block_size"], "memory_gb": record["memory_gb"], "precision": precision,
+            "resolved": record["precision"]}  # fmt: skip
+
+
+@dataclass
+class Runs:
+    """The deconvolve runs of one benchmark, in order: each a table row, printed as it comes."""
+
+    work: Path
+    threads: int
+    base: dict[str, Any]  # the deconvolve: settings every run shares
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, name: str, store: Path | None, shape: tuple[int, ...], model: Path, **config: Any) -> dict[str, Any]:
+        """Run `deconvolve_file` on `store` with `config` over the shared settings; its row."""
+        result = deconvolve_run(store, model, {**self.base, **config}, self.threads, self.work)
+        self.rows.append({"run": name, "shape": shape, **result})
+        print(self.rows[-1], flush=True)
+        return self.rows[-1]
+
+
+def computed_per_kept(shape: Sequence[int], block: Sequence[int], halo: Sequence[int]) -> float:
+    """Voxels G computes per output voxel: every block is computed with the halo on every side."""
+    computed = math.prod(n + math.ceil(n / b) * 2 * h for n, b, h in zip(shape, block, halo))
+    return computed / math.prod(shape)
+
+
 def time_richardson_lucy(stack: np.ndarray, psf: np.ndarray, threads: int) -> float:
+    """Wall seconds of Richardson–Lucy on `stack` with its FFTs on `threads` workers."""
     start = time.perf_counter()
     with scipy.fft.set_workers(threads):
         richardson_lucy(stack, psf, iterations=RL_ITERATIONS)
     return time.perf_counter() - start
 
 
-def table(rows: list[dict[str, Any]], header: str) -> str:
-    lines = [header, "", "| run | volume (z×y×x) | wall s | Mvoxel/s | G share | peak RSS MiB |",
-             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+def mvoxels_per_s(row: dict[str, Any], seconds_key: str = "wall_s") -> float | None:
+    """Output Mvoxel per second of `seconds_key` (None when the row has no such time)."""
+    seconds = row.get(seconds_key)
+    return math.prod(row["shape"]) / seconds / 1e6 if seconds else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def table(rows: list[dict[str, Any]], header: str, halo: Sequence[int]) -> str:
+    """Markdown table of the runs under `header`."""
+    lines = [header, "",
+             "| run | precision | volume (z×y×x) | block | block from | computed / kept | wall s | Mvoxel/s | "
+             "G Mvoxel/s | G share | peak RSS MiB |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for row in rows:
-        voxels = int(np.prod(row["shape"]))
-        share = f"{row['model_s'] / row['wall_s']:.0%}" if row.get("model_s") else "–"
-        rss = f"{row['peak_rss_mib']:.0f}" if row.get("peak_rss_mib") else "–"
-        speed = f"{voxels / row['wall_s'] / 1e6:.3f}" if row["wall_s"] else "–"
-        wall = f"{row['wall_s']:.1f}" if row["wall_s"] else "–"
-        lines.append(f"| {row['run']} | {'×'.join(map(str, row['shape']))} | {wall} | {speed} | {share} | {rss} |")
+        block = row.get("block")
+        source = "–" if block is None else "given" if row["memory_gb"] is None else f"budget {row['memory_gb']:.3g} GiB"
+        share = row["model_s"] / row["wall_s"] if row.get("model_s") else None
+        lines.append(
+            f"| {row['run']} | {row.get('precision', '–')} | {'×'.join(map(str, row['shape']))} | "
+            f"{'–' if block is None else '×'.join(map(str, block))} | {source} | "
+            f"{_fmt(computed_per_kept(row['shape'], block, halo) if block else None, '.2f')} | "
+            f"{_fmt(row['wall_s'] or None, '.1f')} | {_fmt(mvoxels_per_s(row), '.3f')} | "
+            f"{_fmt(mvoxels_per_s(row, 'model_s'), '.3f')} | {_fmt(share, '.0%')} | "
+            f"{_fmt(row.get('peak_rss_mib'), '.0f')} |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def summary(timed: dict[str, dict[str, Any]], pair: list[dict[str, Any]], rl_s: float) -> str:
+    """The ratios the issue's acceptance asks about: against RL, default against fp32, RSS 8× / 1×."""
+    fp32, default = timed["fp32"], timed["auto"]
+    return (
+        f"\ncycledecon / Richardson–Lucy throughput on the 1× stack: fp32 {rl_s / fp32['wall_s']:.2f}×, "
+        f"default ({default['resolved']}) {rl_s / default['wall_s']:.2f}×. "
+        f"Default / fp32: end to end {fp32['wall_s'] / default['wall_s']:.2f}×, "
+        f"G alone {fp32['model_s'] / default['model_s']:.2f}×. "
+        f"Peak RSS 8× / 1× with block {'×'.join(map(str, pair[1]['block']))} given for both: "
+        f"{pair[1]['peak_rss_mib'] / pair[0]['peak_rss_mib']:.2f} (bounded memory: acceptance is within 25 %).\n"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", nargs=3, type=int, default=[64, 512, 512], metavar=("Z", "Y", "X"))
     parser.add_argument("--block", nargs=3, type=int, default=None, metavar=("Z", "Y", "X"),
-                        help="deconvolve.block_size (default: the library's)")  # fmt: skip
+                        help="deconvolve.block_size for every run (default: the budget's block; the 8× "
+                             "run gets the 1× run's block)")  # fmt: skip
+    parser.add_argument("--memory-gb", type=float, default=None, help="deconvolve.memory_gb (default: the library's)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="16×128×128 with 16×64×64 blocks")
-    parser.add_argument("--big", action="store_true", help="also time a depth-3, 16-channel generator")
+    parser.add_argument("--quick", action="store_true", help="16×128×128 and a depth-2, 4-channel G: a smoke run")
+    parser.add_argument("--big", action="store_true", help="also time a generator twice as wide (default precision)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     opts = parser.parse_args()
     shape = (16, 128, 128) if opts.quick else tuple(opts.shape)
-    block = [16, 64, 64] if opts.quick and opts.block is None else opts.block
-    config = {"device": "cpu", "batch_size": opts.batch_size, **({"block_size": block} if block else {})}
+    generator = {**default_generator(), **(QUICK_GENERATOR if opts.quick else {})}
+    halo = halo_voxels(generator)
+    base = {"device": "cpu", "batch_size": opts.batch_size,
+            **({"memory_gb": opts.memory_gb} if opts.memory_gb else {})}  # fmt: skip
+    blocks = {"block_size": opts.block} if opts.block else {}
 
     with tempfile.TemporaryDirectory(prefix="cycledecon-bench-") as tmp:
         work = Path(tmp)
@@ -149,44 +274,34 @@ def main() -> None:
         del normalized
         large = write_ome_zarr(da.tile(read_ome_zarr(small)[0], (2, 2, 2)), work / "8x.ome.zarr", VOXEL,
                                attrs={"normalization": record})  # fmt: skip
-        runs = [("python + torch + cycledecon imported, nothing run", None, "demo", shape),
-                ("cycledecon G (depth 2, 8 ch), 1×", small, "demo", shape),
-                ("cycledecon G (depth 2, 8 ch), 8×", large, "demo", tuple(2 * n for n in shape))]  # fmt: skip
+        model = write_model(work / "model.pt", generator)
+        runs = Runs(work, opts.threads, base)
+        label = f"G (depth {generator['depth']}, {generator['base_channels']} ch)"
+        runs.add("python + torch + cycledecon imported, nothing run", None, shape, model)
+        timed = {p: runs.add(f"{label}, 1×", small, shape, model, precision=p, **blocks) for p in PRECISIONS}
         if opts.big:
-            runs.append(("cycledecon G (depth 3, 16 ch), 1×", small, "big", shape))
-        rows = []
-        for name, store, model, run_shape in runs:
-            model_path = work / f"{model}.pt"
-            if not model_path.exists():
-                write_model(model_path, MODELS[model])
-            args = {"input": None if store is None else str(store), "model": str(model_path),
-                    "output": str(work / "out.ome.zarr"), "config": config, "threads": opts.threads}  # fmt: skip
-            result = run_child(args, work)
-            if store is None:
-                result["wall_s"] = 0.0
-            rows.append({"run": name, "shape": run_shape, **result})
-            print(rows[-1], flush=True)
+            wide = {**generator, "base_channels": 2 * generator["base_channels"]}
+            runs.add(f"G (depth {wide['depth']}, {wide['base_channels']} ch), 1×", small, shape,
+                     write_model(work / "wide.pt", wide), precision="auto", **blocks)  # fmt: skip
+        given = opts.block or timed["auto"]["block"]
+        pair = [runs.add(f"{label}, {n}× (bounded memory)", store, run_shape, model, precision="auto", block_size=given)
+                for n, store, run_shape in ((1, small, shape), (8, large, tuple(2 * n for n in shape)))]  # fmt: skip
         rl_s = time_richardson_lucy(stack, psf, opts.threads)
-        rows.append({"run": f"Richardson–Lucy, {RL_ITERATIONS} iterations, true PSF {PSF_SHAPE}",
-                     "shape": shape, "wall_s": rl_s})  # fmt: skip
+        rows = [*runs.rows, {"run": f"Richardson–Lucy, {RL_ITERATIONS} iterations, true PSF {PSF_SHAPE}",
+                             "shape": shape, "wall_s": rl_s}]  # fmt: skip
         print(rows[-1], flush=True)
 
-    demo_1x, demo_8x = rows[1], rows[2]
     header = (
-        f"# Inference benchmark\n\n`python benchmarks/inference.py {' '.join(sys.argv[1:])}` on "
-        f"{platform.processor() or platform.machine()}, {opts.threads} threads (torch and RL's FFTs), "
-        f"CPU, block_size {block or list(InferenceConfig().block_size)}, batch_size {opts.batch_size}. "
-        "cycledecon wall time is end to end (read, halo, G, pyramid, write); "
-        "'G share' is the part spent in G's forward passes. Peak RSS is each run's own process."
-    )
-    summary = (
-        f"\ncycledecon (demo model) / Richardson–Lucy throughput: "
-        f"{rl_s / demo_1x['wall_s']:.2f}× on the 1× stack. "
-        f"Peak RSS 8× / 1×: {demo_8x['peak_rss_mib'] / demo_1x['peak_rss_mib']:.2f} "
-        "(bounded memory: acceptance is within 25 %).\n"
+        f"# Inference benchmark\n\n`{command_line('inference.py')}` on {machine()}; threads {opts.threads} "
+        f"(torch and RL's FFTs), CPU, batch_size {opts.batch_size}. G: {generator} with random weights, "
+        f"halo {list(halo)}. Precision `auto` is deconvolve.precision's default (what it resolved to is "
+        "shown). cycledecon wall time is end to end (read, halo, G, pyramid, write); 'G Mvoxel/s' is "
+        "output voxels per second spent in G's forward passes, 'G share' their part of the wall time; "
+        "'computed / kept' is the voxels G computes per output voxel (halo). Peak RSS is each run's own "
+        "process. The bounded-memory pair runs with the same explicit block_size."
     )
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(table(rows, header) + summary)
+    opts.out.write_text(table(rows, header, halo) + summary(timed, pair, rl_s))
     print(opts.out.read_text())
 
 
