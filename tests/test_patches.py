@@ -159,10 +159,14 @@ def test_patches_carry_their_context_margin(campaign, tmp_path):
     assert dict(group.attrs)["context_voxels"] == [2, 5, 5]
     assert group["A_train"].shape == (6, 8, 18, 18)
     stacks = {s.name: read_ome_zarr(s.path)[0].compute() for s in campaign}
+    scaling = dict(group.attrs)["reference_scaling"]
+    assert set(scaling) == {"ref0", "ref1"}  # references only, in widefield units (tested below)
     for row in manifest.itertuples():
         mirrored = np.pad(stacks[row.sample], [(2, 2), (5, 5), (5, 5)], mode="symmetric")
         expected = mirrored[row.z:row.z + 8, row.y:row.y + 18, row.x:row.x + 18]  # origin shifts by the pad
-        np.testing.assert_array_equal(group[row.array][row.index], expected)
+        if row.sample in scaling:
+            expected = (expected - scaling[row.sample]["offset"]) / scaling[row.sample]["scale"]
+        np.testing.assert_allclose(group[row.array][row.index], expected, rtol=1e-5, atol=1e-6)
     assert (manifest.z == 0).any() or (manifest.z == SHAPE[0] - 4).any()  # some patches at the edge
 
 
@@ -172,3 +176,40 @@ def test_context_wider_than_the_stack_mirrors_it(tmp_path):
     stack = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((8, 6, 6), np.float32)
     window = read_window(da.from_array(stack), (0, 1, 1), (4, 4, 4), (3, 1, 1))
     np.testing.assert_array_equal(window[:, 2, 2], [2, 1, 0, 0, 1, 2, 3, 4, 5, 6])
+
+
+def test_widefield_units_normalize_the_blurred_reference_as_a_widefield_stack():
+    """Offset and scale are the normalization percentiles of the reference blurred by the PSF
+    (computed here independently: mirrored edges, a direct FFT convolution of the whole stack);
+    after rescaling, the blurred reference has those percentiles at 0 and 1. Tolerances: float32
+    FFTs over ~10⁴ voxels."""
+    from scipy.signal import fftconvolve
+
+    from cycledecon.patches import widefield_units
+    from cycledecon.psf import gaussian_psf
+    rng = np.random.default_rng(0)
+    sharp = (rng.random((12, 20, 20)) > 0.97).astype(np.float32) * 5 + 0.3
+    psf = gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)).astype(np.float32)
+    blurred = fftconvolve(np.pad(sharp, [(2, 2), (3, 3), (3, 3)], mode="symmetric"), psf, mode="valid")
+    low, high = np.percentile(blurred, [1, 99])
+    offset, scale = widefield_units(da.from_array(sharp, chunks=(6, 10, 10)), psf, (1, 99))
+    assert offset == pytest.approx(low, rel=1e-4) and scale == pytest.approx(high - low, rel=1e-4)
+    rescaled = da.from_array((sharp - offset) / scale, chunks=(6, 10, 10))
+    again = widefield_units(rescaled, psf, (1, 99))
+    assert again == pytest.approx((0.0, 1.0), abs=1e-4)
+
+
+def test_references_keep_their_own_scale_on_request_or_without_optics(campaign, tmp_path, caplog):
+    config = CONFIG | {"context_um": [1.0, 1.0, 1.0], "n_val": 0}
+    own = extract_patches(campaign, tmp_path / "own", config | {"reference_units": "own"}, "c1", OPTICS)
+    no_optics = extract_patches(campaign, tmp_path / "no_optics", config, "c1", None)
+    assert "need" in caplog.text and "optics" in caplog.text
+    widefield = extract_patches(campaign, tmp_path / "wf", config, "c1", OPTICS)
+    for path in (own, no_optics):
+        group, manifest = _read(path)
+        assert dict(group.attrs)["reference_scaling"] is None
+        ref = manifest[manifest.domain == "B"].iloc[0]
+        assert group[ref["array"]][ref["index"]].max() == pytest.approx(VALUES[ref["sample"]])  # the stack's own value
+    group, manifest = _read(widefield)
+    ref = manifest[manifest.domain == "B"].iloc[0]
+    assert group[ref["array"]][ref["index"]].max() != pytest.approx(VALUES[ref["sample"]], rel=0.01)

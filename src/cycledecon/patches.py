@@ -17,6 +17,14 @@ Where the margin reaches past the stack's edge it is the stack mirrored at that 
 beyond a stack is unknown; its mirror image has the same density of structures), so patches can
 lie anywhere in a stack, however thin next to the PSF.
 
+Reference stacks are put on the widefield stacks' intensity scale (``reference_units: widefield``,
+the default when the campaign's optics are known): each stack is normalized by its own percentiles,
+so a sparse reference and a widefield stack of the same scene end up on unrelated scales, differing
+from stack to stack, which one intensity map per domain cannot undo. A reference x is therefore
+rescaled to x' = (x − low) / (high − low), with low and high the widefield normalization's
+percentiles of x blurred by the theoretical PSF: its widefield image h ⊛ x' is then normalized as a
+real widefield stack is (h sums to one, so the affine map commutes with the blur).
+
 A patch is kept when at least ``min_foreground_fraction`` of its voxels lie above its stack's
 foreground level (Otsu's threshold, or a percentile, of the stack), with at most ``max_tries``
 random positions per requested patch. The patches of one (domain, split) are shared out evenly
@@ -25,6 +33,7 @@ between its stacks, so a stack where the filter finds nothing is named in the er
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import zlib
 from collections.abc import Mapping
@@ -36,12 +45,14 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import zarr
+from scipy.signal import fftconvolve
 from skimage.filters import threshold_otsu
 
 from cycledecon.errors import CycledeconError
 from cycledecon.io import atomic_path, read_ome_zarr
 from cycledecon.configparse import check_ranges, parse_section
-from cycledecon.normalize import APPLIED_KEY, strided_sample
+from cycledecon.normalize import APPLIED_KEY, percentile_values, strided_sample
+from cycledecon.psf import psf_from_optics
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
@@ -80,6 +91,9 @@ class PatchConfig:
     min_foreground_fraction: a patch is kept when at least this fraction of its voxels lie above
         the level.
     max_tries: random positions tried per requested patch before giving up.
+    reference_units: ``widefield`` puts reference stacks on the widefield stacks' intensity scale
+        (see the module docstring; needs the campaign's optics and a context margin), ``own``
+        keeps each reference's own normalization.
     seed: seed of the split and of the positions; the same seed gives the same patches.
     """
 
@@ -93,6 +107,7 @@ class PatchConfig:
     foreground_percentile: float = 50.0
     min_foreground_fraction: float = 0.1
     max_tries: int = 50
+    reference_units: Literal["widefield", "own"] = "widefield"
     seed: int = 0
 
 
@@ -188,6 +203,45 @@ def _normalization(stacks: list[_Stack], campaign: str) -> dict[str, Any]:
             raise CycledeconError(f"campaign {campaign}: samples {names[0]} and {name} were normalized "
                                   "with different settings")
     return settings[names[0]]
+
+
+# ------------------------------------------------------------------------------------ reference units
+def widefield_units(data: da.Array, psf: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
+    """(low, high − low) of a sharp stack blurred by `psf`: the offset and scale that give its
+    widefield image the normalization of a real widefield stack (see the module docstring)."""
+    radius = tuple(n // 2 for n in psf.shape)
+    data = data.astype(np.float32).rechunk(tuple(max(c, 2 * r + 1) for c, r in zip(data.chunksize, radius)))
+    blurred = data.map_overlap(lambda block: fftconvolve(block, psf, mode="same").astype(np.float32),
+                               depth=radius, boundary="reflect", dtype=np.float32)
+    (low, high), _ = percentile_values(blurred, percentiles, FOREGROUND_SAMPLE_VOXELS)
+    return low, high - low
+
+
+def to_widefield_units(
+    stacks: list[_Stack], normalization: dict[str, Any], optics: dict[str, float] | None,
+    margin: tuple[int, int, int], config: PatchConfig, campaign: str,
+) -> tuple[list[_Stack], dict[str, dict[str, float]] | None]:
+    """The stacks with each reference rescaled to widefield units, and {sample: {offset, scale}};
+    unchanged stacks and None when the config, the optics or the margin rule it out."""
+    if config.reference_units == "own":
+        return stacks, None
+    if not optics or not any(margin):
+        log.warning("campaign %s: references keep their own intensity scale (patches.reference_units: "
+                    "widefield needs the sheet's optics and patches.context_um > 0)", campaign)
+        return stacks, None
+    psf = psf_from_optics(tuple(2 * m + 1 for m in margin), stacks[0].voxel_size, optics).astype(np.float32)
+    percentiles = tuple(normalization.get("percentiles", (0.1, 99.9)))
+    scaling, out = {}, []
+    for stack in stacks:
+        if stack.sample.role == "reference":
+            offset, scale = widefield_units(stack.data, psf, percentiles)
+            scaling[stack.sample.name] = {"offset": offset, "scale": scale}
+            stack = dataclasses.replace(stack, data=(stack.data - offset) / scale,
+                                        level=(stack.level - offset) / scale)
+            log.info("campaign %s: reference %s in widefield units: (x − %.4g) / %.4g",
+                     campaign, stack.sample.name, offset, scale)
+        out.append(stack)
+    return out, scaling
 
 
 # ------------------------------------------------------------------------------------ splits
@@ -363,14 +417,16 @@ def extract_patches(
     Path of `patches.zarr`: a zarr v3 group with float32 arrays A_train, B_train, A_val, B_val of
     shape (n, z, y, x) — patch_shape plus twice context_voxels — and attributes voxel_size_um,
     patch_shape, context_voxels, campaign, normalization (the
-    widefield stacks' settings), optics, seed and splits (sample names per domain and split).
+    widefield stacks' settings), optics, reference_scaling ({sample: {offset, scale}} or None),
+    seed and splits (sample names per domain and split).
     """
     config = parse_patch_config(config)
     stacks = _open_stacks(samples, config, campaign)
     voxel_size = _common_voxel_size(stacks, campaign)
     normalization = _normalization(stacks, campaign)
-    regions = split_regions(stacks, config, campaign)
     margin = context_voxels(config, voxel_size)
+    stacks, reference_scaling = to_widefield_units(stacks, normalization, optics, margin, config, campaign)
+    regions = split_regions(stacks, config, campaign)
     window_shape = tuple(p + 2 * m for p, m in zip(config.shape, margin))
     out_dir = Path(out_dir)
     rows: list[dict[str, Any]] = []
@@ -390,6 +446,7 @@ def extract_patches(
             "campaign": campaign,
             "normalization": normalization,
             "optics": optics,
+            "reference_scaling": reference_scaling,
             "seed": config.seed,
             "splits": {f"{d}_{s}": sorted({r.stack.sample.name for r in parts}) for (d, s), parts in regions.items()},
         })  # fmt: skip
