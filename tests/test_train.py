@@ -234,6 +234,7 @@ def test_non_blind_mode_keeps_the_given_psf(tiny_store, tmp_path):
     training.train(tiny_store, tmp_path / "out", config)
     learned = tifffile.imread(tmp_path / "out" / "learned_psf.ome.tif")
     np.testing.assert_allclose(learned, given, atol=1e-7)  # exp(log(p)) round trip in float32
+    assert load_model(tmp_path / "out" / "model.pt")[1]["pupil"] is None
 
 
 MARGIN = (3, 6, 6)
@@ -259,6 +260,9 @@ def test_pupil_psf_with_context_is_trained_and_exported_whole(context_store, tmp
     assert float(learned.sum()) == pytest.approx(1.0, abs=1e-5)
     _, meta = load_model(tmp_path / "model.pt")
     assert meta["psf_shape"] == list(expected) and meta["context_voxels"] == list(MARGIN)
+    pupil = meta["pupil"]  # the learned optics, within the projection's bound (NA ≤ nominal)
+    assert pupil["nominal_na"] == WATER["na"] and 0 < pupil["effective_na"] <= WATER["na"] + 1e-6
+    assert len(pupil["spherical_rad"]) == len(pupil["spherical_noll"]) == 2
     log = pd.read_csv(tmp_path / "train_log.csv")
     assert np.isfinite(log["cycle_blurred"]).all() and np.isfinite(log["val_cycle"].dropna()).all()
 
@@ -270,6 +274,7 @@ def test_non_blind_mode_uses_the_whole_given_psf(context_store, tmp_path):
     training.train(context_store, tmp_path / "out", config)
     learned = tifffile.imread(tmp_path / "out" / "learned_psf.ome.tif")
     np.testing.assert_allclose(learned, given, atol=1e-7)  # exp(log(p)) round trip in float32
+    assert load_model(tmp_path / "out" / "model.pt")[1]["pupil"] is None
 
 
 @pytest.mark.parametrize(("psf", "key"), [({"shape_voxels": [9, 13, 13]}, "train.psf.shape_voxels"),

@@ -428,6 +428,7 @@ class Run:
             "optics": self.store.optics, "steps": self.step, "precision": self.precision.name,
             "noise_model": self.model.noise.to_dict() if self.model.noise is not None else None,
             "intensity_map": self.intensity_map(),
+            "pupil": self.model.f.pupil.summary() if getattr(self.model.f, "pupil", None) is not None else None,
             "versions": {"cycledecon": cycledecon.__version__, "torch": str(torch.__version__),
                          "numpy": np.__version__, "zarr": zarr.__version__,
                          "python": platform.python_version()},

@@ -141,6 +141,14 @@ class PupilPsf(nn.Module):
         return (kernel / kernel.sum()).float()
 
     @torch.no_grad()
+    def summary(self) -> dict[str, float | list[float]]:
+        """The learned optics, for model.pt and the report: effective and nominal NA, and the
+        spherical Zernike coefficients (radians) with their Noll indices."""
+        return {"effective_na": float(self.effective_na()), "nominal_na": self.na,
+                "spherical_noll": list(SPHERICAL_NOLL[: len(self.spherical)]),
+                "spherical_rad": [float(c) for c in self.spherical]}
+
+    @torch.no_grad()
     def numpy(self) -> np.ndarray:
         """The current PSF as a float32 array."""
         return self().cpu().numpy()
