@@ -323,7 +323,8 @@ def test_smoothness_penalty_prefers_a_smooth_kernel():
 
 
 def test_exported_generator_is_the_moving_average_of_its_weights():
-    model = build_model(small_config(optim={"generator_ema": 0.5}), gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)))
+    model = build_model(small_config(optim={"generator_ema": 0.5, "decay_start": 0}),
+                        gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)))
     psf = small_config().psf
     history = []
     for step in range(1, 4):
@@ -339,3 +340,20 @@ def test_exported_generator_is_the_moving_average_of_its_weights():
         assert not torch.allclose(averaged, last)
     plain = build_model(small_config(optim={"generator_ema": 0.0}), gaussian_psf((5, 7, 7), (1.0, 1.0, 1.0)))
     assert plain.deblurrer is plain.g
+
+
+def test_weight_average_starts_where_the_learning_rates_decay():
+    """Weights before the decay start (here a blown-up G, as after a loss spike) never enter the
+    average; until the average has started, the exported G is the last one."""
+    config = small_config(optim={"generator_ema": 0.5, "steps": 4, "decay_start": 2})
+    model = build_model(config, gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)))
+    for step in range(1, 5):
+        with torch.no_grad():
+            for p in model.g.parameters():
+                p.copy_(torch.full_like(p, 1e6 if step == 1 else float(step)))
+        model.after_step(step, config.psf)
+        if step <= 2:
+            assert model.deblurrer is model.g
+    # steps 3 and 4 averaged: 0.5·3 + 0.5·4
+    for averaged in model.deblurrer.parameters():
+        assert torch.allclose(averaged, torch.full_like(averaged, 3.5))

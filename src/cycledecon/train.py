@@ -264,7 +264,7 @@ def theoretical_psf(shape: tuple[int, int, int], store: PatchStore) -> np.ndarra
 
 def lr_factor(step: int, optim: Any) -> float:
     """1 until decay_start, then linearly down to 0 at the last step."""
-    start = optim.steps // 2 if optim.decay_start is None else optim.decay_start
+    start = optim.decay_begins
     if step < start:
         return 1.0
     return max(0.0, (optim.steps - step) / max(1, optim.steps - start))

@@ -45,11 +45,12 @@ class CycleModel(nn.Module):
 
     def __init__(self, g: nn.Module, f: nn.Module, d_a: nn.Module, d_b: nn.Module,
                  noise: NoiseModel | None = None, generator_ema: float = 0.0,
-                 margin: Margin = NO_MARGIN) -> None:
+                 margin: Margin = NO_MARGIN, ema_start: int = 0) -> None:
         super().__init__()
         self.g, self.f, self.d_a, self.d_b = g, f, d_a, d_b
         self.noise = noise
         self.margin = tuple(margin)
+        self.ema_start = ema_start  # G's weight average takes the steps after this one
         # the average is written by update_parameters, never by an optimizer: no gradients for it
         self.g_average = (AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(generator_ema),
                                         use_buffers=True).requires_grad_(False)
@@ -57,8 +58,10 @@ class CycleModel(nn.Module):
 
     @property
     def deblurrer(self) -> nn.Module:
-        """The G that is validated and exported: its weight average when the model keeps one."""
-        return self.g if self.g_average is None else self.g_average.module
+        """The G that is validated and exported: its weight average once that has started."""
+        if self.g_average is None or int(self.g_average.n_averaged) == 0:
+            return self.g
+        return self.g_average.module
 
     def centre(self, volume: torch.Tensor) -> torch.Tensor:
         """The patch without its context margin."""
@@ -153,7 +156,7 @@ class CycleModel(nn.Module):
     def after_step(self, step: int, psf: PsfConfig) -> None:
         """Bookkeeping after optimizer step `step` (1-based): a pupil's NA bound, end of the PSF's
         Gaussian phase, its kernel average, and G's weight average."""
-        if self.g_average is not None:
+        if self.g_average is not None and step > self.ema_start:
             self.g_average.update_parameters(self.g)
         if isinstance(self.f, PsfLayer) and self.f.learnable:
             if self.f.pupil is not None:
@@ -211,5 +214,5 @@ def build_model(config: TrainConfig, initial_psf: np.ndarray | None,
     return CycleModel(
         UNet3d(config.generator), f,
         PatchDiscriminator3d(config.discriminator), PatchDiscriminator3d(config.discriminator), noise,
-        config.optim.generator_ema, margin,
+        config.optim.generator_ema, margin, config.optim.decay_begins,
     )
