@@ -96,13 +96,16 @@ class LossConfig:
     cycle 10 follows CycleGAN, for each direction: cycle_blurred weighs ‖F(G(y)) − y‖₁ (data
     consistency on real stacks), cycle_sharp ‖G(F(x)) − x‖₁ (G learns to undo the simulated
     blur and noise on sharp references). Lowering both to 2 let the kernel drift away from the
-    truth on the synthetic identifiability set (NCC 0.68 → 0.30), so the adversarial terms stay at 1.
+    truth on the synthetic identifiability set (NCC 0.68 → 0.30), so adversarial_a stays at 1: the
+    blurred-domain GAN is what identifies the PSF. adversarial_b, the sharp-domain GAN, is off by
+    default: it pushes G towards the look of the references, which trades fidelity (PSNR) for
+    sharpness (SSIM); set it for the paper's full objective.
     identity (‖G(x) − x‖₁) is off by default; psf_center pins the kernel's centre of mass (only z
     is free when `psf.symmetric`); psf_smooth is an optional roughness penalty, off by default.
     """
 
     adversarial_a: float = 1.0
-    adversarial_b: float = 1.0
+    adversarial_b: float = 0.0
     cycle_blurred: float = 10.0
     cycle_sharp: float = 10.0
     identity: float = 0.0
@@ -117,7 +120,9 @@ class OptimConfig:
     normalization-free U-Net gained 0.8 dB more on the benchmark's filaments (80 steps: +1.4 vs
     +0.6 dB over raw). lr_psf is for the PSF's three widths in its Gaussian phase (3e-2 found the
     synthetic PSF in 150 steps, 1e-2 needed about 300); lr_psf_free for its free logits after;
-    lr_pupil for a pupil model's parameters (radians of aberration, log of the NA's scale).
+    lr_pupil for a pupil model's parameters (radians of aberration, log of the NA's scale): Adam
+    moves a parameter by about lr per step, so a pupil driven by a noisy adversarial gradient
+    drifts by about lr·√steps; 1e-3 keeps that drift small while a consistent pull still moves it.
     F's U-Net in the two-generator ablation uses lr_g.
 
     generator_ema: decay of the exponential moving average of G's weights that is validated and
@@ -129,25 +134,22 @@ class OptimConfig:
     scored 0.28 dB more than the last G on each of three seeds; at 1000 photons it was neutral
     (+0.04 dB, one seed) and halved the seed spread of the benchmark's filaments case.
 
-    generator_grad_clip: largest L2 norm of G's gradient in one step (0: no clipping). Larger
-    U-Nets can be thrown off by single batches at low photon counts (a loss of 0.04 jumping to 3215
-    within 100 steps). On the benchmark's 60-photon filaments, clipping at 10 gained 0.8–1.6 dB for
-    a 16-channel G trained supervised, but did not stop the spikes of the 3 × 32 one (clipped: 31.30
-    dB, spikes to 3e3; unclipped: 33.18, none; one seed each), and the quick 8-channel G was
-    unaffected: no cure, hence off by default. `grad_norm_g` in the training log is the norm before
+    generator_grad_clip: largest L2 norm of G's gradient in one step (0: no clipping). A single
+    batch can send G's gradient norm up by orders of magnitude; unclipped, such a step can leave
+    G in a state it does not recover from. `grad_norm_g` in the training log is the norm before
     clipping, to see the spikes and choose a value."""
 
     lr_g: float = 1e-3
     lr_d: float = 2e-4
     lr_psf: float = 3e-2
     lr_psf_free: float = 3e-3
-    lr_pupil: float = 5e-3
+    lr_pupil: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)
     steps: int = 400
     batch_size: int = 4
     decay_start: int | None = None
     generator_ema: float = 0.99
-    generator_grad_clip: float = 0.0
+    generator_grad_clip: float = 10.0
 
     @property
     def decay_begins(self) -> int:
