@@ -1,6 +1,6 @@
 """Quality benchmark (issue 7): blind cycledecon against raw, Richardson–Lucy and a two-generator CycleGAN.
 
-    .venv/bin/python benchmarks/quality/run.py --quick      # 2 CPU cores (2 jobs × 1 thread), about 40 minutes
+    .venv/bin/python benchmarks/quality/run.py --quick      # 2 CPU cores (2 jobs × 1 thread), about an hour
     .venv/bin/python benchmarks/quality/run.py              # one GPU, the full sizes
     .venv/bin/python benchmarks/quality/run.py --quick --cases filaments puncta
     .venv/bin/python benchmarks/quality/run.py --quick --work /tmp/rerun --out /tmp/rerun-results \\
@@ -38,7 +38,8 @@ import report
 from pipeline import REPO, Variant
 from scoring import (METHODS, RL_LEARNED, CaseData, RlKey, fixed_psfs, learned_psf, richardson_lucy_at_best,
                      score_case)
-from suite import CASES, CYCLEDECON, PRESETS, REFINED, Case, Preset, case_config, preset_settings, variant_train
+from suite import (CASES, CYCLEDECON, PRESETS, REFINED, Case, Preset, case_config, deep_update, preset_settings,
+                   variant_train)
 
 from cycledecon.io import atomic_path
 
@@ -48,7 +49,7 @@ RUNNERS = {"snakemake": pipeline.train_and_deconvolve, "in-process": pipeline.tr
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the 2-core CPU preset (about 40 minutes)")
+    parser.add_argument("--quick", action="store_true", help="the 2-core CPU preset (about an hour)")
     parser.add_argument("--cases", nargs="+", choices=[c.name for c in CASES], help="a subset of the cases")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "quality")
     parser.add_argument("--out", type=Path, help="receives quality.md and quality/ (default: benchmarks/results "
@@ -93,7 +94,7 @@ def start_case(case: Case, preset: Preset, base: dict, work: Path, runner, pool:
     frozen = pipeline.frozen_psf(data)
     submitted = []
     for method in preset.methods:  # REFINED last: it waits for the blind variant of its seed
-        for seed in preset.seeds:
+        for seed in preset.seeds_of(method):
             variant = Variant(method, seed, root / f"{method}_s{seed}")
             if method == REFINED:
                 blind, future = next((v, f) for v, f in submitted if v.method == CYCLEDECON and v.seed == seed)
@@ -138,13 +139,14 @@ def code_version() -> str:
                           text=True).stdout.strip()
 
 
-def header(preset: Preset, runner_name: str, jobs: int, seconds: float, commit: str) -> str:
-    """What was run, where and how long it took."""
-    settings = preset_settings(preset)
+def header(preset: Preset, base: dict, runner_name: str, jobs: int, seconds: float, commit: str) -> str:
+    """What was run (the preset over the base config), where and how long it took."""
+    settings = deep_update(base, preset_settings(preset))
     train, patches, psf = settings["train"], settings["patches"], settings["train"]["psf"]
     return (f"Preset `{preset.name}` (`benchmarks/quality/run.py{' --quick' if preset.name == 'quick' else ''}`), "
             f"commit {commit}, {platform.machine()} with {len(os.sched_getaffinity(0))} cores; "
-            f"seeds {', '.join(map(str, preset.seeds))}; trained methods run {runner_name}, "
+            f"seeds {', '.join(map(str, preset.seeds))}"
+            f"{''.join(f' ({m}: {list(s)})' for m, s in preset.method_seeds.items())}; trained methods run {runner_name}, "
             f"{jobs} at a time ({torch.get_num_threads()} torch threads each); "
             f"stacks {settings['demo']['shape']} voxels, true PSF {settings['demo']['psf_shape']} (whole), "
             f"patches {patches['shape']} with a {patches['context_um']} µm context margin, "
@@ -187,7 +189,7 @@ def main() -> None:
         runs = [start_case(c, preset, base, args.work, RUNNERS[runner_name], pool) for c in cases]
         scores = pd.concat([finish_case(r, preset, figures_dir, pool) for r in runs], ignore_index=True)
     seconds = time.perf_counter() - started
-    part = {"cases": [c.name for c in cases], "header": header(preset, runner_name, args.jobs, seconds, commit)}
+    part = {"cases": [c.name for c in cases], "header": header(preset, base, runner_name, args.jobs, seconds, commit)}
     table, parts = report.add_part(earlier_scores, parts, scores, part)
     present = [c for c in CASES if c.name in set(table["case"])]
     document = report.document(report.summarize(table), present, report.parts_header(parts))
