@@ -1,6 +1,6 @@
 """Quality benchmark (issue 7): blind cycledecon against raw, Richardson–Lucy and a two-generator CycleGAN.
 
-    .venv/bin/python benchmarks/quality/run.py --quick      # 2 CPU cores (2 jobs × 1 thread), about an hour
+    .venv/bin/python benchmarks/quality/run.py --quick      # 2 CPU cores (2 jobs × 1 thread), about 45 minutes
     .venv/bin/python benchmarks/quality/run.py              # one GPU, the full sizes
     .venv/bin/python benchmarks/quality/run.py --quick --cases filaments puncta
     .venv/bin/python benchmarks/quality/run.py --quick --work /tmp/rerun --out /tmp/rerun-results \\
@@ -49,7 +49,7 @@ RUNNERS = {"snakemake": pipeline.train_and_deconvolve, "in-process": pipeline.tr
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the 2-core CPU preset (about an hour)")
+    parser.add_argument("--quick", action="store_true", help="the 2-core CPU preset (about 45 minutes)")
     parser.add_argument("--cases", nargs="+", choices=[c.name for c in CASES], help="a subset of the cases")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "quality")
     parser.add_argument("--out", type=Path, help="receives quality.md and quality/ (default: benchmarks/results "
@@ -94,7 +94,7 @@ def start_case(case: Case, preset: Preset, base: dict, work: Path, runner, pool:
     frozen = pipeline.frozen_psf(data)
     submitted = []
     for method in preset.methods:  # REFINED last: it waits for the blind variant of its seed
-        for seed in preset.seeds_of(method):
+        for seed in preset.seeds:
             variant = Variant(method, seed, root / f"{method}_s{seed}")
             if method == REFINED:
                 blind, future = next((v, f) for v, f in submitted if v.method == CYCLEDECON and v.seed == seed)
@@ -145,8 +145,7 @@ def header(preset: Preset, base: dict, runner_name: str, jobs: int, seconds: flo
     train, patches, psf = settings["train"], settings["patches"], settings["train"]["psf"]
     return (f"Preset `{preset.name}` (`benchmarks/quality/run.py{' --quick' if preset.name == 'quick' else ''}`), "
             f"commit {commit}, {platform.machine()} with {len(os.sched_getaffinity(0))} cores; "
-            f"seeds {', '.join(map(str, preset.seeds))}"
-            f"{''.join(f' ({m}: {list(s)})' for m, s in preset.method_seeds.items())}; trained methods run {runner_name}, "
+            f"seeds {', '.join(map(str, preset.seeds))}; trained methods run {runner_name}, "
             f"{jobs} at a time ({torch.get_num_threads()} torch threads each); "
             f"stacks {settings['demo']['shape']} voxels, true PSF {settings['demo']['psf_shape']} (whole), "
             f"patches {patches['shape']} with a {patches['context_um']} µm context margin, "
