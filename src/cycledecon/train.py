@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 import cycledecon
 from cycledecon import figures
+from cycledecon.augment import lateral_symmetries
 from cycledecon.errors import CycledeconError
 from cycledecon.io import atomic_path, write_ome_tiff
 from cycledecon.model.checkpoint import atomic_save, save_model
@@ -352,7 +353,11 @@ class Run:
     def batch(self, name: str) -> torch.Tensor:
         patches = self.store.arrays[name]
         index = torch.randint(len(patches), (self.cfg.optim.batch_size,), generator=self.sampler)
-        return self.precision.layout(torch.from_numpy(patches[index.numpy()][:, None]).to(self.device))
+        batch = torch.from_numpy(patches[index.numpy()])
+        if self.cfg.augment == "lateral":
+            square = math.isclose(self.store.voxel_size.y, self.store.voxel_size.x, rel_tol=1e-3)
+            batch = lateral_symmetries(batch, self.sampler, swap_yx=square)
+        return self.precision.layout(batch[:, None].to(self.device))
 
     def loop(self, out_dir: Path) -> None:
         steps = self.cfg.optim.steps

@@ -185,6 +185,9 @@ class TrainConfig:
         adds a draw of it to F(x) (see cycledecon.noise); ``none`` leaves F(x) noiseless.
     precision: ``auto`` (bf16 autocast with channels-last where the hardware runs bf16 natively,
         see cycledecon.precision), ``bf16`` or ``fp32``.
+    augment: ``lateral`` flips each training patch in y and x and swaps them (square pixels) at
+        random, which leaves a rotationally symmetric PSF unchanged (see cycledecon.augment);
+        ``none`` uses the patches as cut.
     """
 
     model: Literal["psf_layer", "two_generators"] = "psf_layer"
@@ -201,6 +204,7 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    augment: Literal["lateral", "none"] = "none"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as stored in model.pt and accepted by parse."""
