@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from cycledecon.figures import line_profile, loss_curves, orthoslice_panel, psf_panel
+from PIL import Image
+
+from cycledecon.figures import band_pass, display_margin, display_point, line_profile, loss_curves, orthoslice_panel, psf_panel
 from cycledecon.psf import gaussian_psf
 from cycledecon.voxel import VoxelSize
 
@@ -43,6 +45,45 @@ def test_line_profile(volumes, tmp_path):
     assert_png(line_profile(volumes, VOXEL, tmp_path / "sub" / "line.png"), 300, 1200)
 
 
+def edge_heavy_volume() -> np.ndarray:
+    """Filaments in plane 8 of 16, and a brighter bead in the first plane (where deconvolution's
+    boundary artefacts live): the brightest single structure sits on the boundary."""
+    volume = np.zeros((16, 40, 40), dtype=np.float32)
+    volume[8, 10, 5:35] = volume[8, 5:35, 20] = volume[8, 30, 5:35] = 1.0
+    volume[0, 20, 30] = 30.0
+    return ndi.gaussian_filter(volume, 0.8)
+
+
+def test_display_point_is_the_interior_plane_with_the_most_signal():
+    volume = edge_heavy_volume()
+    brightest = np.unravel_index(np.argmax(band_pass(volume)), volume.shape)
+    assert brightest[0] == 0  # choosing the single brightest structure would show the boundary plane
+    margin = display_margin(volume.shape, VOXEL, None)
+    assert margin == (2, 5, 5)  # an eighth of each axis
+    z, y, x = display_point(volume, margin)
+    assert z == 8 and 5 <= y < 35 and 5 <= x < 35
+    assert display_point(volume)[0] == 8  # the filaments hold more signal than the bead even unmasked
+    volume[0] *= 3  # now the boundary plane holds the most signal: only the margin keeps it out
+    assert display_point(volume)[0] == 0 and display_point(volume, margin)[0] == 8
+
+
+def test_display_margin_in_um_never_swallows_the_volume():
+    assert display_margin((16, 40, 40), VOXEL, (0.9, 0.25, 0.25)) == (3, 3, 3)  # µm rounded up to voxels
+    assert display_margin((16, 40, 40), VOXEL, (10.0, 0.0, 0.0)) == (7, 0, 0)  # one plane is left
+    assert display_margin((1, 40, 40), VOXEL, None) == (0, 5, 5)
+
+
+def test_slices_and_profile_name_the_plane_they_show(tmp_path):
+    volume = edge_heavy_volume()
+    volume[0] *= 3
+    volumes = {"raw": ndi.gaussian_filter(volume, (2, 1, 1)), "ground truth": volume}
+    for draw in (orthoslice_panel, line_profile):
+        path = draw(volumes, VOXEL, tmp_path / f"{draw.__name__}.png", reference="ground truth")
+        text = Image.open(path).text
+        assert text["display_voxel_zyx"].split()[0] == "8", text
+        assert text["volume_shape_zyx"] == "16 40 40" and text["display_margin_zyx"] == "2 5 5"
+
+
 def test_psf_panel_with_different_sizes(tmp_path):
     psfs = {
         "learned": gaussian_psf((15, 21, 21), (2.2, 1.6, 1.6)),
@@ -63,6 +104,20 @@ def test_loss_curves(tmp_path):
             "phase": "train",  # not numeric: skipped
         }
     )
+    assert_png(loss_curves(log, tmp_path / "loss.png"), 300, 1500)
+
+
+def test_loss_curves_group_training_log_columns_under_plain_names(tmp_path):
+    from cycledecon.figures import _loss_panels
+
+    steps = np.arange(10, 110, 10, dtype=float)
+    log = pd.DataFrame({"step": steps, **{c: 1.0 / steps for c in ("loss_g", "adv_a", "adv_b", "cycle_blurred",
+                        "cycle_sharp", "d_a", "d_b", "grad_norm_g", "val_cycle", "psf_ncc", "extra")}})
+    log.loc[::2, "val_cycle"] = np.nan
+    panels = _loss_panels(log)
+    assert len(panels) == 5  # cycle, adversarial, generator, PSF, the unnamed column
+    named = [name for names in panels.values() for name in names.values()]
+    assert "d_b" not in named and "discriminator, sharp domain" in named and "extra" in named
     assert_png(loss_curves(log, tmp_path / "loss.png"), 300, 1500)
 
 

@@ -30,20 +30,23 @@ from cycledecon.voxel import VoxelSize
 DPI = 120
 DISPLAY_PERCENTILES = (0.5, 99.8)
 PSF_DECADES = 4  # PSF slices show four decades below the peak
+PROFILE_HALF_WIDTH_UM = 2.0  # half length of the line profile
+EDGE_FRACTION = 0.125  # default share of each axis left out at both ends when choosing the plane shown
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def _save(fig: Figure, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically and return the path.
 
     Through `cycledecon.io.atomic_path`, like every other output: the same file mode (0666 less
     the umask; mkstemp made figures 0600), the same temporary sibling, removed when a killed run
-    left it, and never replacing anything but a file.
+    left it, and never replacing anything but a file. ``metadata`` becomes PNG text chunks, so
+    what a figure shows (e.g. which plane) can be checked without reading its pixels.
     """
     from cycledecon.io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+        fig.savefig(tmp, format="png", dpi=DPI, metadata=dict(metadata or {}))
     return path
 
 
@@ -78,19 +81,68 @@ def _matched(volumes: Mapping[str, np.ndarray], reference: str | None) -> tuple[
     return matched, reference
 
 
-def _brightest_small_structure(volume: np.ndarray) -> tuple[int, int, int]:
-    """Voxel (z, y, x) of the strongest difference-of-Gaussians response (1 vs 3 voxels).
+def display_margin(shape: tuple[int, ...], voxel_size: VoxelSize, margin_um: tuple[float, float, float] | None) -> tuple[int, ...]:
+    """Voxels left out at both ends of each axis when choosing the displayed point.
 
-    The band-pass prefers small bright structures (beads, filaments) over large bright blobs.
+    ``margin_um`` (e.g. the PSF's radius) in µm, or by default an eighth of each axis; never so
+    much that no voxel is left. Edges are where deconvolution's boundary artefacts live.
     """
+    if margin_um is None:
+        wanted = [max(1, round(EDGE_FRACTION * n)) for n in shape]
+    else:
+        wanted = [int(np.ceil(m / d - 1e-9)) for m, d in zip(margin_um, voxel_size.as_tuple())]
+    return tuple(max(0, min(w, (n - 1) // 2)) for w, n in zip(wanted, shape))
+
+
+def band_pass(volume: np.ndarray) -> np.ndarray:
+    """Difference of Gaussians (1 vs 3 voxels): small bright structures (beads, filaments) stand out
+    of haze and of large bright blobs."""
     v = np.asarray(volume, dtype=np.float32)
-    response = ndi.gaussian_filter(v, 1.0) - ndi.gaussian_filter(v, 3.0)
-    return tuple(int(i) for i in np.unravel_index(np.argmax(response), v.shape))
+    return ndi.gaussian_filter(v, 1.0) - ndi.gaussian_filter(v, 3.0)
+
+
+def plane_signal(volume: np.ndarray) -> np.ndarray:
+    """Signal of small structures per z plane: the positive part of `band_pass`, summed per plane."""
+    return np.clip(band_pass(volume), 0, None).sum(axis=(1, 2))
+
+
+def display_point(volume: np.ndarray, margin: tuple[int, int, int] = (0, 0, 0)) -> tuple[int, int, int]:
+    """Voxel (z, y, x) that the slices and the line profile pass through.
+
+    z is the plane with the most signal of small structures (`plane_signal`) among those at
+    least ``margin[0]`` planes from either end; (y, x) is the strongest `band_pass` response in
+    that plane, at least ``margin[1:]`` voxels from the lateral edges.
+    """
+    response = band_pass(volume)
+    mz, my, mx = margin
+    nz, ny, nx = response.shape
+    per_plane = np.clip(response, 0, None).sum(axis=(1, 2))
+    z = mz + int(np.argmax(per_plane[mz : nz - mz]))
+    inner = response[z, my : ny - my, mx : nx - mx]
+    y, x = np.unravel_index(np.argmax(inner), inner.shape)
+    return z, int(y) + my, int(x) + mx
+
+
+def _point_metadata(point: tuple[int, int, int], shape: tuple[int, ...], margin: tuple[int, ...]) -> dict[str, str]:
+    """PNG text chunks naming the displayed voxel, the volume's shape and the margin left out."""
+    return {
+        "display_voxel_zyx": " ".join(map(str, point)),
+        "volume_shape_zyx": " ".join(map(str, shape)),
+        "display_margin_zyx": " ".join(map(str, margin)),
+    }
 
 
 def _extent(n_cols: int, d_col: float, n_rows: int, d_row: float) -> tuple[float, float, float, float]:
     """imshow extent (µm) of an image with the origin at the top left pixel's corner."""
     return (0.0, n_cols * d_col, n_rows * d_row, 0.0)
+
+
+def _chosen_point(
+    matched: Mapping[str, np.ndarray], reference: str, voxel_size: VoxelSize, margin_um: tuple[float, float, float] | None
+) -> tuple[tuple[int, int, int], tuple[int, ...]]:
+    """The displayed voxel of the reference (see `display_point`) and the margin it kept from the edges."""
+    margin = display_margin(matched[reference].shape, voxel_size, margin_um)
+    return display_point(matched[reference], margin), margin
 
 
 def orthoslice_panel(
@@ -99,13 +151,16 @@ def orthoslice_panel(
     path: str | os.PathLike,
     title: str = "",
     reference: str | None = None,
+    margin_um: tuple[float, float, float] | None = None,
 ) -> Path:
     """Orthogonal slices of every method side by side, in one display range.
 
     Columns are the methods in the given order (raw | RL | cycledecon | ground truth …). Rows
-    are the XY, XZ and YZ slices through the brightest small structure of the reference, and
-    the XY maximum projection. Every volume is matched to the reference's percentiles (see the
-    module docstring).
+    are the XY, XZ and YZ slices through the reference's `display_point` — the interior plane
+    with the most foreground signal and the brightest small structure in it — and the XY
+    maximum projection. Every volume is matched to the reference's percentiles (see the module
+    docstring). In the reference's column the line profile of `line_profile` is drawn on the
+    XY slice and the XY plane's depth on the XZ and YZ slices.
 
     Parameters
     ----------
@@ -114,23 +169,25 @@ def orthoslice_panel(
     path : PNG to write.
     title : figure title.
     reference : key whose intensities and percentiles are used; default the first key.
+    margin_um : (z, y, x) margin in µm kept from the edges when choosing the point, e.g. the
+        PSF's radius; default an eighth of each axis (see `display_margin`).
 
     Returns
     -------
-    path : the written PNG.
+    path : the written PNG, whose text chunks name the displayed voxel.
     """
     matched, reference = _matched(volumes, reference)
     vmin, vmax = _percentiles(matched[reference])
-    z, y, x = _brightest_small_structure(matched[reference])
+    (z, y, x), margin = _chosen_point(matched, reference, voxel_size, margin_um)
     nz, ny, nx = matched[reference].shape
     dz, dy, dx = voxel_size.as_tuple()
     rows = [  # (label, slicer, extent, x label, y label)
-        (f"XY, z = {z * dz:.1f} µm", lambda v: v[z], _extent(nx, dx, ny, dy), "x (µm)", "y (µm)"),
-        (f"XZ, y = {y * dy:.1f} µm", lambda v: v[:, y, :], _extent(nx, dx, nz, dz), "x (µm)", "z (µm)"),
-        (f"YZ, x = {x * dx:.1f} µm", lambda v: v[:, :, x], _extent(ny, dy, nz, dz), "y (µm)", "z (µm)"),
+        (f"XY, z = {z * dz:.2f} µm", lambda v: v[z], _extent(nx, dx, ny, dy), "x (µm)", "y (µm)"),
+        (f"XZ, y = {y * dy:.2f} µm", lambda v: v[:, y, :], _extent(nx, dx, nz, dz), "x (µm)", "z (µm)"),
+        (f"YZ, x = {x * dx:.2f} µm", lambda v: v[:, :, x], _extent(ny, dy, nz, dz), "y (µm)", "z (µm)"),
         ("XY max projection", lambda v: v.max(axis=0), _extent(nx, dx, ny, dy), "x (µm)", "y (µm)"),
     ]
-    fig = Figure(figsize=(2.4 * len(matched) + 0.8, 2.4 * len(rows) + 0.6), layout="constrained")
+    fig = Figure(figsize=(2.4 * len(matched) + 0.8, 2.4 * len(rows) + 0.8), layout="constrained")
     axes = fig.subplots(len(rows), len(matched), squeeze=False)
     for col, (name, volume) in enumerate(matched.items()):
         axes[0, col].set_title(name)
@@ -143,8 +200,31 @@ def orthoslice_panel(
             ax.tick_params(labelsize="x-small")
             if col == 0:
                 ax.set_ylabel(f"{label}\n{ylabel}", fontsize="small")
-    fig.suptitle(title or f"orthoslices (display range: {reference} percentiles {DISPLAY_PERCENTILES})")
-    return _save(fig, path)
+        if name == reference:
+            _mark_point(axes[:3, col], (z, y, x), voxel_size, nx)
+    fig.suptitle(
+        (f"{title}: " if title else "")
+        + f"slices through the plane with the most signal in the {reference}, "
+        f"{margin[0]} planes or more from the first and last"
+    )
+    return _save(fig, path, _point_metadata((z, y, x), (nz, ny, nx), margin))
+
+
+def _mark_point(axes: np.ndarray, point: tuple[int, int, int], voxel_size: VoxelSize, nx: int) -> None:
+    """Draw the line profile on the XY slice and the XY plane's depth on the XZ and YZ slices."""
+    z, y, x = point
+    dz, dy, dx = voxel_size.as_tuple()
+    columns = _profile_columns(x, nx, voxel_size)
+    style = {"color": "tab:orange", "linewidth": 0.8, "alpha": 0.8}
+    axes[0].plot([columns[0] * dx, (columns[-1] + 1) * dx], [(y + 0.5) * dy] * 2, **style)
+    for ax in axes[1:]:
+        ax.axhline((z + 0.5) * dz, linestyle="--", **style)
+
+
+def _profile_columns(x: int, nx: int, voxel_size: VoxelSize, half_width_um: float = PROFILE_HALF_WIDTH_UM) -> np.ndarray:
+    """x indices of the line profile: ``half_width_um`` either side of ``x``, clipped to the volume."""
+    half = int(round(half_width_um / voxel_size.x))
+    return np.arange(max(0, x - half), min(nx, x + half + 1))
 
 
 def line_profile(
@@ -152,9 +232,13 @@ def line_profile(
     voxel_size: VoxelSize,
     path: str | os.PathLike,
     reference: str | None = None,
-    half_width_um: float = 2.0,
+    half_width_um: float = PROFILE_HALF_WIDTH_UM,
+    margin_um: tuple[float, float, float] | None = None,
 ) -> Path:
-    """Intensity along x across the brightest small structure of the reference, all methods.
+    """Intensity along x through the reference's `display_point`, all methods on one plot.
+
+    The point is the one `orthoslice_panel` shows: the brightest small structure in the
+    interior plane with the most foreground signal.
 
     Parameters
     ----------
@@ -164,24 +248,28 @@ def line_profile(
     path : PNG to write.
     reference : key that picks the line and sets the intensities; default the first key.
     half_width_um : half length of the line (µm), clipped to the volume.
+    margin_um : as for `orthoslice_panel`.
 
     Returns
     -------
-    path : the written PNG.
+    path : the written PNG, whose text chunks name the voxel the line passes through.
     """
     matched, reference = _matched(volumes, reference)
-    z, y, x = _brightest_small_structure(matched[reference])
-    half = int(round(half_width_um / voxel_size.x))
-    columns = np.arange(max(0, x - half), min(matched[reference].shape[2], x + half + 1))
+    (z, y, x), margin = _chosen_point(matched, reference, voxel_size, margin_um)
+    shape = matched[reference].shape
+    columns = _profile_columns(x, shape[2], voxel_size, half_width_um)
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
     for name, volume in matched.items():
         ax.plot(columns * voxel_size.x, volume[z, y, columns], label=name, marker=".", markersize=3)
     ax.set_xlabel("x (µm)")
     ax.set_ylabel(f"intensity ({reference} units, percentile-matched)")
-    ax.set_title(f"line profile at z = {z * voxel_size.z:.2f} µm, y = {y * voxel_size.y:.2f} µm")
+    ax.set_title(
+        f"line profile at z = {z * voxel_size.z:.2f} µm (plane {z} of {shape[0]}), y = {y * voxel_size.y:.2f} µm",
+        fontsize="medium",
+    )
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return _save(fig, path, _point_metadata((z, y, x), shape, margin))
 
 
 def _fwhm_label(psf: np.ndarray, voxel_size: VoxelSize) -> dict[str, str]:
@@ -253,8 +341,45 @@ def psf_panel(psfs: Mapping[str, np.ndarray], voxel_size: VoxelSize, path: str |
     return _save(fig, path)
 
 
+LOSS_PANELS = {  # panel title → {train_log column: plain name}
+    "Cycle consistency (L1, lower is better)": {
+        "cycle_blurred": "widefield → deblurred → re-blurred",
+        "cycle_sharp": "sharp → blurred → deblurred",
+        "val_cycle": "validation, both cycles",
+    },
+    "Adversarial (least squares)\n0.25 (dotted) = cannot tell real from generated": {
+        "adv_a": "generator, widefield domain",
+        "d_a": "discriminator, widefield domain",
+        "adv_b": "generator, sharp domain",
+        "d_b": "discriminator, sharp domain",
+    },
+    "Generator": {"loss_g": "weighted total loss", "grad_norm_g": "gradient norm (before clipping)"},
+    "Learned PSF": {"psf_ncc": "correlation with the reference PSF (1 = same shape)"},
+}
+
+
+def _smoothed(values: pd.Series) -> pd.Series:
+    """A centred running mean over about a twentieth of the points, to show trends through noise."""
+    window = max(1, len(values) // 20)
+    return values.rolling(window, center=True, min_periods=1).mean()
+
+
+def _loss_panels(log: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """The panels that have data: `LOSS_PANELS`, then one panel for columns it does not name."""
+    numeric = [c for c in log.select_dtypes("number").columns if c != "step" and log[c].notna().any()]
+    panels = {title: {c: name for c, name in names.items() if c in numeric} for title, names in LOSS_PANELS.items()}
+    known = {c for names in LOSS_PANELS.values() for c in names}
+    panels["Other logged values"] = {c: c for c in numeric if c not in known}
+    return {title: names for title, names in panels.items() if names}
+
+
 def loss_curves(log: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Training losses against step: one panel per numeric column, log-y where all positive.
+    """Training curves against step in a few panels with plain names (`LOSS_PANELS`).
+
+    Each value is drawn faintly as logged and boldly as a running mean. Within a panel, values of
+    different size share a log axis when all are positive; the generator's total loss and its
+    gradient norm get one axis each. Columns the panels do not name are drawn under their own
+    names in a last panel.
 
     Parameters
     ----------
@@ -268,17 +393,37 @@ def loss_curves(log: pd.DataFrame, path: str | os.PathLike) -> Path:
     """
     if "step" not in log.columns:
         raise ValueError(f"training log needs a 'step' column, got {list(log.columns)}")
-    losses = [c for c in log.select_dtypes("number").columns if c != "step"]
-    if log.empty or not losses:
+    panels = _loss_panels(log) if not log.empty else {}
+    if not panels:
         raise ValueError("training log has no rows or no numeric loss columns")
-    fig = Figure(figsize=(6.4, 1.8 * len(losses) + 0.6), layout="constrained")
-    axes = fig.subplots(len(losses), 1, squeeze=False, sharex=True)[:, 0]
-    for ax, column in zip(axes, losses):
-        points = log[["step", column]].dropna()
-        ax.plot(points["step"], points[column])
-        if len(points) and (points[column] > 0).all():
-            ax.set_yscale("log")
-        ax.set_ylabel(column, fontsize="small")
+    fig = Figure(figsize=(11.0, 3.2 * ((len(panels) + 1) // 2) + 0.4), layout="constrained")
+    axes = fig.subplots((len(panels) + 1) // 2, 2, squeeze=False).ravel()
+    for ax, (title, names) in zip(axes, panels.items()):
+        twin = title == "Generator" and len(names) == 2
+        for i, (column, name) in enumerate(names.items()):
+            target = ax.twinx() if twin and i == 1 else ax
+            _plot_curve(target, log[["step", column]].dropna(), column, name, f"C{i}")
+            if twin:
+                target.set_ylabel(name, color=f"C{i}", fontsize="small")
+        if title.startswith("Adversarial"):
+            ax.axhline(0.25, color="grey", linestyle=":", linewidth=1, label="_undecided")
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("training step", fontsize="small")
         ax.tick_params(labelsize="x-small")
-    axes[-1].set_xlabel("step")
+        if not twin:
+            ax.legend(fontsize="x-small")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
     return _save(fig, path)
+
+
+def _plot_curve(ax, points: pd.DataFrame, column: str, name: str, colour: str) -> None:
+    """One logged value: faint as logged, bold as a running mean; the axis goes log when all its
+    values are positive and span more than a decade."""
+    steps, values = points["step"], points[column]
+    ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
+    ax.plot(steps, _smoothed(values), color=colour, linewidth=1.6, label=name)
+    shown = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()])
+    shown = shown[np.isfinite(shown)]
+    spans_decades = shown.size and shown.min() > 0 and shown.max() > 10 * shown.min()
+    ax.set_yscale("log" if spans_decades else "linear")
