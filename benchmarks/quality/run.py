@@ -36,8 +36,7 @@ import torch
 import pipeline
 import report
 from pipeline import REPO, Variant
-from scoring import (METHODS, RL_LEARNED, CaseData, RlKey, fixed_psfs, learned_psf, richardson_lucy_at_best,
-                     score_case)
+from scoring import LEARNED, METHODS, CaseData, RlKey, fixed_psfs, learned_psf, richardson_lucy_runs, score_case
 from suite import (CASES, CYCLEDECON, PRESETS, REFINED, Case, Preset, case_config, deep_update, preset_settings,
                    variant_train)
 
@@ -72,10 +71,12 @@ def parse_args() -> argparse.Namespace:
 
 @dataclass
 class CaseRun:
-    """One case under way: its data, and the pool's work on it (trained variants and RL runs)."""
+    """One case under way: its data, and the pool's work on it (trained variants and RL runs, these
+    at the workflow's iteration count and the oracle's)."""
 
     case: Case
     data: CaseData
+    rl_iterations: int
     submitted: list[tuple[Variant, Future]]
     rl: dict[RlKey, Future]
 
@@ -90,7 +91,9 @@ def start_case(case: Case, preset: Preset, base: dict, work: Path, runner, pool:
     seconds = pipeline.make_data(data, config, sheet)
     print(f"[{case.name}] data (demo → patches, Snakemake): {seconds:.0f} s", flush=True)
     case_data = CaseData.load(data, case.sheet_optics, tuple(config["evaluate"]["theoretical_psf_shape"]))
-    rl = {key: pool.submit(richardson_lucy_at_best, case_data, psf) for key, psf in fixed_psfs(case_data).items()}
+    iterations = config["evaluate"]["rl_iterations"]
+    rl = {key: pool.submit(richardson_lucy_runs, case_data, psf, iterations)
+          for key, psf in fixed_psfs(case_data).items()}
     frozen = pipeline.frozen_psf(data)
     submitted = []
     for method in preset.methods:  # REFINED last: it waits for the blind variant of its seed
@@ -103,7 +106,7 @@ def start_case(case: Case, preset: Preset, base: dict, work: Path, runner, pool:
             train_config = variant_train(config, method, seed, str(frozen))
             submitted.append((variant, pool.submit(runner, variant, {**config, "train": train_config},
                                                    sheet, data)))
-    return CaseRun(case, case_data, submitted, rl)
+    return CaseRun(case, case_data, iterations, submitted, rl)
 
 
 def finish_case(run: CaseRun, preset: Preset, figures_dir: Path, pool: ProcessPoolExecutor) -> pd.DataFrame:
@@ -117,8 +120,8 @@ def finish_case(run: CaseRun, preset: Preset, figures_dir: Path, pool: ProcessPo
               f"{pipeline.training_seconds(variant):.0f} s, train + deconvolve {wall:.0f} s", flush=True)
         variants.append(variant)
         if variant.method == CYCLEDECON and preset.rl_with_learned(variant.seed):
-            run.rl[(RL_LEARNED, variant.seed)] = pool.submit(richardson_lucy_at_best, case_data,
-                                                             learned_psf(variant))
+            run.rl[(LEARNED, variant.seed)] = pool.submit(richardson_lucy_runs, case_data,
+                                                          learned_psf(variant), run.rl_iterations)
     started = time.perf_counter()
     scorer = score_case(case.name, case_data, variants, pipeline.training_seconds,
                         {key: future.result() for key, future in run.rl.items()})

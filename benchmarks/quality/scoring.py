@@ -2,12 +2,13 @@
 
 Metrics are the library's (`cycledecon.metrics.compare_to_truth`: PSNR and SSIM after the
 least-squares affine intensity match), averaged over the case's widefield stacks. Richardson–Lucy
-runs on the raw stacks (`cycledecon.baselines.richardson_lucy`); its iteration count is chosen for
-every PSF by the best PSNR on the first stack (the rule of `cycledecon.baselines.best_iterations`) and used on
-all of them, so every RL row is RL at its best: only "RL, true PSF" also knows the PSF, which makes
-it the non-blind oracle. Every PSF is used at its full extent (the true one as the demo formed the
-stacks with, the theoretical one at the same size, the learned one as exported). The RL runs are
-made by the caller (`richardson_lucy_at_best`, keyed by row and seed), so they can run in worker
+runs on the raw stacks (`cycledecon.baselines.richardson_lucy_series`) and gets two rows per PSF:
+at the workflow's iteration count (`evaluate.rl_iterations`, what a user without ground truth
+runs), and at the oracle's count, the one with the best PSNR on the first stack
+(`cycledecon.baselines.oracle_choice`) used on all of them: RL at its best. RL with the true PSF
+is the non-blind reference. Every PSF is used at its full extent (the true one as the demo formed
+the stacks with, the theoretical one at the same size, the learned one as exported). The RL runs
+are made by the caller (`richardson_lucy_runs`, keyed by PSF and seed), so they can run in worker
 processes beside the training: with a whole widefield PSF they are a large share of a case's time.
 """
 
@@ -19,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cycledecon.baselines import richardson_lucy
+from cycledecon.baselines import oracle_choice, richardson_lucy_series
 from cycledecon.evaluate import load
 from cycledecon.psf import psf_from_optics
-from cycledecon.metrics import compare_to_truth, match_intensity, psnr
+from cycledecon.metrics import compare_to_truth
 from cycledecon.psf_metrics import fwhm
 from cycledecon.voxel import VoxelSize
 
@@ -30,19 +31,36 @@ from pipeline import TRUE_PSF, WIDEFIELD, Variant
 from suite import CYCLEDECON, NONBLIND, REFINED, TWO_GENERATORS
 
 RAW = "raw"
-RL_TRUE = "RL, true PSF (oracle)"
-RL_THEORETICAL = "RL, theoretical PSF"
-RL_LEARNED = "RL, learned PSF"
+#: the PSFs Richardson–Lucy runs with
+TRUE, THEORETICAL, LEARNED = "true", "theoretical", "learned"
+RL_PSFS = (TRUE, THEORETICAL, LEARNED)
 LABELS = {CYCLEDECON: "cycledecon", TWO_GENERATORS: "two-generator CycleGAN",
           NONBLIND: "cycledecon, true PSF frozen (non-blind)",
           REFINED: "cycledecon, refined (second stage through the learned PSF)"}
-METHODS = (RAW, RL_TRUE, RL_THEORETICAL, RL_LEARNED, LABELS[TWO_GENERATORS], LABELS[CYCLEDECON],
-           LABELS[NONBLIND], LABELS[REFINED])
 RL_CANDIDATES = (5, 10, 20, 40, 80)
 
-#: RL of every widefield stack, and the iteration count used
-RlRun = tuple[dict[str, np.ndarray], int]
-#: which RL row (RL_TRUE, RL_THEORETICAL, RL_LEARNED) and seed (None for the fixed PSFs) a run is
+
+def rl_label(psf: str, oracle: bool = False) -> str:
+    """The table's name of RL with one PSF, at the workflow's iteration count or at the oracle's."""
+    return f"RL, {psf} PSF" + (", oracle iterations" if oracle else "")
+
+
+METHODS = (RAW, *(rl_label(psf, oracle) for psf in RL_PSFS for oracle in (False, True)),
+           LABELS[TWO_GENERATORS], LABELS[CYCLEDECON], LABELS[NONBLIND], LABELS[REFINED])
+
+
+@dataclass(frozen=True)
+class RlRun:
+    """RL of every widefield stack with one PSF: at the workflow's iteration count, and at the
+    oracle's (the best PSNR on the first stack)."""
+
+    iterations: int
+    results: dict[str, np.ndarray]
+    oracle_iterations: int
+    oracle_results: dict[str, np.ndarray]
+
+
+#: which PSF (TRUE, THEORETICAL, LEARNED) and seed (None for the fixed PSFs) an RL run is made with
 RlKey = tuple[str, int | None]
 
 
@@ -86,22 +104,20 @@ def fwhm_errors(psf: np.ndarray, true: np.ndarray, voxel_size: VoxelSize) -> dic
             for axis in ("lateral", "axial")}
 
 
-def richardson_lucy_at_best(data: CaseData, psf: np.ndarray) -> RlRun:
-    """RL of every stack with the iteration count that scores best on the first stack.
+def richardson_lucy_runs(data: CaseData, psf: np.ndarray, iterations: int) -> RlRun:
+    """RL of every stack at `iterations` and at the oracle's count.
 
-    The choice `cycledecon.baselines.best_iterations` makes (best PSNR after the intensity match,
-    the smallest count on ties), made here so that the first stack's winning run is kept instead of
-    being run again: with a whole widefield PSF every RL iteration is an expensive one."""
-    first, truth = WIDEFIELD[0], data.truths[WIDEFIELD[0]]
-    best: tuple[float, int, np.ndarray] | None = None
-    for count in sorted(RL_CANDIDATES):
-        result = richardson_lucy(data.raws[first], psf, count)
-        score = psnr(match_intensity(result, truth), truth)
-        if best is None or score > best[0]:  # strictly better: the smallest count wins a tie
-            best = (score, count, result)
-    _, iterations, result = best
-    others = {s: richardson_lucy(raw, psf, iterations) for s, raw in data.raws.items() if s != first}
-    return {first: result, **others}, iterations
+    The oracle chooses among `RL_CANDIDATES` and `iterations` by the PSNR on the first stack
+    (`cycledecon.baselines.oracle_choice`), so it never scores below the workflow's count there.
+    Each stack is one RL run to the larger of the two counts (`richardson_lucy_series`): with a
+    whole widefield PSF every iteration is an expensive one."""
+    first = WIDEFIELD[0]
+    series = richardson_lucy_series(data.raws[first], psf, {*RL_CANDIDATES, iterations})
+    best, _ = oracle_choice(series, data.truths[first])
+    runs = {s: series if s == first else richardson_lucy_series(raw, psf, {iterations, best})
+            for s, raw in data.raws.items()}
+    return RlRun(iterations, {s: run[iterations] for s, run in runs.items()},
+                 best, {s: run[best] for s, run in runs.items()})
 
 
 def fixed_psfs(data: CaseData) -> dict[RlKey, np.ndarray]:
@@ -109,14 +125,14 @@ def fixed_psfs(data: CaseData) -> dict[RlKey, np.ndarray]:
     is the very same array (the sheet's optics are the true ones), which `rl_run` then answers
     with the true PSF's run."""
     if np.array_equal(data.theoretical_psf, data.true_psf):
-        return {(RL_TRUE, None): data.true_psf}
-    return {(RL_TRUE, None): data.true_psf, (RL_THEORETICAL, None): data.theoretical_psf}
+        return {(TRUE, None): data.true_psf}
+    return {(TRUE, None): data.true_psf, (THEORETICAL, None): data.theoretical_psf}
 
 
 def rl_run(rl: Mapping[RlKey, RlRun], key: RlKey) -> RlRun:
     """The run of `key` in `rl`; the theoretical PSF's is the true PSF's where `fixed_psfs` left it out."""
-    if key == (RL_THEORETICAL, None) and key not in rl:
-        return rl[(RL_TRUE, None)]
+    if key == (THEORETICAL, None) and key not in rl:
+        return rl[(TRUE, None)]
     return rl[key]
 
 
@@ -130,22 +146,26 @@ def learned_psf(variant: Variant) -> np.ndarray:
 
 @dataclass
 class Scorer:
-    """Collects one row per (method, seed) of a case, and the first stack of each method at seed 0."""
+    """Collects one row per (method, seed) of a case, and the first stack of each method at seed 0
+    (RL's at the workflow's iteration count only, as a user would see it)."""
 
     case: str
     data: CaseData
     rows: list[dict]
     figure: dict[str, np.ndarray]
 
-    def add(self, method: str, seed: int | None, results: dict[str, np.ndarray], **extra: float) -> None:
+    def add(self, method: str, seed: int | None, results: dict[str, np.ndarray], figure: bool = True,
+            **extra: float) -> None:
         self.rows.append({"case": self.case, "method": method, "seed": seed,
                           **image_scores(results, self.data.truths), **extra})
-        if seed in (None, 0):
+        if figure and seed in (None, 0):
             self.figure[method] = results[WIDEFIELD[0]]
 
-    def add_rl(self, method: str, seed: int | None, run: RlRun, **extra: float) -> None:
-        results, iterations = run
-        self.add(method, seed, results, rl_iterations=iterations, **extra)
+    def add_rl(self, psf: str, seed: int | None, run: RlRun, **extra: float) -> None:
+        """RL's two rows with one PSF: the workflow's iteration count, and the oracle's."""
+        self.add(rl_label(psf), seed, run.results, rl_iterations=run.iterations, **extra)
+        self.add(rl_label(psf, oracle=True), seed, run.oracle_results, figure=False,
+                 rl_iterations=run.oracle_iterations, **extra)
 
 
 def score_case(case: str, data: CaseData, variants: list[Variant], train_seconds: Callable[[Variant], float],
@@ -155,14 +175,14 @@ def score_case(case: str, data: CaseData, variants: list[Variant], train_seconds
     scorer = Scorer(case, data, [], {})
     true_errors = fwhm_errors(data.true_psf, data.true_psf, data.voxel_size)
     scorer.add(RAW, None, data.raws)
-    scorer.add_rl(RL_TRUE, None, rl_run(rl, (RL_TRUE, None)), **true_errors)
-    scorer.add_rl(RL_THEORETICAL, None, rl_run(rl, (RL_THEORETICAL, None)),
+    scorer.add_rl(TRUE, None, rl_run(rl, (TRUE, None)), **true_errors)
+    scorer.add_rl(THEORETICAL, None, rl_run(rl, (THEORETICAL, None)),
                   **fwhm_errors(data.theoretical_psf, data.true_psf, data.voxel_size))
     for variant in variants:
         extra = {"train_s": train_seconds(variant)}
         if variant.method == CYCLEDECON:
             extra |= fwhm_errors(learned_psf(variant), data.true_psf, data.voxel_size)
-            if (RL_LEARNED, variant.seed) in rl:
-                scorer.add_rl(RL_LEARNED, variant.seed, rl[(RL_LEARNED, variant.seed)], **extra)
+            if (LEARNED, variant.seed) in rl:
+                scorer.add_rl(LEARNED, variant.seed, rl[(LEARNED, variant.seed)], **extra)
         scorer.add(LABELS[variant.method], variant.seed, network_results(variant), **extra)
     return scorer

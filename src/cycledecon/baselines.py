@@ -11,8 +11,10 @@ from scipy import fft
 from cycledecon.metrics import match_intensity, psnr
 from cycledecon.psf import normalize_psf
 
-#: Iterations when the caller gives none: the workflow's `evaluate.rl_iterations` default.
-DEFAULT_ITERATIONS = 20
+#: Iterations when the caller gives none, the workflow's `evaluate.rl_iterations` default: a fixed
+#: count, since stopping rules from the data (the Poisson discrepancy principle) need stacks in
+#: photons, which a sample sheet does not give; how it was chosen is in config/README.md.
+DEFAULT_ITERATIONS = 40
 #: Voxels of the extended domain that send less than this share of their light into the measured
 #: stack are not estimated (held at zero): the data say almost nothing about them.
 MIN_WEIGHT = 1e-2
