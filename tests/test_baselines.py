@@ -52,10 +52,12 @@ def test_rl_accepts_negative_intensities(beads):
     np.testing.assert_allclose(shifted + 1000, richardson_lucy(raw, PSF, iterations=5), atol=1e-2)
 
 
-def test_rl_rejects_a_mismatched_psf(beads):
+def test_rl_rejects_a_mismatched_psf_and_no_iterations(beads):
     _, raw = beads
     with pytest.raises(ValueError, match="dimensions"):
         richardson_lucy(raw, PSF[4], iterations=5)
+    with pytest.raises(ValueError, match="at least 1"):
+        richardson_lucy(raw, PSF, iterations=0)
 
 
 def test_best_iterations_is_the_psnr_argmax(beads):
