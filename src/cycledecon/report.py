@@ -1,12 +1,23 @@
-"""results/summary.md: the metrics of every campaign as text, for people who read tables."""
+"""The summary of every campaign's metrics: results/summary.md for people who read text, and an HTML
+page that the Snakemake report shows inline (it shows CSV tables only as downloads).
+
+Both say what each number means, report an FRC value that sits on its floor as "≤ floor" (the finest
+period the voxel size lets it measure, not a measurement), and warn when a learned PSF is narrower
+than the diffraction limit of the sheet's optics.
+"""
 
 from __future__ import annotations
 
+import html
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from cycledecon.io import atomic_path
+from cycledecon.io import atomic_path, read_stack
+from cycledecon.metrics import HALLUCINATION_RATIO as NOISE_GAIN_LIMIT
+from cycledecon.voxel import VoxelSize
 
 METRIC_COLUMNS = {
     "psnr_db": "PSNR (dB)",
@@ -14,7 +25,7 @@ METRIC_COLUMNS = {
     "nrmse": "NRMSE",
     "pearson_r": "Pearson r",
     "frc_resolution_um": "FRC resolution (µm)",
-    "background_std_ratio": "background std ratio",
+    "background_std_ratio": "noise/artefact gain (background std ratio)",
 }
 PSF_COLUMNS = {
     "psf": "PSF",
@@ -23,59 +34,248 @@ PSF_COLUMNS = {
     "ncc_to_true": "NCC to true PSF",
     "true_energy_in_box": "true PSF energy in its box",
 }
+FRC = METRIC_COLUMNS["frc_resolution_um"]
+AIRY_LATERAL_FWHM = 0.51  # lateral FWHM of a widefield PSF ≈ 0.51 λ / NA (Airy pattern)
 
-EXPLANATION = """\
-Ground-truth metrics (PSNR, SSIM, NRMSE, Pearson r) compare each result with the ground truth after a
-least-squares affine intensity fit; they exist only where ground truth does (synthetic data). The FRC
-resolution is a one-image Fourier ring correlation estimate (lateral, 1/7 threshold): smaller is
-sharper, but a denoised output can read optimistic. The background std ratio is the output's standard
-deviation over the input's on background-only voxels: well above 1 (> 1.5) means the method put
-structure where there was none (hallucination), below 1 means it smoothed the background.
-PSF similarity: the NCC is Pearson's correlation of two PSFs over the full extent of the larger, both
-zero-padded to it with their brightest voxels aligned; "true PSF energy in its box" is the share of the
-true PSF's energy inside a box of that PSF's size (a kernel can only model the blur its box holds).
-"""
+EXPLANATION = [
+    "Ground-truth metrics (PSNR, SSIM, NRMSE, Pearson r) compare each result with the ground truth after "
+    "a least-squares affine intensity fit; they exist only where ground truth does (synthetic data).",
+    "The FRC resolution is a one-image Fourier ring correlation estimate (lateral, 1/7 threshold): smaller "
+    "is sharper, but a denoised output can read optimistic. It cannot go below 4 voxels (4·dx), the finest "
+    "period it can measure: a value on that floor is shown as \"≤ floor\" — the result is at least that "
+    "sharp, by how much the FRC cannot tell. A mean over samples of which any sits on the floor is shown "
+    "the same way.",
+    "The noise/artefact gain (background std ratio) is the output's standard deviation over the input's "
+    "on background-only voxels (the dimmest 20 % of the smoothed input). Above "
+    f"{NOISE_GAIN_LIMIT:g}, the method amplified noise or added artefacts (speckle, ringing) where the "
+    "input holds only background; below 1, it smoothed the background. It does not detect hallucination "
+    "— new structure that the sample does not have — which only a comparison with ground truth shows.",
+    "PSF similarity: the NCC is Pearson's correlation of two PSFs over the full extent of the larger, both "
+    "zero-padded to it with their brightest voxels aligned; \"true PSF energy in its box\" is the share of "
+    "the true PSF's energy inside a box of that PSF's size (a kernel can only model the blur its box "
+    "holds). The lateral diffraction limit is the FWHM of a widefield PSF, 0.51·λ/NA (λ the emission "
+    "wavelength, NA the objective's numerical aperture); a learned PSF narrower than that cannot be the "
+    "microscope's.",
+]
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    """One campaign's tables, and what is needed to read them: the voxel size (for the FRC floor)
+    and the optics of the sample sheet (for the diffraction limit)."""
+
+    name: str
+    metrics: pd.DataFrame
+    psf: pd.DataFrame
+    voxel_size: VoxelSize | None = None
+    optics: dict | None = None
+    source: str = ""
+
+    @property
+    def warnings(self) -> list[str]:
+        return psf_warnings(self.psf, self.optics)
+
+    @property
+    def frc_floor(self) -> float | None:
+        return frc_floor_um(self.voxel_size) if self.voxel_size is not None else None
+
+
+def frc_floor_um(voxel_size: VoxelSize) -> float:
+    """The smallest value `cycledecon.metrics.frc_resolution` returns: 4 lateral voxels, in µm."""
+    return 4 * max(voxel_size.y, voxel_size.x)
+
+
+def lateral_diffraction_limit_um(optics: dict) -> float:
+    """Lateral FWHM (µm) of a diffraction-limited widefield PSF: 0.51·λ/NA."""
+    return AIRY_LATERAL_FWHM * optics["wavelength_nm"] / 1000 / optics["na"]
+
+
+def psf_warnings(psf: pd.DataFrame, optics: dict | None) -> list[str]:
+    """A warning for each learned PSF whose lateral FWHM is below the diffraction limit of the optics."""
+    if optics is None or "lateral_fwhm_um" not in psf.columns:
+        return []
+    limit = lateral_diffraction_limit_um(optics)
+    learned = psf[psf["psf"] == "learned"]["lateral_fwhm_um"]
+    return [
+        f"The learned PSF's lateral FWHM ({width:.3g} µm) is narrower than the diffraction limit of the "
+        f"sheet's optics, 0.51·λ/NA = {limit:.3g} µm (λ = {optics['wavelength_nm']:g} nm, NA "
+        f"{optics['na']:g}): no widefield microscope has such a PSF. The model has explained part of the "
+        "blur some other way; treat the learned PSF, and Richardson–Lucy with it, with caution."
+        for width in learned
+        if width < limit
+    ]
+
+
+def _at_floor(values: pd.Series, floor: float | None) -> pd.Series:
+    """Which FRC values sit on the floor (equal to it up to round-off in the CSV)."""
+    if floor is None:
+        return pd.Series(False, index=values.index)
+    return values <= floor * (1 + 1e-5)
+
+
+def _frc_text(value: float, on_floor: bool) -> str:
+    """An FRC value for a table: "≤ value" on the floor, "not measurable" when it starts below threshold."""
+    if math.isinf(value):
+        return "not measurable"
+    return f"≤ {value:.3g}" if on_floor else f"{value:.3g}"
+
+
+def _formatted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numbers to 3 significant digits, missing values as a dash; text as it is."""
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return "—" if math.isnan(value) else f"{value:.3g}"
+        return str(value)
+
+    return frame.astype(object).map(cell)
+
+
+def mean_table(campaign: CampaignSummary) -> pd.DataFrame:
+    """The metrics averaged over samples, one row per method (pipeline order), readable headers."""
+    metrics = campaign.metrics
+    order = list(dict.fromkeys(metrics["method"]))
+    columns = [c for c in METRIC_COLUMNS if c in metrics.columns]
+    mean = metrics.groupby("method", sort=False)[columns].mean().reindex(order)
+    if "frc_resolution_um" in columns:
+        floored = _at_floor(metrics["frc_resolution_um"], campaign.frc_floor).groupby(metrics["method"]).any()
+        mean["frc_resolution_um"] = [_frc_text(v, floored[m]) for m, v in mean["frc_resolution_um"].items()]
+    return _formatted(mean.reset_index().rename(columns=METRIC_COLUMNS))
+
+
+def sample_table(campaign: CampaignSummary) -> pd.DataFrame:
+    """Every sample and method, readable headers, FRC floors marked."""
+    metrics = campaign.metrics
+    columns = ["sample", "method", *(c for c in METRIC_COLUMNS if c in metrics.columns)]
+    table = metrics[columns].copy()
+    if "frc_resolution_um" in columns:
+        floored = _at_floor(table["frc_resolution_um"], campaign.frc_floor)
+        table["frc_resolution_um"] = [_frc_text(v, f) for v, f in zip(table["frc_resolution_um"], floored)]
+    return _formatted(table.rename(columns=METRIC_COLUMNS))
+
+
+def psf_table(campaign: CampaignSummary) -> pd.DataFrame:
+    """The PSF table with readable headers (tables of older runs lack some columns)."""
+    columns = [c for c in PSF_COLUMNS if c in campaign.psf.columns]
+    return _formatted(campaign.psf[columns].rename(columns=PSF_COLUMNS))
+
+
+def campaign_notes(campaign: CampaignSummary) -> list[str]:
+    """One-line facts a reader needs beside the tables: the FRC floor and the diffraction limit."""
+    notes = []
+    if campaign.frc_floor is not None:
+        notes.append(f"FRC floor (4·dx) at this voxel size: {campaign.frc_floor:.3g} µm.")
+    if campaign.optics is not None:
+        optics = campaign.optics
+        notes.append(
+            f"Lateral diffraction limit of the sheet's optics: 0.51·λ/NA = "
+            f"{lateral_diffraction_limit_um(optics):.3g} µm (λ = {optics['wavelength_nm']:g} nm, NA {optics['na']:g})."
+        )
+    return notes
+
+
+def load_campaign(
+    metrics_csv: Path, psf_csv: Path, learned_psf: Path | None = None, optics: dict | None = None
+) -> CampaignSummary:
+    """A campaign's tables from its CSVs; its voxel size from its learned PSF (written at the campaign's)."""
+    voxel_size = read_stack(learned_psf).voxel_size if learned_psf is not None else None
+    return CampaignSummary(
+        name=Path(metrics_csv).stem,
+        metrics=pd.read_csv(metrics_csv),
+        psf=pd.read_csv(psf_csv),
+        voxel_size=voxel_size,
+        optics=optics,
+        source=str(metrics_csv),
+    )
 
 
 def _markdown(frame: pd.DataFrame) -> str:
-    """A GitHub-style table without extra dependencies (pandas' to_markdown needs tabulate)."""
-    cells = frame.astype(object).where(frame.notna(), "—")
+    """A GitHub-style table of text cells (pandas' to_markdown needs tabulate)."""
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    for row in cells.itertuples(index=False):
-        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |")
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
 
 
-def campaign_tables(metrics_csv: Path, psf_csv: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The metrics averaged per method (in pipeline order) and the PSF table, with readable headers."""
-    metrics = pd.read_csv(metrics_csv)
-    order = list(dict.fromkeys(metrics["method"]))
-    columns = [c for c in METRIC_COLUMNS if c in metrics.columns]
-    mean = metrics.groupby("method", sort=False)[columns].mean().reindex(order).reset_index()
-    psf = pd.read_csv(psf_csv)
-    psf_columns = [c for c in PSF_COLUMNS if c in psf.columns]  # tables of older runs lack some
-    return mean.rename(columns=METRIC_COLUMNS), psf[psf_columns].rename(columns=PSF_COLUMNS)
-
-
-def write_summary(metrics_csvs: list[Path], psf_csvs: list[Path], out: Path) -> Path:
-    """Write the one-page summary: per campaign, the mean metrics per method and the PSF table."""
-    parts = ["# cycledecon summary", "", EXPLANATION]
-    for metrics_csv, psf_csv in zip(metrics_csvs, psf_csvs):
-        campaign = Path(metrics_csv).stem
-        n_samples = pd.read_csv(metrics_csv)["sample"].nunique()
-        metrics, psf = campaign_tables(Path(metrics_csv), Path(psf_csv))
+def summary_markdown(campaigns: list[CampaignSummary]) -> str:
+    """The summary as Markdown: warnings first, then per campaign the mean metrics and the PSF table."""
+    parts = ["# cycledecon summary", ""]
+    parts += [f"**Warning ({c.name}):** {w}\n" for c in campaigns for w in c.warnings]
+    parts += ["\n\n".join(EXPLANATION), ""]
+    for campaign in campaigns:
+        n_samples = campaign.metrics["sample"].nunique()
         parts += [
-            f"## Campaign {campaign}",
+            f"## Campaign {campaign.name}",
             "",
-            f"Mean over {n_samples} widefield sample(s); per-sample values in `{metrics_csv}`.",
+            f"Mean over {n_samples} widefield sample(s); per-sample values in `{campaign.source}`.",
             "",
-            _markdown(metrics),
+            _markdown(mean_table(campaign)),
             "",
             "### Point spread function",
             "",
-            _markdown(psf),
+            _markdown(psf_table(campaign)),
             "",
+            *(f"{note}\n" for note in campaign_notes(campaign)),
         ]
+    return "\n".join(parts)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 75em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.95em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
+th { background: #eee; text-align: center; } td:first-child, td:nth-child(2) { text-align: left; }
+.warning { background: #fff3cd; border: 1px solid #e0a800; padding: 0.6em 1em; margin: 0.8em 0; }
+p.note { color: #444; margin: 0.2em 0; }
+"""
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, escape=True, border=0)
+
+
+def summary_html(campaigns: list[CampaignSummary]) -> str:
+    """The summary as a self-contained HTML page: warnings, tables per campaign, how to read them."""
+    body = ["<h1>cycledecon summary</h1>"]
+    body += [f'<div class="warning"><b>Warning ({html.escape(c.name)}):</b> {html.escape(w)}</div>'
+             for c in campaigns for w in c.warnings]  # fmt: skip
+    for campaign in campaigns:
+        n_samples = campaign.metrics["sample"].nunique()
+        body += [
+            f"<h2>Campaign {html.escape(campaign.name)}</h2>",
+            f"<h3>Mean over {n_samples} widefield sample(s)</h3>",
+            _html_table(mean_table(campaign)),
+            "<h3>Point spread function</h3>",
+            _html_table(psf_table(campaign)),
+            *(f'<p class="note">{html.escape(note)}</p>' for note in campaign_notes(campaign)),
+            "<h3>Per sample</h3>",
+            _html_table(sample_table(campaign)),
+        ]
+    body += ["<h2>How to read these tables</h2>", *(f"<p>{html.escape(p)}</p>" for p in EXPLANATION)]
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>cycledecon summary</title>'
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def write_summary(
+    metrics_csvs: list[Path],
+    psf_csvs: list[Path],
+    out: Path,
+    learned_psfs: list[Path] | None = None,
+    optics: list[dict | None] | None = None,
+    page: Path | None = None,
+) -> Path:
+    """Write the Markdown summary to ``out`` and, when ``page`` is given, the HTML page.
+
+    Lists run over campaigns in one order; ``learned_psfs`` give each campaign's voxel size (FRC
+    floor) and ``optics`` its sample-sheet optics (diffraction limit), each None where unknown.
+    """
+    n = len(metrics_csvs)
+    learned_psfs = learned_psfs or [None] * n
+    optics = optics or [None] * n
+    campaigns = [load_campaign(*args) for args in zip(metrics_csvs, psf_csvs, learned_psfs, optics)]
     with atomic_path(out) as tmp:
-        Path(tmp).write_text("\n".join(parts))
+        Path(tmp).write_text(summary_markdown(campaigns))
+    if page is not None:
+        with atomic_path(page) as tmp:
+            Path(tmp).write_text(summary_html(campaigns))
     return Path(out)

@@ -97,11 +97,20 @@ rule report_summary:
     input:
         metrics=expand("results/metrics/{campaign}.csv", campaign=campaigns()),
         psf=expand("results/metrics/{campaign}_psf.csv", campaign=campaigns()),
+        learned_psf=expand("results/models/{campaign}/learned_psf.ome.tif", campaign=campaigns()),
     output:
         summary="results/summary.md",
+        page=report(
+            "results/summary.html",
+            caption="../report/summary.rst",
+            category="Metrics",
+            labels={"campaign": "all", "table": "summary: metrics and PSF tables"},
+        ),
     log:
         "logs/report_summary.log",
     conda:
         "../../envs/cycledecon.yaml"
+    params:
+        optics=[campaign_optics(samples, c) for c in campaigns()],
     script:
         "../scripts/report_summary.py"

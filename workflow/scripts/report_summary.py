@@ -1,4 +1,4 @@
-"""Snakemake adapter for rule report_summary: results/summary.md from the metrics tables."""
+"""Snakemake adapter for rule report_summary: results/summary.md and the report's summary page."""
 
 from pathlib import Path
 
@@ -10,4 +10,7 @@ with user_errors_exit(snakemake.log[0]):
         [Path(p) for p in snakemake.input.metrics],
         [Path(p) for p in snakemake.input.psf],
         Path(snakemake.output.summary),
+        learned_psfs=[Path(p) for p in snakemake.input.learned_psf],
+        optics=list(snakemake.params.optics),
+        page=Path(snakemake.output.page),
     )
