@@ -365,3 +365,17 @@ def test_blind_training_identifies_the_psf(tmp_path):
     print(f"PSF NCC to truth: {ncc_init:.3f} → {ncc_final:.3f} in {elapsed:.0f} s")
     assert ncc_init == pytest.approx(0.679, abs=0.01)  # the start the threshold was measured from
     assert ncc_final > 0.72
+
+
+def test_cpu_training_sets_are_the_stores_arrays_not_copies():
+    patches = np.random.default_rng(0).random((3, 4, 5, 6), dtype=np.float32)
+    tensor = training.resident(patches, torch.device("cpu"))
+    assert tensor.data_ptr() == patches.ctypes.data and tensor.shape == patches.shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_sets_are_copied_to_the_device_once():
+    patches = np.random.default_rng(0).random((3, 4, 5, 6), dtype=np.float32)
+    tensor = training.resident(patches, torch.device("cuda"))
+    assert tensor.device.type == "cuda"
+    np.testing.assert_array_equal(tensor.cpu().numpy(), patches)

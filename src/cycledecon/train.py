@@ -157,6 +157,16 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
+def resident(patches: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A training set as a tensor where batches are drawn from: on a CUDA device when it takes at
+    most a quarter of the device's free memory (copied there once for the whole run), else in host
+    memory without a copy, each batch then sent on its own."""
+    host = torch.from_numpy(patches)
+    if device.type == "cuda" and host.nbytes <= torch.cuda.mem_get_info(device)[0] // 4:
+        return host.to(device)
+    return host
+
+
 def kernel_shape(psf: PsfConfig, store: PatchStore) -> tuple[int, int, int]:
     """Odd kernel size in voxels: from `energy` and the optics when both are known (capped by the
     patches' context), else from size_um (rounded up to odd) or shape_voxels."""
@@ -293,6 +303,7 @@ class Run:
                                       lr=o.lr_d, betas=o.betas)
         self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in (self.opt_g, self.opt_d)]
         self.sampler = torch.Generator().manual_seed(cfg.seed)
+        self.training_sets = {name: resident(store.arrays[name], device) for name in ("A_train", "B_train")}
         self.step = 0
         self.rows: list[dict[str, float]] = []
         self.precision = resolve_precision(cfg.precision, device)
@@ -351,9 +362,9 @@ class Run:
         }, path)
 
     def batch(self, name: str) -> torch.Tensor:
-        patches = self.store.arrays[name]
+        patches = self.training_sets[name]
         index = torch.randint(len(patches), (self.cfg.optim.batch_size,), generator=self.sampler)
-        batch = torch.from_numpy(patches[index.numpy()])
+        batch = patches[index.to(patches.device)]
         if self.cfg.augment == "lateral":
             square = math.isclose(self.store.voxel_size.y, self.store.voxel_size.x, rel_tol=1e-3)
             batch = lateral_symmetries(batch, self.sampler, swap_yx=square)
