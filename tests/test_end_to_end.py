@@ -118,6 +118,7 @@ def test_report_shows_the_metrics_table_inline(finished):
     mime, page = embedded(html, "results/summary.html")
     assert mime == "text/html"
     tables = html_tables(page.decode())
+    assert len(tables) == 3, "the summary page should hold the mean, PSF and per-sample tables"
     metrics = pd.read_csv(finished / "results" / "metrics" / "demo.csv")
     mean = tables[0].set_index("method")
     assert list(mean.index) == [RAW, RL_THEORETICAL, RL_LEARNED, CYCLEDECON]

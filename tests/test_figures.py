@@ -10,7 +10,15 @@ from scipy import ndimage as ndi
 
 from PIL import Image
 
-from cycledecon.figures import band_pass, display_margin, display_point, line_profile, loss_curves, orthoslice_panel, psf_panel
+from cycledecon.figures import (
+    band_pass,
+    display_margin,
+    display_point,
+    line_profile,
+    loss_curves,
+    orthoslice_panel,
+    psf_panel,
+)
 from cycledecon.psf import gaussian_psf
 from cycledecon.voxel import VoxelSize
 

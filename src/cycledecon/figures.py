@@ -81,7 +81,9 @@ def _matched(volumes: Mapping[str, np.ndarray], reference: str | None) -> tuple[
     return matched, reference
 
 
-def display_margin(shape: tuple[int, ...], voxel_size: VoxelSize, margin_um: tuple[float, float, float] | None) -> tuple[int, ...]:
+def display_margin(
+    shape: tuple[int, ...], voxel_size: VoxelSize, margin_um: tuple[float, float, float] | None
+) -> tuple[int, ...]:
     """Voxels left out at both ends of each axis when choosing the displayed point.
 
     ``margin_um`` (e.g. the PSF's radius) in µm, or by default an eighth of each axis; never so
@@ -138,7 +140,10 @@ def _extent(n_cols: int, d_col: float, n_rows: int, d_row: float) -> tuple[float
 
 
 def _chosen_point(
-    matched: Mapping[str, np.ndarray], reference: str, voxel_size: VoxelSize, margin_um: tuple[float, float, float] | None
+    matched: Mapping[str, np.ndarray],
+    reference: str,
+    voxel_size: VoxelSize,
+    margin_um: tuple[float, float, float] | None,
 ) -> tuple[tuple[int, int, int], tuple[int, ...]]:
     """The displayed voxel of the reference (see `display_point`) and the margin it kept from the edges."""
     margin = display_margin(matched[reference].shape, voxel_size, margin_um)
@@ -157,7 +162,7 @@ def orthoslice_panel(
 
     Columns are the methods in the given order (raw | RL | cycledecon | ground truth …). Rows
     are the XY, XZ and YZ slices through the reference's `display_point` — the interior plane
-    with the most foreground signal and the brightest small structure in it — and the XY
+    with the most signal of small structures and the brightest small structure in it — and the XY
     maximum projection. Every volume is matched to the reference's percentiles (see the module
     docstring). In the reference's column the line profile of `line_profile` is drawn on the
     XY slice and the XY plane's depth on the XZ and YZ slices.
@@ -221,7 +226,9 @@ def _mark_point(axes: np.ndarray, point: tuple[int, int, int], voxel_size: Voxel
         ax.axhline((z + 0.5) * dz, linestyle="--", **style)
 
 
-def _profile_columns(x: int, nx: int, voxel_size: VoxelSize, half_width_um: float = PROFILE_HALF_WIDTH_UM) -> np.ndarray:
+def _profile_columns(
+    x: int, nx: int, voxel_size: VoxelSize, half_width_um: float = PROFILE_HALF_WIDTH_UM
+) -> np.ndarray:
     """x indices of the line profile: ``half_width_um`` either side of ``x``, clipped to the volume."""
     half = int(round(half_width_um / voxel_size.x))
     return np.arange(max(0, x - half), min(nx, x + half + 1))
@@ -238,7 +245,7 @@ def line_profile(
     """Intensity along x through the reference's `display_point`, all methods on one plot.
 
     The point is the one `orthoslice_panel` shows: the brightest small structure in the
-    interior plane with the most foreground signal.
+    interior plane with the most signal of small structures.
 
     Parameters
     ----------

@@ -168,7 +168,8 @@ def campaign_notes(campaign: CampaignSummary) -> list[str]:
         optics = campaign.optics
         notes.append(
             f"Lateral diffraction limit of the sheet's optics: 0.51·λ/NA = "
-            f"{lateral_diffraction_limit_um(optics):.3g} µm (λ = {optics['wavelength_nm']:g} nm, NA {optics['na']:g})."
+            f"{lateral_diffraction_limit_um(optics):.3g} µm "
+            f"(λ = {optics['wavelength_nm']:g} nm, NA {optics['na']:g})."
         )
     return notes
 
