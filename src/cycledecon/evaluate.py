@@ -5,7 +5,7 @@ cycledecon runs on the normalized stack. Ground-truth metrics fit each result to
 squares (a·result + b, see cycledecon.metrics.match_intensity), which removes any linear intensity
 mapping, so all methods are scored alike as long as the normalization is linear (`percentile`). With
 `clahe`, the network's scores also carry CLAHE's non-linearity (stated in the report). The
-hallucination check compares each method's output with the stack it was given (raw for RL, the
+noise/artefact gain compares each method's output with the stack it was given (raw for RL, the
 normalized stack for cycledecon), in that stack's units.
 """
 

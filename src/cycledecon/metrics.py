@@ -7,7 +7,7 @@ intensity matching: the result is mapped onto the truth by the least-squares aff
 mostly measure a gain and an offset rather than restoration quality.
 
 Without a ground truth: a lateral resolution estimate by one-image Fourier ring correlation
-(`frc_resolution`) and a hallucination check on background regions (`background_std_ratio`).
+(`frc_resolution`) and the noise/artefact gain on background regions (`background_std_ratio`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from skimage.metrics import normalized_root_mse, structural_similarity
 
 from cycledecon.voxel import VoxelSize
 
-#: `background_std_ratio` above this flags hallucinated structure: the output's background then
-#: fluctuates 50 % more than the raw input's noise, which a deconvolution that also denoises
+#: `background_std_ratio` above this flags amplified noise or artefacts: the output's background
+#: then fluctuates 50 % more than the raw input's noise, which a deconvolution that also denoises
 #: should never do (a faithful result keeps or lowers the background fluctuation, ratio <= 1).
-HALLUCINATION_RATIO = 1.5
+NOISE_GAIN_LIMIT = 1.5
 
 #: Conventional fixed FRC threshold (the "1/7 criterion", Rosenthal & Henderson 2003).
 FRC_THRESHOLD = 1 / 7
@@ -199,7 +199,7 @@ def background_mask(volume: np.ndarray, percentile: float = 20.0, sigma: float =
 
 
 def background_std_ratio(input: np.ndarray, output: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Hallucination check: background fluctuation of the output relative to the input.
+    """Noise/artefact gain: background fluctuation of the output relative to the input.
 
     Both volumes must be in the same intensity units, as the pipeline produces them: the
     network's output convolved with its learned PSF reproduces its (normalized) input, and
@@ -207,8 +207,9 @@ def background_std_ratio(input: np.ndarray, output: np.ndarray, mask: np.ndarray
     least-squares fit (`match_intensity`) shrinks the output towards its mean precisely when
     the output has variance the input lacks, and would hide what this check looks for.
 
-    A ratio above `HALLUCINATION_RATIO` (1.5) flags structure that the output invented where the
-    input has none; a faithful (denoising) result gives a ratio at or below 1.
+    A ratio above `NOISE_GAIN_LIMIT` (1.5) flags noise amplified or artefacts (speckle, ringing)
+    added where the input has only background; a faithful (denoising) result gives a ratio at or
+    below 1. It does not tell new structure from amplified noise.
 
     Parameters
     ----------

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from cycledecon.io import atomic_path, read_stack
-from cycledecon.metrics import HALLUCINATION_RATIO as NOISE_GAIN_LIMIT
+from cycledecon.metrics import NOISE_GAIN_LIMIT
 from cycledecon.voxel import VoxelSize
 
 METRIC_COLUMNS = {
