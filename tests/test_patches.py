@@ -130,10 +130,45 @@ def test_campaign_without_references_is_an_error(campaign, tmp_path):
         extract_patches(widefield, tmp_path / "out", CONFIG, "c1", None)
 
 
-def test_different_voxel_sizes_in_one_campaign_are_an_error(campaign, tmp_path):
-    other = _write(tmp_path, "ref9", "reference", _striped(0.9), VoxelSize(0.3, 0.1, 0.1))
-    with pytest.raises(CycledeconError, match=r"samples ref0 and ref9 have different voxel sizes"):
+def test_widefield_stacks_of_other_voxel_sizes_are_an_error(campaign, tmp_path):
+    other = _write(tmp_path, "wf9", "widefield", _striped(0.3), VoxelSize(0.3, 0.1, 0.1))
+    with pytest.raises(CycledeconError, match=r"widefield samples wf0 and wf9 have different voxel sizes"):
         extract_patches([*campaign, other], tmp_path / "out", CONFIG, "c1", None)
+
+
+def test_reference_of_another_voxel_size_is_resampled_to_the_widefield_grid(campaign, tmp_path, caplog):
+    """A reference at 2× the widefield voxel size in z and 0.5× in y/x covers the same extent in
+    4 × 48 × 48 voxels; its patches are those of the stack resized (anti-aliased) to 8 × 24 × 24,
+    and the store and the manifest record its own voxel size. Coarser in z: one warning names z."""
+    from skimage.transform import resize
+
+    own = VoxelSize(1.0, 0.1, 0.1)
+    x = np.arange(48)
+    sharp = np.broadcast_to(np.where((x // 8) % 2 == 0, 0.9, 0.0), (4, 48, 48)).astype(np.float32)
+    samples = [s for s in campaign if s.role == "widefield"] + [_write(tmp_path, "ref9", "reference", sharp, own)]
+    path = extract_patches(samples, tmp_path / "out", {**CONFIG, "reference_units": "own"}, "c1", None)
+    group, manifest = _read(path)
+    assert dict(group.attrs)["voxel_size_um"] == [0.5, 0.2, 0.2]
+    assert dict(group.attrs)["resampling"] == {"ref9": {
+        "voxel_size_um": [1.0, 0.1, 0.1], "target_voxel_size_um": [0.5, 0.2, 0.2],
+        "shape": [4, 48, 48], "resampled_shape": [8, 24, 24]}}  # fmt: skip
+    expected = resize(sharp, (8, 24, 24), order=1, mode="reflect", anti_aliasing=True, preserve_range=True)
+    rows = manifest[manifest["sample"] == "ref9"]
+    assert len(rows) == CONFIG["n_train"] + CONFIG["n_val"]
+    for row in rows.itertuples():
+        assert (row.sample_dz_um, row.sample_dy_um, row.sample_dx_um) == (1.0, 0.1, 0.1)
+        np.testing.assert_allclose(group[row.array][row.index],
+                                   expected[row.z:row.z + 4, row.y:row.y + 8, row.x:row.x + 8], atol=1e-5)
+    widefield = manifest[manifest.domain == "A"]
+    assert (widefield[["sample_dz_um", "sample_dy_um", "sample_dx_um"]] == [0.5, 0.2, 0.2]).all().all()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "coarsely" in r.getMessage()]
+    assert len(warnings) == 1 and "ref9" in warnings[0] and "z 1 vs 0.5 µm" in warnings[0] and " y " not in warnings[0]
+    assert not list((tmp_path / "out").glob(".resampled-*"))  # the scratch copy is removed
+
+
+def test_reference_of_the_same_voxel_size_is_not_resampled(campaign, tmp_path):
+    group, _ = _read(extract_patches(campaign, tmp_path / "out", CONFIG, "c1", None))
+    assert dict(group.attrs)["resampling"] == {}
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,14 @@ Where the margin reaches past the stack's edge it is the stack mirrored at that 
 beyond a stack is unknown; its mirror image has the same density of structures), so patches can
 lie anywhere in a stack, however thin next to the PSF.
 
+The widefield stacks of a campaign share one voxel size (one microscope); a reference stack may come
+from another instrument with its own voxel size, and is then resampled to the widefield voxel size
+(anti-aliased, in physical units: see cycledecon.resample) before anything else is computed from it,
+so a voxel is the same length in both domains. A reference coarser than the widefield grid in some
+axis is used with a warning: it holds no detail finer than its own sampling there. The store's
+``resampling`` attribute and the manifest's ``sample_d*_um`` columns record each stack's own voxel
+size; patch origins are voxels of the widefield grid.
+
 Reference stacks are put on the widefield stacks' intensity scale (``reference_units: widefield``,
 the default when the campaign's optics are known): each stack is normalized by its own percentiles,
 so a sparse reference and a widefield stack of the same scene end up on unrelated scales, differing
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,6 +62,7 @@ from cycledecon.io import atomic_path, read_ome_zarr
 from cycledecon.configparse import check_ranges, parse_section
 from cycledecon.normalize import APPLIED_KEY, percentile_values, strided_sample
 from cycledecon.psf import psf_from_optics
+from cycledecon.resample import coarser_axes, resample, resampled_shape, same_voxel_size, store
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
@@ -63,7 +73,8 @@ SPLITS = ("train", "val")
 #: Voxels of the strided subsample on which a stack's foreground level is computed.
 FOREGROUND_SAMPLE_VOXELS = 2**22
 MANIFEST_COLUMNS = ("array", "index", "domain", "split", "sample", "z", "y", "x",
-                    "mean", "p1", "p99", "foreground_fraction")  # fmt: skip
+                    "mean", "p1", "p99", "foreground_fraction", "sample_dz_um", "sample_dy_um",
+                    "sample_dx_um")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -132,13 +143,14 @@ def parse_patch_config(section: Mapping[str, Any] | PatchConfig | None, prefix: 
 
 @dataclass(frozen=True)
 class _Stack:
-    """An opened stack with its foreground level."""
+    """An opened stack on the campaign's grid, its own voxel size and its foreground level."""
 
     sample: SampleInput
     data: da.Array
     voxel_size: VoxelSize
     attrs: dict[str, Any]
-    level: float
+    own_voxel_size: VoxelSize
+    level: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -158,14 +170,15 @@ def foreground_level(data: da.Array, config: PatchConfig) -> float:
     return float(np.percentile(sample, config.foreground_percentile))
 
 
-def _open_stacks(samples: list[SampleInput], config: PatchConfig, campaign: str) -> list[_Stack]:
+def _open_stacks(samples: list[SampleInput], campaign: str) -> list[_Stack]:
+    """The campaign's stacks as stored (each on its own grid), sorted by name; no level yet."""
     stacks = []
     for sample in sorted(samples, key=lambda s: s.name):
         if sample.role not in DOMAINS:
             raise CycledeconError(f"campaign {campaign}: sample {sample.name} has role {sample.role!r}; "
                                   f"need one of {', '.join(DOMAINS)}")
         data, voxel_size, attrs = read_ome_zarr(sample.path)
-        stacks.append(_Stack(sample, data, voxel_size, attrs, foreground_level(data, config)))
+        stacks.append(_Stack(sample, data, voxel_size, attrs, own_voxel_size=voxel_size))
     for role in DOMAINS:
         if not any(s.sample.role == role for s in stacks):
             raise CycledeconError(f"campaign {campaign}: no {role} stack; patches need both widefield "
@@ -173,17 +186,58 @@ def _open_stacks(samples: list[SampleInput], config: PatchConfig, campaign: str)
     return stacks
 
 
-def _common_voxel_size(stacks: list[_Stack], campaign: str) -> VoxelSize:
-    """The campaign's voxel size; stacks that differ (relative 1e-6, float round-off) are an error."""
-    first = stacks[0]
-    for stack in stacks[1:]:
-        if not np.allclose(stack.voxel_size.as_tuple(), first.voxel_size.as_tuple(), rtol=1e-6, atol=0):
+def widefield_voxel_size(stacks: list[_Stack], campaign: str) -> VoxelSize:
+    """The campaign's voxel size: that of its widefield stacks, which must agree (one microscope)."""
+    widefield = [s for s in stacks if s.sample.role == "widefield"]
+    first = widefield[0]
+    for stack in widefield[1:]:
+        if not same_voxel_size(stack.voxel_size, first.voxel_size):
             raise CycledeconError(
-                f"campaign {campaign}: samples {first.sample.name} and {stack.sample.name} have different "
-                f"voxel sizes {first.voxel_size.as_tuple()} and {stack.voxel_size.as_tuple()} µm; "
-                "a campaign shares one microscope"
+                f"campaign {campaign}: widefield samples {first.sample.name} and {stack.sample.name} have "
+                f"different voxel sizes {first.voxel_size.as_tuple()} and {stack.voxel_size.as_tuple()} µm; "
+                "a campaign's widefield stacks share one microscope"
             )
     return first.voxel_size
+
+
+def on_widefield_grid(
+    stacks: list[_Stack], voxel_size: VoxelSize, workdir: Path, campaign: str
+) -> tuple[list[_Stack], dict[str, dict[str, list]]]:
+    """The stacks with every reference of another voxel size resampled to `voxel_size` (stored
+    under `workdir`), and {sample: its own and the target voxel size and shape} of those resampled."""
+    out, record = [], {}
+    for stack in stacks:
+        if stack.sample.role == "reference" and not same_voxel_size(stack.voxel_size, voxel_size):
+            record[stack.sample.name] = _resampling_record(stack, voxel_size)
+            _warn_if_coarser(stack, voxel_size, campaign)
+            data = store(resample(stack.data, stack.voxel_size, voxel_size), workdir / f"{stack.sample.name}.zarr")
+            log.info("campaign %s: reference %s resampled from %s µm (%s voxels) to %s µm (%s voxels)", campaign,
+                     stack.sample.name, stack.voxel_size.as_tuple(), stack.data.shape, voxel_size.as_tuple(),
+                     data.shape)  # fmt: skip
+            stack = dataclasses.replace(stack, data=data, voxel_size=voxel_size)
+        out.append(stack)
+    return out, record
+
+
+def _resampling_record(stack: _Stack, target: VoxelSize) -> dict[str, list]:
+    return {"voxel_size_um": list(stack.voxel_size.as_tuple()), "target_voxel_size_um": list(target.as_tuple()),
+            "shape": list(stack.data.shape),
+            "resampled_shape": list(resampled_shape(stack.data.shape, stack.voxel_size, target))}  # fmt: skip
+
+
+def _warn_if_coarser(stack: _Stack, target: VoxelSize, campaign: str) -> None:
+    """One line when a reference is sampled more coarsely than the widefield grid in some axis."""
+    axes = coarser_axes(stack.voxel_size, target)
+    if axes:
+        sizes = ", ".join(f"{a} {getattr(stack.voxel_size, a):g} vs {getattr(target, a):g} µm" for a in axes)
+        log.warning("campaign %s: reference %s is sampled more coarsely than the widefield stacks (%s); "
+                    "interpolated onto their grid it holds no detail finer than its own voxels, which bounds "
+                    "the sharpness the network learns along %s", campaign, stack.sample.name, sizes, "/".join(axes))
+
+
+def _with_levels(stacks: list[_Stack], config: PatchConfig) -> list[_Stack]:
+    """The stacks with their foreground levels, computed on the campaign's grid."""
+    return [dataclasses.replace(s, level=foreground_level(s.data, config)) for s in stacks]
 
 
 def _normalization(stacks: list[_Stack], campaign: str) -> dict[str, Any]:
@@ -389,7 +443,7 @@ def fill_array(
             p1, p99 = np.percentile(patch, [1, 99])
             rows.append(dict(zip(MANIFEST_COLUMNS, (
                 f"{domain}_{split}", len(rows), domain, split, name, *origin,
-                float(patch.mean()), float(p1), float(p99), fraction,
+                float(patch.mean()), float(p1), float(p99), fraction, *region.stack.own_voxel_size.as_tuple(),
             ))))  # fmt: skip
     return rows
 
@@ -415,20 +469,34 @@ def extract_patches(
     Returns
     -------
     Path of `patches.zarr`: a zarr v3 group with float32 arrays A_train, B_train, A_val, B_val of
-    shape (n, z, y, x) — patch_shape plus twice context_voxels — and attributes voxel_size_um,
-    patch_shape, context_voxels, campaign, normalization (the
-    widefield stacks' settings), optics, reference_scaling ({sample: {offset, scale}} or None),
-    seed and splits (sample names per domain and split).
+    shape (n, z, y, x) — patch_shape plus twice context_voxels — and attributes voxel_size_um (the
+    widefield stacks'), patch_shape, context_voxels, campaign, normalization (the widefield stacks'
+    settings), optics, resampling ({reference: {voxel_size_um, target_voxel_size_um, shape,
+    resampled_shape}} of the references resampled to voxel_size_um; empty when none was),
+    reference_scaling ({sample: {offset, scale}} or None), seed and splits (sample names per
+    domain and split).
     """
     config = parse_patch_config(config)
-    stacks = _open_stacks(samples, config, campaign)
-    voxel_size = _common_voxel_size(stacks, campaign)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".resampled-", dir=out_dir) as workdir:
+        return _extract(samples, out_dir, config, campaign, optics, Path(workdir))
+
+
+def _extract(
+    samples: list[SampleInput], out_dir: Path, config: PatchConfig, campaign: str,
+    optics: dict[str, float] | None, workdir: Path,
+) -> Path:
+    """extract_patches with a scratch folder `workdir` for the resampled references."""
+    stacks = _open_stacks(samples, campaign)
+    voxel_size = widefield_voxel_size(stacks, campaign)
     normalization = _normalization(stacks, campaign)
+    stacks, resampling = on_widefield_grid(stacks, voxel_size, workdir, campaign)
+    stacks = _with_levels(stacks, config)
     margin = context_voxels(config, voxel_size)
     stacks, reference_scaling = to_widefield_units(stacks, normalization, optics, margin, config, campaign)
     regions = split_regions(stacks, config, campaign)
     window_shape = tuple(p + 2 * m for p, m in zip(config.shape, margin))
-    out_dir = Path(out_dir)
     rows: list[dict[str, Any]] = []
     with atomic_path(out_dir / "patches.zarr") as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
@@ -446,6 +514,7 @@ def extract_patches(
             "campaign": campaign,
             "normalization": normalization,
             "optics": optics,
+            "resampling": resampling,
             "reference_scaling": reference_scaling,
             "seed": config.seed,
             "splits": {f"{d}_{s}": sorted({r.stack.sample.name for r in parts}) for (d, s), parts in regions.items()},
