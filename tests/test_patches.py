@@ -98,13 +98,26 @@ def test_same_seed_same_patches_other_seed_other_positions(campaign, tmp_path):
     assert not m1[["sample", "z", "y", "x"]].equals(m3[["sample", "z", "y", "x"]])
 
 
-def test_single_stack_domain_validates_on_a_held_out_y_slab(campaign, tmp_path):
+def test_single_stack_domain_validates_on_a_held_out_y_slab_keeping_80_percent(campaign, tmp_path, caplog):
+    """80 rows, val_fraction 0.34: 16 rows (⌊0.2 × 80⌋, not 27) are held out, 64 train (80 %)."""
+    tall = np.broadcast_to(_striped(0.7)[:, :1, :], (8, 80, 24)).copy()
+    one_reference = [s for s in campaign if s.role == "widefield"] + [_write(tmp_path, "tall", "reference", tall)]
+    config = {**CONFIG, "val_fraction": 0.34}
+    _, manifest = _read(extract_patches(one_reference, tmp_path / "out", config, "c1", None))
+    ref = manifest[manifest["sample"] == "tall"]
+    assert (ref[ref.split == "train"].y + 8 <= 64).all() and (ref[ref.split == "val"].y >= 64).all()
+    assert "one reference stack (tall): training from its first 64 of 80 rows (80 %), validation from the last 16" \
+        in caplog.text
+
+
+def test_single_short_stack_trains_on_all_rows_and_says_validation_overlaps(campaign, tmp_path, caplog):
+    """24 rows: ⌊0.2 × 24⌋ = 4 rows cannot hold an 8-row patch, so validation reuses the last 8 rows."""
     one_reference = [s for s in campaign if s.name != "ref1"]
     _, manifest = _read(extract_patches(one_reference, tmp_path / "out", CONFIG, "c1", None))
     ref = manifest[manifest["sample"] == "ref0"]
-    boundary = SHAPE[1] - 8  # max(patch y 8, round(0.25 × 24) = 6) rows held out
-    assert (ref[ref.split == "train"].y + 8 <= boundary).all()
-    assert (ref[ref.split == "val"].y >= boundary).all()
+    assert (ref[ref.split == "val"].y >= SHAPE[1] - 8).all()
+    assert "one reference stack (ref0): training from all 24 rows" in caplog.text
+    assert "not independent" in caplog.text
 
 
 def test_all_background_stack_is_a_clear_error(campaign, tmp_path):

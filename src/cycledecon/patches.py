@@ -6,9 +6,12 @@ correspondence between an A patch and a B patch, which is what cycle-consistent 
 Validation is held out **by sample**, per domain: with ``val_samples`` the named stacks, otherwise
 ``round(val_fraction × stacks)`` stacks (at least one, and at least one left for training) chosen
 with the seed. A domain with a single stack cannot be split by sample; its validation patches then
-come from a held-out slab of that stack along y: the last ``max(patch_y, round(val_fraction × ny))``
-rows; training patches come from the other rows, and no patch crosses the boundary (the manifest's
-``split`` column and the store's ``splits`` attribute say which case applied).
+come from a slab of that stack along y, its last ``min(round(val_fraction × ny), ⌊0.2 × ny⌋)`` rows,
+so that training keeps at least 80 % of the only stack it has; training patches come from the
+other rows, and no patch crosses the boundary. When that slab is lower than a patch, validation
+comes from the last patch height of rows and training from the whole stack (validation then
+overlaps training; the log says so). The store's ``splits`` attribute names the stacks of each
+split.
 
 With ``context_um`` every patch is cut with a margin of that many µm on each side (rounded up to
 voxels): the training model's PSF layer blurs the margin into the patch, as the microscope blurs
@@ -70,6 +73,8 @@ log = logging.getLogger(__name__)
 #: Domain letter of each sample role: the generator maps A (blurred) to B (sharp).
 DOMAINS = {"widefield": "A", "reference": "B"}
 SPLITS = ("train", "val")
+#: Share of a lone stack's rows that training keeps when validation comes from the same stack.
+MIN_TRAIN_SHARE = 0.8
 #: Voxels of the strided subsample on which a stack's foreground level is computed.
 FOREGROUND_SAMPLE_VOXELS = 2**22
 MANIFEST_COLUMNS = ("array", "index", "domain", "split", "sample", "z", "y", "x",
@@ -95,7 +100,7 @@ class PatchConfig:
         (see cycledecon.model.psf_layer).
     n_train, n_val: patches per domain for training and for validation (0 disables validation).
     val_fraction: share of each domain's stacks held out for validation, in (0, 1); with a single
-        stack, the share of its y extent held out instead.
+        stack, the share of its y extent held out instead, at most 1 − MIN_TRAIN_SHARE.
     val_samples: explicit validation sample names (overrides val_fraction for domains of ≥ 2 stacks).
     foreground: ``otsu`` (Otsu's threshold of the stack) or ``percentile`` (its
         `foreground_percentile`-th percentile) as the stack's foreground level.
@@ -344,20 +349,25 @@ def _val_names(members: list[_Stack], config: PatchConfig, domain_index: int, ca
 
 
 def _slab_split(stack: _Stack, config: PatchConfig, campaign: str) -> dict[str, list[_Region]]:
-    """Train on the first rows of a lone stack, validate on its last rows (disjoint y slabs)."""
+    """Train on the first rows of a lone stack, validate on its last rows; training keeps at
+    least MIN_TRAIN_SHARE of the rows (a lone stack is all the data that domain has), so a stack
+    too short for a separate validation slab of one patch height is validated on a slab that
+    training also sees. The log says which case applied."""
     nz, ny, nx = stack.data.shape
-    held = max(config.shape[1], round(config.val_fraction * ny))
-    if ny - held < config.shape[1]:
-        raise CycledeconError(
-            f"campaign {campaign}: sample {stack.sample.name} is the only {stack.sample.role} stack and "
-            f"its {ny} rows cannot hold a training and a validation slab of patch height "
-            f"{config.shape[1]} each; add a stack or use smaller patches"
-        )
-    log.warning("campaign %s: one %s stack (%s): validation from its last %d of %d rows",
-                campaign, stack.sample.role, stack.sample.name, held, ny)
+    held = min(round(config.val_fraction * ny), int(np.floor((1 - MIN_TRAIN_SHARE) * ny + 1e-9)))
     full_z, full_x = slice(0, nz), slice(0, nx)
-    return {"train": [_Region(stack, (full_z, slice(0, ny - held), full_x))],
-            "val": [_Region(stack, (full_z, slice(ny - held, ny), full_x))]}  # fmt: skip
+    what = f"campaign {campaign}: one {stack.sample.role} stack ({stack.sample.name})"
+    if held >= config.shape[1]:
+        log.warning("%s: training from its first %d of %d rows (%.0f %%), validation from the last %d",
+                    what, ny - held, ny, 100 * (ny - held) / ny, held)
+        return {"train": [_Region(stack, (full_z, slice(0, ny - held), full_x))],
+                "val": [_Region(stack, (full_z, slice(ny - held, ny), full_x))]}  # fmt: skip
+    held = min(config.shape[1], ny)
+    log.warning("%s: training from all %d rows; validation from its last %d rows, which training also sees "
+                "(a separate slab of patch height %d would leave training under %.0f %% of the stack), so the "
+                "validation losses are not independent of training", what, ny, held, config.shape[1],
+                100 * MIN_TRAIN_SHARE)  # fmt: skip
+    return {"train": [_whole(stack)], "val": [_Region(stack, (full_z, slice(ny - held, ny), full_x))]}
 
 
 # ------------------------------------------------------------------------------------ sampling
