@@ -316,3 +316,59 @@ def test_overwrite_never_replaces_an_input_or_the_model(tmp_path, case):
         f"error: {message.format(**names)}; choose another output path"], result.stderr[-2000:]
     assert {p: sha256(p) for p in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "raw.ome.tif"]
+
+
+def all_arguments(parser) -> list:
+    """Every argument of `parser` and of its subcommands, but argparse's own --help."""
+    import argparse
+
+    actions = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                actions += all_arguments(command)
+        elif not isinstance(action, argparse._HelpAction):
+            actions.append(action)
+    return actions
+
+
+def test_every_argument_has_help_text():
+    from cycledecon.cli import build_parser
+
+    missing = [a.dest for a in all_arguments(build_parser()) if not a.help]
+    assert not missing, missing
+
+
+NOT_A_MODEL = {
+    "a pickle, not a model": lambda: __import__("pickle").dumps({"weights": [1.0, 2.0]}, protocol=4),
+    "a pickled object": lambda: __import__("pickle").dumps(__import__("datetime").date(2026, 1, 1)),
+    "not a pickle": lambda: b"P3\n# a text file, not a model\n",
+    "an empty file": lambda: b"",
+}
+
+
+@pytest.mark.parametrize("kind", NOT_A_MODEL)
+def test_a_file_that_is_not_a_model_is_our_one_line(tmp_path, kind):
+    raw = write_ome(tmp_path / "raw.ome.tif", np.random.default_rng(0).random((4, 8, 8), np.float32))
+    model = tmp_path / "notes.pt"
+    model.write_bytes(NOT_A_MODEL[kind]())
+    result = cycledecon("deconvolve", raw, "--model", model, "-o", tmp_path / "out.ome.zarr")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {model}: not a cycledecon model (unreadable: not a PyTorch archive, or a truncated one; "
+        "model.pt is written by cycledecon train)"], result.stderr
+
+
+def test_a_torch_file_holding_objects_is_refused_in_our_words(tmp_path):
+    import datetime
+
+    import torch
+
+    raw = write_ome(tmp_path / "raw.ome.tif", np.random.default_rng(0).random((4, 8, 8), np.float32))
+    model = tmp_path / "dated.pt"
+    torch.save({"saved": datetime.date(2026, 1, 1)}, model)
+    result = cycledecon("deconvolve", raw, "--model", model, "-o", tmp_path / "out.ome.zarr")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {model}: not a cycledecon model (it holds Python objects (datetime.date) besides tensors and plain "
+        "data; refused without loading them)"], result.stderr

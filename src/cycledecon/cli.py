@@ -95,20 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
                                   "cycledecon output is replaced anyway; an input of the command never is)")  # fmt: skip
 
     ingest = commands.add_parser("ingest", help="convert a TIFF/OME-TIFF/ImageJ stack to OME-Zarr")
-    ingest.add_argument("input", type=Path)
-    ingest.add_argument("-o", "--output", type=Path, required=True)
+    ingest.add_argument("input", type=Path, help="TIFF, OME-TIFF or ImageJ stack (never modified)")
+    ingest.add_argument("-o", "--output", type=Path, required=True, help="output .ome.zarr")
     stack_options(ingest)
     ingest.set_defaults(run=_ingest)
 
     train = commands.add_parser("train", help="train a model on a patch store")
     train.add_argument("patches", type=Path, help="patches.zarr written by the patches stage")
-    train.add_argument("-o", "--output", type=Path, required=True, help="model directory")
+    train.add_argument("-o", "--output", type=Path, required=True,
+                       help="model directory: model.pt, learned_psf.ome.tif, training log and figures")  # fmt: skip
     train.add_argument("--config", type=Path, help="workflow config file; its train: section is used")
     train.set_defaults(run=_train)
 
     deconvolve = commands.add_parser("deconvolve", help="deconvolve a stack with a trained model")
-    deconvolve.add_argument("input", type=Path, help="TIFF/OME-TIFF or OME-Zarr")
-    deconvolve.add_argument("--model", type=Path, required=True)
+    deconvolve.add_argument("input", type=Path, help="TIFF/OME-TIFF or OME-Zarr stack, raw or normalized")
+    deconvolve.add_argument("--model", type=Path, required=True, help="model.pt written by cycledecon train")
     deconvolve.add_argument("-o", "--output", type=Path, required=True, help="output .ome.zarr")
     deconvolve.add_argument("--config", type=Path, help="workflow config file; its deconvolve: section is used")
     deconvolve.add_argument(
