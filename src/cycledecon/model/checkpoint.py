@@ -17,6 +17,8 @@ import os
 import re
 import reprlib
 import typing
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +103,11 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn
 def read_payload(path: Path) -> dict[str, Any]:
     """The file's plain-data payload, loaded weights-only on the CPU, with its format checked."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles, naming weights_only
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for foreign, truncated or hostile files
-        raise CycledeconError(f"{path}: not a cycledecon model ({load_failure(error)})") from None
+        raise CycledeconError(f"{path}: not a cycledecon model ({load_failure(error, path)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CycledeconError(f"{path}: not a cycledecon model (no '{FORMAT}' marker)")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -251,13 +255,15 @@ def first_line(error: BaseException) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
-def load_failure(error: BaseException) -> str:
-    """Why torch.load failed, in one line, without torch's advice to retry with weights_only=False
-    (which would run whatever the file holds)."""
-    lines = [line.strip() for line in str(error).splitlines()
-             if line.strip() and not re.search(r"weights.only|torch\.load", line, re.IGNORECASE)]  # fmt: skip
-    detail = lines[0] if lines else type(error).__name__
-    found = re.search(r"GLOBAL (\S+)", detail)
+def load_failure(error: BaseException, path: Path) -> str:
+    """Why torch.load failed, in one line of our own words: torch's messages advise retrying with
+    weights_only=False (which would run whatever the file holds), so no line of theirs that mentions
+    weights_only, torch.load or trusting the file is passed on."""
+    if not zipfile.is_zipfile(path):
+        return "unreadable: not a PyTorch archive, or a truncated one; model.pt is written by cycledecon train"
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
     if found:
         return f"it holds Python objects ({found.group(1)}) besides tensors and plain data; refused without loading them"
-    return f"unreadable: {detail}"
+    advice = re.compile(r"weights.only|torch\.load|trust|safe_globals|file an issue", re.IGNORECASE)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not advice.search(line)]
+    return f"unreadable: {lines[0] if lines else type(error).__name__}"
