@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 
 import numpy as np
+import pandas as pd
 import tifffile
+import yaml
+import zarr
 
 from helpers import REPO, SNAKEMAKE, make_workdir, run_snakemake, write_ome
 from cycledecon.io import read_ome_zarr
@@ -77,3 +80,64 @@ def test_demo_campaign_is_ingested_with_generator_metadata(tmp_path):
         assert axes == ["z", "y", "x"] and scale == [0.25, 0.1, 0.1]
         _, _, attrs = read_ome_zarr(work / "results" / "zarr" / f"{sample}.ome.zarr")
         assert attrs["sample"] == sample and attrs["voxel_size_source"] == "OME metadata"
+
+
+def _external_campaign(tmp_path, reference_voxel=(0.5, 0.05, 0.05)) -> str:
+    """A sheet of one campaign outside the demo: one widefield stack at 0.25 × 0.1 × 0.1 µm and one
+    sharp reference from another instrument at `reference_voxel` µm (same field of view)."""
+    rng = np.random.default_rng(0)
+    from scipy.ndimage import gaussian_filter
+
+    def puncta(shape, sigma):
+        points = (rng.random(shape) > 0.995).astype(np.float32) * 3000
+        return (gaussian_filter(points, sigma) * 20 + 100 + rng.poisson(5, shape)).astype(np.uint16)
+
+    widefield = write_ome(tmp_path / "wf.ome.tif", puncta((16, 48, 48), (2.0, 2.0, 2.0)), (0.25, 0.1, 0.1))
+    shape = tuple(round(n * v / r) for n, v, r in zip((16, 48, 48), (0.25, 0.1, 0.1), reference_voxel))
+    reference = write_ome(tmp_path / "ref.ome.tif", puncta(shape, (0.5, 1.0, 1.0)), reference_voxel)
+    optics = "1.4\t520\t1.515"
+    return ("sample\tpath\trole\tcampaign\tna\twavelength_nm\timmersion_ri\n"
+            f"wf\t{widefield}\twidefield\text\t{optics}\nref\t{reference}\treference\text\t{optics}\n")
+
+
+def _without_demo(work) -> None:
+    config = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    del config["demo"]
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_config_without_demo_section_plans_a_sheet_without_demo_rows(tmp_path):
+    work = make_workdir(tmp_path, sheet=_external_campaign(tmp_path))
+    _without_demo(work)
+    result = run_snakemake(work, "-n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo_campaign" not in result.stdout and "patches" in result.stdout
+
+
+def test_demo_rows_without_demo_section_are_named(tmp_path):
+    work = make_workdir(tmp_path)
+    _without_demo(work)
+    result = run_snakemake(work, "-n")
+    assert result.returncode != 0
+    assert ("config/samples.tsv: sample(s) wf_01, wf_02, wf_03, ref_01, ref_02, ref_03 lie under resources/demo/"
+            in result.stdout + result.stderr)
+
+
+def test_reference_at_another_voxel_size_is_resampled_through_training(tmp_path):
+    """Reference at 2× the widefield voxel in z and 0.5× in y/x: ingest, normalize and patches run,
+    the store records the resampling, and a few training steps run on the patches."""
+    work = make_workdir(tmp_path, sheet=_external_campaign(tmp_path))
+    _without_demo(work)
+    result = run_snakemake(work, "results/models/ext/model.pt")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    group = zarr.open_group(str(work / "results" / "patches" / "ext" / "patches.zarr"), mode="r")
+    assert group.attrs["voxel_size_um"] == [0.25, 0.1, 0.1]
+    assert group.attrs["resampling"] == {"ref": {"voxel_size_um": [0.5, 0.05, 0.05],
+                                                 "target_voxel_size_um": [0.25, 0.1, 0.1],
+                                                 "shape": [8, 96, 96], "resampled_shape": [16, 48, 48]}}
+    manifest = pd.read_csv(work / "results" / "patches" / "ext" / "manifest.csv")
+    ref = manifest[manifest["sample"] == "ref"]
+    assert (ref[["sample_dz_um", "sample_dy_um", "sample_dx_um"]] == [0.5, 0.05, 0.05]).all().all()
+    log = (work / "logs" / "patches" / "ext.log").read_text()
+    assert "sampled more coarsely than the widefield stacks (z 0.5 vs 0.25 µm)" in log
+    assert "one widefield stack (wf): training from all 48 rows" in log

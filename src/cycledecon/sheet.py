@@ -1,5 +1,9 @@
 """The sample sheet: which raw stacks exist, their role, campaign, channel, voxel size and optics.
 
+Each row carries its own stack's voxel size (from the file's metadata or the dz_um, dy_um, dx_um
+columns): a campaign's widefield stacks share one, its reference stacks may come from another
+instrument and are resampled to it before patches are cut (cycledecon.patches).
+
 Structural problems a schema cannot express (duplicate names, a campaign without widefield or
 reference stacks, a partial voxel size, a fractional channel) are caught here, each as one line
 naming the sheet, so the workflow stops before any job. A blank optional cell is None ("not given")
@@ -23,6 +27,8 @@ OPTIONAL_COLUMNS = (
     "channel", "dz_um", "dy_um", "dx_um", "na", "wavelength_nm", "immersion_ri", "ground_truth",
 )  # fmt: skip
 ROLES = ("widefield", "reference")
+#: Where the default config's demo rule writes the synthetic campaign (config demo.dir).
+DEFAULT_DEMO_DIR = "resources/demo"
 NUMERIC_COLUMNS = ("dz_um", "dy_um", "dx_um", "na", "wavelength_nm", "immersion_ri")
 VOXEL_COLUMNS = ("dz_um", "dy_um", "dx_um")
 
@@ -152,6 +158,26 @@ def voxel_size_override(row: pd.Series) -> VoxelSize | None:
         return VoxelSize(*map(float, values))
     except ValueError as exc:
         raise CycledeconError(f"sample {row['sample']}: {exc}") from None
+
+
+def demo_rows(sheet: pd.DataFrame, demo_dir: str | None) -> pd.DataFrame:
+    """The rows whose raw stacks the demo rule generates: those under `demo_dir` (none without one)."""
+    if demo_dir is None:
+        return sheet.iloc[0:0]
+    return sheet[sheet["path"].astype(str).str.startswith(f"{str(demo_dir).rstrip('/')}/")]
+
+
+def check_demo_section(sheet: pd.DataFrame, demo_dir: str | None, path: str | Path) -> None:
+    """Without a `demo:` config section nothing generates the demo stacks: a row under the default
+    demo folder whose file does not exist is refused here, naming the section, rather than failing
+    later as a missing input."""
+    if demo_dir is not None:
+        return
+    rows = demo_rows(sheet, DEFAULT_DEMO_DIR)
+    missing = [str(s) for s, p in zip(rows["sample"], rows["path"]) if not Path(p).exists()]
+    if missing:
+        raise CycledeconError(f"{path}: sample(s) {', '.join(missing)} lie under {DEFAULT_DEMO_DIR}/, which the demo "
+                              "rule generates, but the config has no demo: section; add it or list existing files")
 
 
 def campaign_optics(sheet: pd.DataFrame, campaign: str) -> dict | None:

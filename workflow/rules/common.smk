@@ -6,23 +6,31 @@ from snakemake.utils import min_version, validate
 from cycledecon.errors import CycledeconError
 from cycledecon.evaluate import CYCLEDECON, RAW, RL_LEARNED, RL_THEORETICAL
 from cycledecon.settings import check_stage_configs
-from cycledecon.sheet import campaign_optics, read_sample_sheet, voxel_size_override
+from cycledecon.sheet import (
+    campaign_optics,
+    check_demo_section,
+    demo_rows,
+    read_sample_sheet,
+    voxel_size_override,
+)
 
 min_version("9.27")
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
+# The demo section is needed only when the sheet lists demo stacks (checked below).
+DEMO_DIR = config["demo"]["dir"] if "demo" in config else None
+
 try:
     check_stage_configs(config)
     samples = read_sample_sheet(config["samples"])
+    check_demo_section(samples, DEMO_DIR, config["samples"])
 except CycledeconError as exc:
     raise WorkflowError(str(exc)) from None
 # set_default=False: snakemake would otherwise refill the sheet's None cells (blank optional
 # columns, per row) with NaN, which rules then read as a value.
 validate(samples, schema="../schemas/samples.schema.yaml", set_default=False)
-
-DEMO_DIR = config["demo"]["dir"]
 
 
 wildcard_constraints:
@@ -103,8 +111,8 @@ def campaign_evaluation_inputs(wildcards):
 
 
 def demo_samples():
-    """Rows of the sheet whose raw stacks the demo rule generates."""
-    return samples[samples["path"].str.startswith(f"{DEMO_DIR}/")]
+    """Rows of the sheet whose raw stacks the demo rule generates (none without a demo section)."""
+    return demo_rows(samples, DEMO_DIR)
 
 
 def all_outputs():
