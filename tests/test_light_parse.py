@@ -1,0 +1,78 @@
+"""The Snakefile parses with the workflow's light dependencies: a dry run needs no torch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import SNAKEMAKE, make_workdir
+
+#: Packages a parse must not need; each is shadowed by a package whose import fails as if absent.
+HEAVY = ("torch",)
+
+
+def blocked_env(tmp_path, packages=HEAVY) -> dict[str, str]:
+    """An environment whose PYTHONPATH shadows `packages` with ones that raise ModuleNotFoundError,
+    so any import of them (by snakemake, the Snakefile or the library) fails as if not installed."""
+    shims = tmp_path / "shims"
+    for name in packages:
+        (shims / name).mkdir(parents=True)
+        (shims / name / "__init__.py").write_text(
+            f"raise ModuleNotFoundError('{name} is blocked by the test', name='{name}')\n"
+        )
+    path = os.pathsep.join(p for p in (str(shims), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+def test_the_block_works(tmp_path):
+    result = subprocess.run([sys.executable, "-c", "import torch"], env=blocked_env(tmp_path),
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode != 0 and "torch is blocked by the test" in result.stderr
+
+
+def test_dry_run_without_torch_plans_every_job(tmp_path):
+    work = make_workdir(tmp_path)
+    result = subprocess.run([SNAKEMAKE, "--cores", "1", "-n"], cwd=work, env=blocked_env(tmp_path),
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for rule in ("demo_campaign", "ingest", "patches", "train", "deconvolve", "evaluate"):
+        assert f"rule {rule}:" in result.stdout, rule
+
+
+def test_without_torch_a_bad_key_of_a_light_section_still_fails_before_any_job(tmp_path):
+    work = make_workdir(tmp_path, {"normalize": {"clahe": {"clip_limit": 2.0}}})
+    result = subprocess.run([SNAKEMAKE, "--cores", "1", "-n"], cwd=work, env=blocked_env(tmp_path),
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode != 0 and "normalize.clahe.clip_limit" in result.stdout + result.stderr
+
+
+def test_sections_whose_parser_needs_torch_are_left_to_their_jobs(tmp_path):
+    code = "from cycledecon.settings import check_stage_configs as c; print(c({}))"
+    result = subprocess.run([sys.executable, "-c", code], env=blocked_env(tmp_path), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['train', 'deconvolve']"
+
+
+def test_with_torch_every_section_is_checked():
+    from cycledecon.settings import check_stage_configs
+
+    assert check_stage_configs({}) == []
+
+
+def test_a_missing_module_of_cycledecon_itself_is_raised():
+    from cycledecon.settings import importable
+
+    with pytest.raises(ModuleNotFoundError):
+        importable("cycledecon.no_such_module:parse")
+    assert importable("no_such_package_anywhere:parse") is None
+
+
+def test_constants_spelled_out_for_parsing_are_the_librarys():
+    from cycledecon import evaluate, infer, settings
+
+    assert settings.DECONVOLVE_MEMORY_CAP_GB == infer.MEMORY_CAP_GB
+    for name in ("RAW", "RL_THEORETICAL", "RL_LEARNED", "CYCLEDECON"):
+        assert getattr(settings, name) == getattr(evaluate, name), name
