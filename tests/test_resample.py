@@ -44,3 +44,40 @@ def test_store_writes_and_reopens_lazily(tmp_path):
     stored = store(data, tmp_path / "a.zarr")
     assert stored.chunksize == (1, 2, 5)
     np.testing.assert_array_equal(stored.compute(), data.compute())
+
+
+def _gaussian(shape, sigma_voxels):
+    from cycledecon.psf import gaussian_psf
+
+    return gaussian_psf(shape, sigma_voxels).astype(np.float32)
+
+
+def test_psf_without_voxel_size_is_taken_on_the_grid(tmp_path):
+    import tifffile
+
+    from cycledecon.resample import read_psf_on_grid
+
+    psf = _gaussian((9, 15, 15), (1.5, 2.0, 2.0)) * 7
+    tifffile.imwrite(tmp_path / "psf.tif", psf)  # no voxel size in the file
+    out = read_psf_on_grid(tmp_path / "psf.tif", VoxelSize(0.25, 0.1, 0.1))
+    np.testing.assert_allclose(out, psf / psf.sum(), rtol=1e-5)
+
+
+def test_psf_of_another_voxel_size_is_resampled_to_the_grid(tmp_path):
+    """The same Gaussian (σ 0.5 µm axially, 0.2 µm laterally) sampled at 0.25 × 0.1 × 0.1 µm and at
+    0.5 × 0.05 × 0.05 µm: either file, stated by its metadata or by the config, gives the first."""
+    import tifffile
+
+    from cycledecon.resample import read_psf_on_grid
+    from helpers import write_ome
+
+    grid = VoxelSize(0.25, 0.1, 0.1)
+    fine = _gaussian((9, 31, 31), (1.0, 4.0, 4.0))
+    write_ome(tmp_path / "fine.ome.tif", fine, (0.5, 0.05, 0.05))
+    tifffile.imwrite(tmp_path / "bare.tif", fine)
+    expected = _gaussian((17, 15, 15), (2.0, 2.0, 2.0))  # the extent of `fine`, on the grid, odd
+    for out in (read_psf_on_grid(tmp_path / "fine.ome.tif", grid),
+                read_psf_on_grid(tmp_path / "bare.tif", grid, VoxelSize(0.5, 0.05, 0.05))):
+        assert out.shape == (17, 15, 15) and out.sum() == pytest.approx(1.0, rel=1e-5)
+        assert np.unravel_index(out.argmax(), out.shape) == (8, 7, 7)
+        assert np.abs(out - expected).max() < 0.1 * expected.max()

@@ -125,8 +125,13 @@ def test_demo_rows_without_demo_section_are_named(tmp_path):
 
 def test_reference_at_another_voxel_size_is_resampled_through_training(tmp_path):
     """Reference at 2× the widefield voxel in z and 0.5× in y/x: ingest, normalize and patches run,
-    the store records the resampling, and a few training steps run on the patches."""
-    work = make_workdir(tmp_path, sheet=_external_campaign(tmp_path))
+    the store records the resampling, and a few training steps run on the patches. The campaign's
+    true PSF is a TIFF without voxel size: it is taken on the widefield grid."""
+    from cycledecon.psf import gaussian_psf
+
+    tifffile.imwrite(tmp_path / "psf.tif", gaussian_psf((9, 15, 15), (2.0, 2.0, 2.0)).astype(np.float32))
+    overrides = {"true_psf": {"ext": str(tmp_path / "psf.tif")}}
+    work = make_workdir(tmp_path, overrides, sheet=_external_campaign(tmp_path))
     _without_demo(work)
     result = run_snakemake(work, "results/models/ext/model.pt")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -25,6 +25,7 @@ from cycledecon.io import atomic_path, read_ome_zarr, read_stack, write_ome_zarr
 from cycledecon.metrics import background_std_ratio, compare_to_truth, frc_resolution
 from cycledecon.psf import psf_from_optics
 from cycledecon.psf_metrics import energy_in_box, fwhm, psf_ncc
+from cycledecon.resample import read_psf_on_grid
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
@@ -147,10 +148,13 @@ def evaluate_campaign(
     metrics_csv: Path,
     psf_csv: Path,
     psf_figure: Path,
+    true_psf_voxel_size: tuple[float, float, float] | None = None,
 ) -> None:
     """Score every widefield sample of a campaign and measure its PSFs.
 
     `sample_paths` maps sample → {"methods": {name: (result, input)}, "truth": path or None}.
+    The true PSF is put on the learned PSF's grid (see cycledecon.resample.read_psf_on_grid);
+    `true_psf_voxel_size` (µm, from the config) gives its voxel size when the file should not.
     """
     rows = []
     for sample, paths in sample_paths.items():
@@ -159,7 +163,8 @@ def evaluate_campaign(
         rows += score_sample(sample, methods, truth)
     write_csv(pd.DataFrame(rows), metrics_csv)
     learned, voxel_size = load(learned_psf_path)
-    true = load(true_psf_path)[0] if true_psf_path is not None else None
+    given = VoxelSize(*true_psf_voxel_size) if true_psf_voxel_size is not None else None
+    true = read_psf_on_grid(true_psf_path, voxel_size, given) if true_psf_path is not None else None
     theoretical = psf_from_optics(psf_shape, voxel_size, optics) if optics is not None else None
     write_csv(psf_rows(learned, voxel_size, theoretical, true), psf_csv)
     psfs = {"learned": learned, "theoretical": theoretical, "true": true}

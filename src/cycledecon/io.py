@@ -68,6 +68,7 @@ def read_stack(
     path: str | Path,
     channel: int | None = None,
     voxel_size: VoxelSize | None = None,
+    default_voxel_size: VoxelSize | None = None,
 ) -> Stack:
     """Open a TIFF, OME-TIFF or ImageJ hyperstack lazily as a (z, y, x) dask array.
 
@@ -77,7 +78,8 @@ def read_stack(
     channel : index of the channel to keep when the stack has a channel axis of length > 1.
     voxel_size : voxel size in µm from the sample sheet; it overrides file metadata (a facility
         that states a size knows better than a mis-set acquisition field). Without it, the OME or
-        ImageJ metadata is used; with neither, a CycledeconError is raised (never a silent 1 µm).
+        ImageJ metadata is used; with neither, `default_voxel_size` when given (a caller that knows
+        the grid the file was made on), else a CycledeconError is raised (never a silent 1 µm).
     """
     path = Path(path)
     if not path.is_file():
@@ -99,7 +101,9 @@ def read_stack(
         raise CycledeconError(f"{path}: unsupported pixel type {dtype}; need integer or float")
     data = da.from_zarr(array)
     data = _to_zyx(data, axes, channel, path)
-    if voxel_size is None:
+    if voxel_size is None and file_voxel_size is None and default_voxel_size is not None:
+        voxel_size, source = default_voxel_size, "default"
+    elif voxel_size is None:
         if file_voxel_size is None:
             raise CycledeconError(
                 f"{path}: {problem}; give it (sheet columns dz_um, dy_um, dx_um, or --voxel-size Z Y X)"

@@ -459,6 +459,12 @@ def fill_array(
 
 
 # ------------------------------------------------------------------------------------ entry point
+def store_voxel_size(path: Path) -> VoxelSize:
+    """The voxel size (µm) of a patch store: its campaign's widefield grid."""
+    return VoxelSize(*zarr.open_group(str(path), mode="r").attrs["voxel_size_um"])
+
+
+
 def extract_patches(
     samples: list[SampleInput],
     out_dir: Path,

@@ -18,8 +18,11 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import zarr
+from scipy.ndimage import gaussian_filter, map_coordinates
 from skimage.transform import resize
 
+from cycledecon.errors import CycledeconError
+from cycledecon.io import read_stack
 from cycledecon.voxel import VoxelSize
 
 #: Relative difference below which two voxel sizes are the same (float round-off in metadata).
@@ -76,3 +79,39 @@ def store(data: da.Array, path: Path) -> da.Array:
                               zarr_format=3)  # fmt: skip
     da.store(data, array, lock=False)
     return da.from_zarr(zarr.open_array(str(path), mode="r"))
+
+
+def psf_to_grid(psf: np.ndarray, source: VoxelSize, target: VoxelSize) -> np.ndarray:
+    """A PSF sampled at `source` µm, resampled to `target` µm about its centre voxel.
+
+    Unlike `resample`, the new grid is centred on the array's centre and keeps an odd size, so a
+    centred PSF stays centred on a voxel; voxels beyond the old extent are zero. Downsampled axes are
+    Gaussian-filtered first (σ = (f − 1) / 2 input voxels, as in `resample`), then interpolated
+    linearly (scipy.ndimage.map_coordinates).
+    """
+    ratio = np.array(target.as_tuple()) / np.array(source.as_tuple())  # input voxels per output voxel
+    sigma = np.maximum(0.0, (ratio - 1) / 2)
+    smooth = gaussian_filter(psf.astype(np.float32), sigma, mode="constant") if sigma.any() else psf
+    centre_in = (np.array(psf.shape) - 1) / 2
+    half = np.floor(centre_in / ratio + 1e-9).astype(int)
+    axes = [c + (np.arange(-h, h + 1)) * r for c, h, r in zip(centre_in, half, ratio)]
+    coords = np.stack(np.meshgrid(*axes, indexing="ij"))
+    out = map_coordinates(smooth, coords, order=1, mode="constant", cval=0.0)
+    return np.clip(out, 0, None).astype(np.float32)
+
+
+def read_psf_on_grid(path: str | Path, grid: VoxelSize, voxel_size: VoxelSize | None = None) -> np.ndarray:
+    """A known PSF file (TIFF/OME-TIFF) as float32 of unit sum, sampled at `grid` µm.
+
+    Its voxel size is `voxel_size` when given (the config states it, and wins as the sheet's columns
+    do), else the file's metadata, else `grid` itself (a PSF file without metadata is taken to be
+    made on the campaign's widefield grid); on another grid it is resampled to `grid`.
+    """
+    stack = read_stack(path, voxel_size=voxel_size, default_voxel_size=grid)
+    psf = np.asarray(stack.data.compute(scheduler="synchronous"), dtype=np.float32)
+    if not same_voxel_size(stack.voxel_size, grid):
+        psf = psf_to_grid(psf, stack.voxel_size, grid)
+    total = float(psf.sum())
+    if not total > 0:
+        raise CycledeconError(f"{path}: the PSF sums to {total:g}; a PSF needs positive weight")
+    return psf / total

@@ -66,9 +66,18 @@ def campaigns():
     return sorted(set(samples["campaign"]))
 
 
+def true_psf(campaign):
+    """(path, voxel size in µm or None) of a campaign's known PSF (config `true_psf`: a path, or
+    {path, voxel_size_um}); (None, None) when the config names none."""
+    entry = config.get("true_psf", {}).get(campaign)
+    if isinstance(entry, dict):
+        return entry["path"], entry.get("voxel_size_um")
+    return entry, None
+
+
 def reference_psf(wildcards):
     """The campaign's known PSF (config `true_psf`), used only to report the learned PSF's accuracy."""
-    path = config.get("true_psf", {}).get(wildcards.campaign)
+    path = true_psf(wildcards.campaign)[0]
     return {"reference_psf": path} if path else {}
 
 

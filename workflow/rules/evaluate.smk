@@ -89,6 +89,7 @@ rule evaluate:
         },
         optics=lambda wc: campaign_optics(samples, wc.campaign),
         psf_shape=config["evaluate"]["theoretical_psf_shape"],
+        true_psf_voxel_size=lambda wc: true_psf(wc.campaign)[1],
     script:
         "../scripts/evaluate.py"
 

@@ -30,5 +30,6 @@ rule train:
         mem_mb=8000,
     params:
         train_config=config["train"],
+        true_psf_voxel_size=lambda wc: true_psf(wc.campaign)[1],
     script:
         "../scripts/train.py"

@@ -12,6 +12,7 @@ with user_errors_exit(snakemake.log[0]):
         true_psf_path=Path(snakemake.input.reference_psf) if "reference_psf" in snakemake.input.keys() else None,
         optics=snakemake.params.optics,
         psf_shape=tuple(snakemake.params.psf_shape),
+        true_psf_voxel_size=snakemake.params.true_psf_voxel_size,
         metrics_csv=Path(snakemake.output.metrics),
         psf_csv=Path(snakemake.output.psf),
         psf_figure=Path(snakemake.output.psf_figure),

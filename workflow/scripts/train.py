@@ -2,19 +2,25 @@
 
 from pathlib import Path
 
-import tifffile
 import torch
 
 from cycledecon.boundary import user_errors_exit
+from cycledecon.patches import store_voxel_size
+from cycledecon.resample import read_psf_on_grid
 from cycledecon.train import train
+from cycledecon.voxel import VoxelSize
 
 with user_errors_exit(snakemake.log[0]):
     # Use the rule's threads only: more torch threads than cores slows small 3D convs severalfold.
     torch.set_num_threads(snakemake.threads)
     reference = snakemake.input.get("reference_psf")
+    given = snakemake.params.true_psf_voxel_size
+    if reference is not None:
+        grid = store_voxel_size(Path(snakemake.input.patches))
+        reference = read_psf_on_grid(reference, grid, None if given is None else VoxelSize(*given))
     train(
         Path(snakemake.input.patches),
         Path(snakemake.output.model).parent,
         snakemake.params.train_config,
-        reference_psf=None if reference is None else tifffile.imread(reference),
+        reference_psf=reference,
     )
