@@ -124,3 +124,17 @@ def test_a_sheet_with_sparse_optional_columns_plans_and_ingests(tmp_path):
     _, voxel_b, attrs_b = read_ome_zarr(work / targets[1])
     assert voxel_a == VoxelSize(0.5, 0.2, 0.2) and attrs_a["voxel_size_source"] == "sample sheet"
     assert voxel_b == VoxelSize(0.25, 0.1, 0.1) and attrs_b["voxel_size_source"] == "OME metadata"
+
+
+def test_demo_rows_are_those_under_the_demo_dir_and_need_the_demo_section(tmp_path):
+    from cycledecon.sheet import check_demo_section, demo_rows
+
+    sheet_path = tmp_path / "s.tsv"
+    sheet_path.write_text("sample\tpath\trole\tcampaign\n"
+                          "wf\tresources/demo/wf.ome.tif\twidefield\tc\nref\tdata/ref.tif\treference\tc\n")
+    sheet = read_sample_sheet(sheet_path)
+    assert list(demo_rows(sheet, "resources/demo")["sample"]) == ["wf"]
+    assert demo_rows(sheet, None).empty
+    check_demo_section(sheet, "resources/demo", sheet_path)  # a demo section: nothing to check
+    with pytest.raises(CycledeconError, match=r"s\.tsv: sample\(s\) wf lie under resources/demo/.*no demo: section"):
+        check_demo_section(sheet, None, sheet_path)
