@@ -1,4 +1,4 @@
-"""The Snakefile parses with the workflow's light dependencies: a dry run needs no torch."""
+"""The Snakefile parses with the workflow's light dependencies: a dry run needs neither torch nor matplotlib."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from helpers import SNAKEMAKE, make_workdir
 
 #: Packages a parse must not need; each is shadowed by a package whose import fails as if absent.
-HEAVY = ("torch",)
+HEAVY = ("torch", "matplotlib")
 
 
 def blocked_env(tmp_path, packages=HEAVY) -> dict[str, str]:
@@ -33,7 +33,7 @@ def test_the_block_works(tmp_path):
     assert result.returncode != 0 and "torch is blocked by the test" in result.stderr
 
 
-def test_dry_run_without_torch_plans_every_job(tmp_path):
+def test_dry_run_without_torch_or_matplotlib_plans_every_job(tmp_path):
     work = make_workdir(tmp_path)
     result = subprocess.run([SNAKEMAKE, "--cores", "1", "-n"], cwd=work, env=blocked_env(tmp_path),
                             capture_output=True, text=True, timeout=600)  # fmt: skip

@@ -4,8 +4,13 @@ from pathlib import Path
 from snakemake.utils import min_version, validate
 
 from cycledecon.errors import CycledeconError
-from cycledecon.evaluate import CYCLEDECON, RAW, RL_LEARNED, RL_THEORETICAL
-from cycledecon.settings import check_stage_configs
+from cycledecon.settings import (
+    CYCLEDECON,
+    RAW,
+    RL_LEARNED,
+    RL_THEORETICAL,
+    check_stage_configs,
+)
 from cycledecon.sheet import (
     campaign_optics,
     check_demo_section,
