@@ -2,8 +2,10 @@
 
 from cycledecon.boundary import user_errors_exit
 from cycledecon.infer import deconvolve_file
+from cycledecon.progress import echo_progress
 
-with user_errors_exit(snakemake.log[0]):
+# The progress bar goes to the log and, a line at a time, to the terminal Snakemake shows.
+with user_errors_exit(snakemake.log[0]), echo_progress(snakemake.wildcards.sample):
     deconvolve_file(
         snakemake.input.image,
         snakemake.input.model,

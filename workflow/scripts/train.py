@@ -6,11 +6,13 @@ import torch
 
 from cycledecon.boundary import user_errors_exit
 from cycledecon.patches import store_voxel_size
+from cycledecon.progress import echo_progress
 from cycledecon.resample import read_psf_on_grid
 from cycledecon.train import train
 from cycledecon.voxel import VoxelSize
 
-with user_errors_exit(snakemake.log[0]):
+# The progress bar goes to the log and, a line at a time, to the terminal Snakemake shows.
+with user_errors_exit(snakemake.log[0]), echo_progress(snakemake.wildcards.campaign):
     # Use the rule's threads only: more torch threads than cores slows small 3D convs severalfold.
     torch.set_num_threads(snakemake.threads)
     reference = snakemake.input.get("reference_psf")
