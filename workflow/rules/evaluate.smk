@@ -98,7 +98,9 @@ rule report_summary:
     input:
         metrics=expand("results/metrics/{campaign}.csv", campaign=campaigns()),
         psf=expand("results/metrics/{campaign}_psf.csv", campaign=campaigns()),
-        learned_psf=expand("results/models/{campaign}/learned_psf.ome.tif", campaign=campaigns()),
+        learned_psf=expand(
+            "results/models/{campaign}/learned_psf.ome.tif", campaign=campaigns()
+        ),
     output:
         summary="results/summary.md",
         page=report(
