@@ -19,11 +19,9 @@ STAGE_PARSERS = {
     "normalize": "cycledecon.normalize:parse_normalize_config",
     "patches": "cycledecon.patches:parse_patch_config",
     "train": "cycledecon.model.config:parse_config",
-    "deconvolve": "cycledecon.infer:parse_inference_config",
+    "deconvolve": "cycledecon.infer_config:parse_inference_config",
 }
 
-#: cycledecon.infer.MEMORY_CAP_GB: the most GiB the deconvolve job's default block budget takes.
-DECONVOLVE_MEMORY_CAP_GB = 16.0
 
 #: The method names of cycledecon.evaluate (RAW, RL_THEORETICAL, RL_LEARNED, CYCLEDECON).
 RAW = "raw"

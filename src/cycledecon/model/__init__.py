@@ -1,12 +1,25 @@
-"""The cycle-consistent deconvolution model: generator, PSF layer, discriminators, model files."""
+"""The cycle-consistent deconvolution model: generator, PSF layer, discriminators, model files.
 
-from cycledecon.model.checkpoint import load_model, save_model
-from cycledecon.model.config import GeneratorConfig, TrainConfig, parse_config
-from cycledecon.model.cyclegan import CycleModel, build_model
-from cycledecon.model.psf_layer import PsfLayer, fft_convolve, kernel_ncc
-from cycledecon.model.unet import UNet3d, receptive_field
+Names are imported on first use, so `cycledecon.model.config` (which the Snakefile parses with)
+does not pull in torch.
+"""
 
-__all__ = [
-    "CycleModel", "GeneratorConfig", "PsfLayer", "TrainConfig", "UNet3d", "build_model",
-    "fft_convolve", "kernel_ncc", "load_model", "parse_config", "receptive_field", "save_model",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name → submodule that defines it.
+EXPORTS = {
+    "load_model": "checkpoint", "save_model": "checkpoint", "GeneratorConfig": "config",
+    "TrainConfig": "config", "parse_config": "config", "CycleModel": "cyclegan", "build_model": "cyclegan",
+    "PsfLayer": "psf_layer", "fft_convolve": "psf_layer", "kernel_ncc": "psf_layer", "UNet3d": "unet",
+    "receptive_field": "unet",
+}
+__all__ = sorted(EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{EXPORTS[name]}"), name)

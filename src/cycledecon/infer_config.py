@@ -1,0 +1,70 @@
+"""The `deconvolve:` config section, importable without torch (the Snakefile parses it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cycledecon.configparse import check_ranges, parse_section
+
+#: Earlier names of deconvolve.precision values.
+PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
+#: The most GiB the default block budget takes (cycledecon.infer.default_memory_gb).
+MEMORY_CAP_GB = 16.0
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """The `deconvolve:` config section.
+
+    block_size: (z, y, x) output voxels per block, rounded up to a multiple of 2**depth and of
+        the output's zarr chunks (the default chunks, or the block where that is smaller). Each
+        block is computed with G's receptive field as halo on every side, so larger blocks waste
+        less work but need more memory. Default (null): the largest block that fits `memory_gb`
+        (`block_for_budget`); a block given here is used as is, whatever the budget.
+    memory_gb: GiB that a batch of blocks may take (G's activations and the block's buffers, by
+        `block_peak_bytes`), used to choose the block. Default (null): `default_memory_gb`, half
+        the memory free on the device (host MemAvailable, or free GPU memory), at most
+        MEMORY_CAP_GB.
+    batch_size: blocks of equal shape per forward pass (helps a GPU with small blocks).
+    device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    precision: ``auto`` (bf16 autocast with channels-last where the CPU or GPU runs bf16
+        natively, fp32 elsewhere; see cycledecon.precision), ``bf16`` or ``fp32``. The old names
+        ``bfloat16`` and ``float32`` are accepted for ``bf16`` and ``fp32``.
+    output_dtype: ``float32``, or ``uint16`` storing round(value × uint16_scale), clipped to
+        [0, 65535] (the scale is recorded in the attributes).
+    uint16_scale: see output_dtype; the default keeps values up to 6.5 (normalized inputs lie
+        in [0, 1]; sharpening raises peaks) at a resolution of 1e-4.
+    threads: torch CPU threads; default: the rule's threads (torch's own default from the CLI).
+    """
+
+    block_size: tuple[int, int, int] | None = None
+    memory_gb: float | None = None
+    batch_size: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    output_dtype: Literal["float32", "uint16"] = "float32"
+    uint16_scale: float = 10000.0
+    threads: int | None = None
+
+
+def parse_inference_config(
+    section: InferenceConfig | Mapping[str, Any] | None, prefix: str = "deconvolve"
+) -> InferenceConfig:
+    """An InferenceConfig from the plain `deconvolve:` dict; a bad key or value names its path."""
+    if isinstance(section, InferenceConfig):
+        return section
+    section = dict(section or {})
+    if isinstance(section.get("precision"), str) and section["precision"] in PRECISION_ALIASES:
+        section["precision"] = PRECISION_ALIASES[section["precision"]]
+    config = parse_section(InferenceConfig, section, prefix)
+    checks = [
+        ("block_size", config.block_size is None or all(b >= 1 for b in config.block_size)),
+        ("memory_gb", config.memory_gb is None or config.memory_gb > 0),
+        ("batch_size", config.batch_size >= 1),
+        ("uint16_scale", config.uint16_scale > 0),
+        ("threads", config.threads is None or config.threads >= 1),
+    ]
+    check_ranges(config, prefix, checks)
+    return config
