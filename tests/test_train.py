@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -379,3 +380,19 @@ def test_cuda_training_sets_are_copied_to_the_device_once():
     tensor = training.resident(patches, torch.device("cuda"))
     assert tensor.device.type == "cuda"
     np.testing.assert_array_equal(tensor.cpu().numpy(), patches)
+
+
+def test_collapsed_psf_is_logged_and_recorded_in_the_model(tiny_store, tmp_path, caplog):
+    point = np.zeros((3, 5, 5), np.float32)
+    point[1, 2, 2] = 1  # a kernel forced to a single voxel: non-blind mode keeps it
+    tifffile.imwrite(tmp_path / "psf.tif", point, photometric="minisblack")
+    config = TINY | {"psf": {"learnable": False, "file": str(tmp_path / "psf.tif")}}
+    with caplog.at_level(logging.WARNING, logger="cycledecon.psf_sanity"):
+        training.train(tiny_store, tmp_path / "out", config)
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("learned_psf.ome.tif: The learned PSF has collapsed towards a point" in m for m in logged)
+    assert any("narrower than the diffraction limit" in m for m in logged)
+    sanity = load_model(tmp_path / "out" / "model.pt")[1]["psf_sanity"]
+    assert sanity["peak_share"] == pytest.approx(1.0) and sanity["plane_energy"] == pytest.approx([0, 1, 0], abs=1e-6)
+    assert sanity["optics"]["na"] == 1.2 and sanity["lateral_limit_um"] == pytest.approx(0.51 * 0.52 / 1.2)
+    assert len(sanity["warnings"]) == 2 and "collapsed" in sanity["warnings"][0]

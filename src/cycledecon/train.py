@@ -41,6 +41,7 @@ from cycledecon.model.unet import receptive_field
 from cycledecon.noise import estimate_noise
 from cycledecon.precision import resolve_precision
 from cycledecon.psf import gaussian_psf, normalize_psf, psf_from_optics
+from cycledecon.psf_sanity import log_psf_sanity, psf_sanity
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
@@ -411,7 +412,8 @@ class Run:
         return result
 
     def write_outputs(self, out_dir: Path) -> Path:
-        """model.pt, learned_psf.ome.tif, train_log.csv and the two figures."""
+        """model.pt, learned_psf.ome.tif, train_log.csv and the two figures; the learned PSF's
+        sanity record (cycledecon.psf_sanity) is logged and stored in model.pt's metadata."""
         psf_shape = self.initial.shape if self.initial is not None else self.cfg.psf.shape_voxels
         learned = self.model.psf_estimate(psf_shape).cpu().numpy()
         write_ome_tiff(learned.astype(np.float32), out_dir / LEARNED_PSF, self.store.voxel_size)
@@ -422,7 +424,10 @@ class Run:
         label, other = ("reference", self.reference) if self.reference is not None else ("initial", self.initial)
         psfs = {"learned": learned} | ({label: other} if other is not None else {})
         figures.psf_panel(psfs, self.store.voxel_size, out_dir / "psf.png")
-        return save_model(out_dir / "model.pt", self.model.deblurrer, self.metadata(), learned)
+        sanity = psf_sanity(learned, self.store.voxel_size, self.store.optics)
+        log_psf_sanity(sanity, str(out_dir / LEARNED_PSF))
+        metadata = self.metadata() | {"psf_sanity": sanity}
+        return save_model(out_dir / "model.pt", self.model.deblurrer, metadata, learned)
 
     @torch.no_grad()
     def intensity_map(self) -> dict[str, float] | None:

@@ -3,7 +3,8 @@
 model.pt is a torch file holding only plain data (loadable with ``weights_only=True``):
 ``format``/``format_version`` markers, ``generator_state`` (G's state dict), ``learned_psf``
 (tensor or None) and ``metadata``: the training config, generator config, receptive field,
-normalization, patch shape, channel count, voxel size (µm), campaign and library versions.
+normalization, patch shape, channel count, voxel size (µm), campaign, library versions and the
+learned PSF's sanity record ``psf_sanity`` (optional: a model without it loads as well).
 
 A model file is untrusted input: `load_model` reads it weights-only, then checks the metadata it
 uses against bounds and the state's tensors against the network the metadata describes, all before
@@ -138,7 +139,20 @@ def check_metadata(metadata: Any, path: Path) -> dict[str, Any]:
         if not ok:
             raise CycledeconError(f"{path}: metadata.{key}: expected {expected}, got {short(metadata[key])}")
     check_normalization(metadata["normalization"], path)
+    check_psf_sanity(metadata.get("psf_sanity"), path)
     return dict(metadata)
+
+
+def check_psf_sanity(record: Any, path: Path) -> None:
+    """The learned PSF's sanity record (cycledecon.psf_sanity): absent, None, or a mapping whose
+    ``warnings`` are a list of texts (what a reader of the model shows)."""
+    if record is None:
+        return
+    if not isinstance(record, dict) or not all(isinstance(k, str) for k in record):
+        raise CycledeconError(f"{path}: metadata.psf_sanity: expected a mapping, got {short(record)}")
+    warnings = record.get("warnings", [])
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise CycledeconError(f"{path}: metadata.psf_sanity.warnings: expected a list of texts, got {short(warnings)}")
 
 
 def check_normalization(record: Any, path: Path) -> None:
