@@ -1,5 +1,6 @@
-"""The summary: FRC floors marked as bounds, the noise/artefact gain named as such, a warning for a
-learned PSF narrower than the diffraction limit, and an HTML page with the tables."""
+"""The summary: FRC floors marked as bounds, the noise/artefact gain named as such, warnings at the
+top for a learned PSF that fails its sanity checks and for a network above the noise gain limit, and
+an HTML page with the tables."""
 
 from __future__ import annotations
 
@@ -8,14 +9,8 @@ import pandas as pd
 import pytest
 
 from cycledecon.io import write_ome_tiff
-from cycledecon.report import (
-    CampaignSummary,
-    lateral_diffraction_limit_um,
-    mean_table,
-    psf_warnings,
-    sample_table,
-    write_summary,
-)
+from cycledecon.psf import gaussian_psf, psf_from_optics
+from cycledecon.report import CampaignSummary, mean_table, noise_gain_warnings, sample_table, write_summary
 from cycledecon.voxel import VoxelSize
 
 VOXEL = VoxelSize(0.25, 0.1, 0.1)
@@ -30,6 +25,20 @@ def metrics() -> pd.DataFrame:
         "frc_resolution_um": [0.55, 0.4, 0.45, 0.52],  # RL on the floor (4 · 0.1 µm) in sample a
         "background_std_ratio": [1.0, 2.6, 1.0, 2.4],
     })  # fmt: skip
+
+
+def with_network(gains: list[float]) -> pd.DataFrame:
+    """metrics() plus the network's rows for samples a and b with these noise/artefact gains."""
+    network = pd.DataFrame({"sample": ["a", "b"], "method": ["cycledecon"] * 2, "psnr_db": [33.0, 34.0],
+                            "frc_resolution_um": [0.42, 0.43], "background_std_ratio": gains})  # fmt: skip
+    return pd.concat([metrics(), network], ignore_index=True)
+
+
+def point() -> np.ndarray:
+    """A learned PSF collapsed onto one voxel."""
+    kernel = np.zeros((5, 7, 7), np.float32)
+    kernel[2, 3, 3] = 1
+    return kernel
 
 
 def psf(lateral_um: float) -> pd.DataFrame:
@@ -54,24 +63,51 @@ def test_background_measure_is_named_noise_or_artefact_gain():
     assert not any("hallucination" in c.lower() for c in columns)
 
 
+def campaign(learned: np.ndarray | None, optics: dict | None = OPTICS, gains=(1.0, 1.2)) -> CampaignSummary:
+    return CampaignSummary("demo", with_network(list(gains)), psf(0.21), VOXEL, optics, learned_psf=learned)
+
+
 def test_learned_psf_below_the_diffraction_limit_is_flagged():
-    limit = lateral_diffraction_limit_um(OPTICS)
-    assert limit == pytest.approx(0.51 * 0.52 / 1.4)
-    assert psf_warnings(psf(0.21), OPTICS) == []
-    (warning,) = psf_warnings(psf(0.15), OPTICS)
-    assert "0.15 µm" in warning and "0.51·λ/NA = 0.189 µm" in warning
-    assert psf_warnings(psf(0.15), None) == []  # optics unknown: nothing to compare with
+    assert campaign(psf_from_optics((9, 15, 15), VOXEL, OPTICS)).warnings == []
+    (warning,) = campaign(gaussian_psf((9, 11, 11), (1.0, 0.7, 0.7))).warnings
+    assert "lateral FWHM 0.1" in warning and "0.51·λ/NA = 0.189 µm" in warning
+    assert "axial FWHM" not in warning  # the axial width is within the limit
+    assert campaign(gaussian_psf((9, 11, 11), (1.0, 0.7, 0.7)), None).warnings == []  # no optics: no limit
+    assert campaign(None).warnings == []  # no learned PSF: nothing to check
+
+
+def test_collapsed_learned_psf_is_flagged_with_what_to_try():
+    collapsed, narrow = campaign(point()).warnings
+    assert "collapsed towards a point" in collapsed and "100%" in collapsed
+    assert "axial FWHM 0.25 µm < 0.88·λ/(n − √(n² − NA²)) = 0.489 µm" in narrow
+    for warning in (collapsed, narrow):
+        assert "sample sheet" in warning and "train.psf.energy" in warning and "train.optim.steps" in warning
+    (alone,) = campaign(point(), None).warnings  # without optics the collapse is still seen
+    assert "collapsed" in alone
+
+
+def test_network_above_the_noise_gain_limit_is_flagged():
+    assert noise_gain_warnings(metrics()) == []  # RL above the limit: expected of it, not flagged
+    assert noise_gain_warnings(with_network([1.2, 1.5])) == []
+    (warning,) = noise_gain_warnings(with_network([1.58, 1.2]))
+    assert "above 1.5 (sample a: 1.58)" in warning and "train.noise" in warning
 
 
 def test_summary_page_shows_warning_and_tables(tmp_path):
-    metrics().to_csv(tmp_path / "demo.csv", index=False)
-    psf(0.15).to_csv(tmp_path / "demo_psf.csv", index=False)
-    learned = write_ome_tiff(np.ones((3, 5, 5), np.float32) / 75, tmp_path / "learned_psf.ome.tif", VOXEL)
+    with_network([1.58, 1.2]).to_csv(tmp_path / "demo.csv", index=False)
+    psf(0.1).to_csv(tmp_path / "demo_psf.csv", index=False)
+    learned = write_ome_tiff(point(), tmp_path / "learned_psf.ome.tif", VOXEL)
     write_summary([tmp_path / "demo.csv"], [tmp_path / "demo_psf.csv"], tmp_path / "summary.md",
                   learned_psfs=[learned], optics=[OPTICS], page=tmp_path / "summary.html")  # fmt: skip
     page = (tmp_path / "summary.html").read_text()
     assert page.count("<table") == 3  # means, PSF, per sample
-    assert '<div class="warning">' in page and "narrower than the diffraction limit" in page
+    top = page.split("<h2>")[0]  # the warnings come before the first campaign
+    assert top.count('<div class="warning">') == 3
+    for warning in ("collapsed towards a point", "narrower than the diffraction limit", "noise/artefact gain"):
+        assert warning in top
     assert "<td>≤ 0.46</td>" in page and "FRC floor (4·dx) at this voxel size: 0.4 µm." in page
+    assert "its brightest voxel holds 100.0%" in page and "axial 0.88·λ/(n − √(n² − NA²)) = 0.489 µm" in page
     text = (tmp_path / "summary.md").read_text()
-    assert "**Warning (demo):**" in text and "| RL | 31 | ≤ 0.46 | 2.5 |" in text
+    top = text.split("## Campaign")[0]
+    assert top.count("**Warning (demo):**") == 3 and "collapsed towards a point" in top
+    assert "| RL | 31 | ≤ 0.46 | 2.5 |" in text

@@ -2,21 +2,28 @@
 page that the Snakemake report shows inline (it shows CSV tables only as downloads).
 
 Both say what each number means, report an FRC value that sits on its floor as "≤ floor" (the finest
-period the voxel size lets it measure, not a measurement), and warn when a learned PSF is narrower
-than the diffraction limit of the sheet's optics.
+period the voxel size lets it measure, not a measurement), and open with warnings: a learned PSF that
+fails its sanity checks (cycledecon.psf_sanity: collapsed onto one voxel, narrower than the
+diffraction limit of the sheet's optics, cut short by its support) and a network whose noise/artefact
+gain is above NOISE_GAIN_LIMIT.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cycledecon.io import atomic_path, read_stack
 from cycledecon.metrics import NOISE_GAIN_LIMIT
+from cycledecon.psf_sanity import COLLAPSE_SHARE, SUB_DIFFRACTION_MARGIN, diffraction_limits_um, psf_sanity
+from cycledecon.settings import CYCLEDECON
 from cycledecon.voxel import VoxelSize
 
 METRIC_COLUMNS = {
@@ -35,7 +42,6 @@ PSF_COLUMNS = {
     "true_energy_in_box": "true PSF energy in its box",
 }
 FRC = METRIC_COLUMNS["frc_resolution_um"]
-AIRY_LATERAL_FWHM = 0.51  # lateral FWHM of a widefield PSF ≈ 0.51 λ / NA (Airy pattern)
 
 EXPLANATION = [
     "Ground-truth metrics (PSNR, SSIM, NRMSE, Pearson r) compare each result with the ground truth after "
@@ -53,16 +59,18 @@ EXPLANATION = [
     "PSF similarity: the NCC is Pearson's correlation of two PSFs over the full extent of the larger, both "
     "zero-padded to it with their brightest voxels aligned; \"true PSF energy in its box\" is the share of "
     "the true PSF's energy inside a box of that PSF's size (a kernel can only model the blur its box "
-    "holds). The lateral diffraction limit is the FWHM of a widefield PSF, 0.51·λ/NA (λ the emission "
-    "wavelength, NA the objective's numerical aperture); a learned PSF narrower than that cannot be the "
-    "microscope's.",
+    "holds). The diffraction limits are the FWHM of a diffraction-limited widefield PSF: laterally "
+    "0.51·λ/NA, axially 0.88·λ/(n − √(n² − NA²)) (λ the emission wavelength, NA the objective's numerical "
+    "aperture, n the immersion medium's refractive index); a learned PSF more than "
+    f"{1 - SUB_DIFFRACTION_MARGIN:.0%} narrower (beyond the width measurement's error) cannot be the microscope's. A learned PSF whose brightest voxel holds more than {COLLAPSE_SHARE:.0%} of its "
+    "energy is at most about one voxel wide along every axis: it has collapsed towards a point.",
 ]
 
 
 @dataclass(frozen=True)
 class CampaignSummary:
-    """One campaign's tables, and what is needed to read them: the voxel size (for the FRC floor)
-    and the optics of the sample sheet (for the diffraction limit)."""
+    """One campaign's tables, and what is needed to read them: the voxel size (for the FRC floor),
+    the optics of the sample sheet (for the diffraction limit) and the learned PSF (for its sanity)."""
 
     name: str
     metrics: pd.DataFrame
@@ -70,10 +78,19 @@ class CampaignSummary:
     voxel_size: VoxelSize | None = None
     optics: dict | None = None
     source: str = ""
+    learned_psf: np.ndarray | None = None
+
+    @functools.cached_property
+    def sanity(self) -> dict[str, Any] | None:
+        """The learned PSF's sanity record (cycledecon.psf_sanity), None without the PSF."""
+        if self.learned_psf is None or self.voxel_size is None:
+            return None
+        return psf_sanity(self.learned_psf, self.voxel_size, self.optics)
 
     @property
     def warnings(self) -> list[str]:
-        return psf_warnings(self.psf, self.optics)
+        psf = self.sanity["warnings"] if self.sanity is not None else []
+        return psf + noise_gain_warnings(self.metrics)
 
     @property
     def frc_floor(self) -> float | None:
@@ -85,24 +102,19 @@ def frc_floor_um(voxel_size: VoxelSize) -> float:
     return 4 * max(voxel_size.y, voxel_size.x)
 
 
-def lateral_diffraction_limit_um(optics: dict) -> float:
-    """Lateral FWHM (µm) of a diffraction-limited widefield PSF: 0.51·λ/NA."""
-    return AIRY_LATERAL_FWHM * optics["wavelength_nm"] / 1000 / optics["na"]
-
-
-def psf_warnings(psf: pd.DataFrame, optics: dict | None) -> list[str]:
-    """A warning for each learned PSF whose lateral FWHM is below the diffraction limit of the optics."""
-    if optics is None or "lateral_fwhm_um" not in psf.columns:
+def noise_gain_warnings(metrics: pd.DataFrame) -> list[str]:
+    """A warning when the network's noise/artefact gain is above NOISE_GAIN_LIMIT in any sample."""
+    if "background_std_ratio" not in metrics.columns:
         return []
-    limit = lateral_diffraction_limit_um(optics)
-    learned = psf[psf["psf"] == "learned"]["lateral_fwhm_um"]
+    rows = metrics[(metrics["method"] == CYCLEDECON) & (metrics["background_std_ratio"] > NOISE_GAIN_LIMIT)]
+    if rows.empty:
+        return []
+    samples = "; ".join(f"sample {s}: {v:.3g}" for s, v in zip(rows["sample"], rows["background_std_ratio"]))
     return [
-        f"The learned PSF's lateral FWHM ({width:.3g} µm) is narrower than the diffraction limit of the "
-        f"sheet's optics, 0.51·λ/NA = {limit:.3g} µm (λ = {optics['wavelength_nm']:g} nm, NA "
-        f"{optics['na']:g}): no widefield microscope has such a PSF. The model has explained part of the "
-        "blur some other way; treat the learned PSF, and Richardson–Lucy with it, with caution."
-        for width in learned
-        if width < limit
+        f"The network's noise/artefact gain (background std ratio) is above {NOISE_GAIN_LIMIT:g} ({samples}): "
+        "it amplified noise or added artefacts where the input holds only background. Try: the PSF "
+        "warnings above, if any (a collapsed or too narrow PSF leaves the network a blur it does not "
+        "model); the noise model (train.noise: estimate); more training steps (train.optim.steps)."
     ]
 
 
@@ -160,32 +172,49 @@ def psf_table(campaign: CampaignSummary) -> pd.DataFrame:
 
 
 def campaign_notes(campaign: CampaignSummary) -> list[str]:
-    """One-line facts a reader needs beside the tables: the FRC floor and the diffraction limit."""
+    """One-line facts a reader needs beside the tables: the FRC floor, the diffraction limits and
+    the learned PSF's energy measures."""
     notes = []
     if campaign.frc_floor is not None:
         notes.append(f"FRC floor (4·dx) at this voxel size: {campaign.frc_floor:.3g} µm.")
     if campaign.optics is not None:
         optics = campaign.optics
+        limits = diffraction_limits_um(optics)
         notes.append(
-            f"Lateral diffraction limit of the sheet's optics: 0.51·λ/NA = "
-            f"{lateral_diffraction_limit_um(optics):.3g} µm "
-            f"(λ = {optics['wavelength_nm']:g} nm, NA {optics['na']:g})."
+            f"Diffraction limits of the sheet's optics (λ = {optics['wavelength_nm']:g} nm, NA {optics['na']:g}, "
+            f"n {optics['immersion_ri']:g}): lateral 0.51·λ/NA = {limits['lateral_um']:.3g} µm, axial "
+            f"0.88·λ/(n − √(n² − NA²)) = {limits['axial_um']:.3g} µm."
         )
+    if campaign.sanity is not None:
+        notes.append(energy_note(campaign.sanity))
     return notes
+
+
+def energy_note(sanity: dict[str, Any]) -> str:
+    """The learned PSF's largest single-voxel and single-plane shares of its energy, in words."""
+    theoretical = sanity["theoretical_peak_share"]
+    beside = f" (theoretical PSF {theoretical:.1%})" if theoretical is not None else ""
+    return (
+        f"Learned PSF energy: its brightest voxel holds {sanity['peak_share']:.1%}{beside}, its brightest z "
+        f"plane {max(sanity['plane_energy']):.1%} over {len(sanity['plane_energy'])} planes; above "
+        f"{sanity['collapse_share']:.0%} in one voxel it has collapsed towards a point."
+    )
 
 
 def load_campaign(
     metrics_csv: Path, psf_csv: Path, learned_psf: Path | None = None, optics: dict | None = None
 ) -> CampaignSummary:
-    """A campaign's tables from its CSVs; its voxel size from its learned PSF (written at the campaign's)."""
-    voxel_size = read_stack(learned_psf).voxel_size if learned_psf is not None else None
+    """A campaign's tables from its CSVs; its voxel size and the PSF checked for sanity from its
+    learned PSF (written at the campaign's voxel size)."""
+    stack = read_stack(learned_psf) if learned_psf is not None else None
     return CampaignSummary(
         name=Path(metrics_csv).stem,
         metrics=pd.read_csv(metrics_csv),
         psf=pd.read_csv(psf_csv),
-        voxel_size=voxel_size,
+        voxel_size=stack.voxel_size if stack is not None else None,
         optics=optics,
         source=str(metrics_csv),
+        learned_psf=np.asarray(stack.data) if stack is not None else None,
     )
 
 
