@@ -62,8 +62,9 @@ EXPLANATION = [
     "holds). The diffraction limits are the FWHM of a diffraction-limited widefield PSF: laterally "
     "0.51·λ/NA, axially 0.88·λ/(n − √(n² − NA²)) (λ the emission wavelength, NA the objective's numerical "
     "aperture, n the immersion medium's refractive index); a learned PSF more than "
-    f"{1 - SUB_DIFFRACTION_MARGIN:.0%} narrower (beyond the width measurement's error) cannot be the microscope's. A learned PSF whose brightest voxel holds more than {COLLAPSE_SHARE:.0%} of its "
-    "energy is at most about one voxel wide along every axis: it has collapsed towards a point.",
+    f"{1 - SUB_DIFFRACTION_MARGIN:.0%} narrower (beyond the width measurement's error) cannot be the "
+    f"microscope's. A learned PSF whose brightest voxel holds more than {COLLAPSE_SHARE:.0%} of its energy "
+    "is at most about one voxel wide along every axis: it has collapsed towards a point.",
 ]
 
 
