@@ -228,6 +228,16 @@ def test_checkpoint_of_another_training_is_not_resumed(tiny_store, tmp_path):
     assert first.exists()
 
 
+def test_unreadable_checkpoint_is_ignored_with_our_own_words(tiny_store, tmp_path, caplog):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "checkpoint.pt").write_bytes(b"torn")
+    with caplog.at_level("WARNING", logger="cycledecon.train"):
+        training.train(tiny_store, tmp_path / "out", TINY)
+    warning = next(r.getMessage() for r in caplog.records if "unreadable checkpoint" in r.getMessage())
+    assert "starting over" in warning and "weights_only" not in warning
+    assert (tmp_path / "out" / "model.pt").exists()
+
+
 def test_non_blind_mode_keeps_the_given_psf(tiny_store, tmp_path):
     given = gaussian_psf((3, 5, 5), (0.8, 1.3, 0.9))
     tifffile.imwrite(tmp_path / "psf.tif", given, photometric="minisblack")

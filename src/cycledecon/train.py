@@ -32,7 +32,7 @@ from cycledecon import figures
 from cycledecon.augment import lateral_symmetries
 from cycledecon.errors import CycledeconError
 from cycledecon.io import atomic_path, write_ome_tiff
-from cycledecon.model.checkpoint import atomic_save, save_model
+from cycledecon.model.checkpoint import atomic_save, load_failure, save_model
 from cycledecon.model.config import PsfConfig, RefineConfig, TrainConfig, parse_config
 from cycledecon.model.cyclegan import CycleModel, build_model
 from cycledecon.model.psf_layer import PsfLayer, crop_margin, kernel_ncc
@@ -338,7 +338,7 @@ class Run:
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as error:  # a torn or foreign file is as good as none
-            log.warning("ignoring unreadable checkpoint %s (%s); starting over", path, error)
+            log.warning("ignoring unreadable checkpoint %s (%s); starting over", path, load_failure(error, path))
             return
         if state.get("identity") != self.identity:
             log.warning("checkpoint %s belongs to another training (config, patches or model "
