@@ -207,6 +207,23 @@ def test_intensity_map_follows_the_kernel_in_closed_form(sigma):
     assert layer.logits.grad is not None and float(layer.logits.grad.abs().sum()) > 0
 
 
+def test_intensity_map_with_a_margin_uses_the_references_spectrum_and_matches_the_direct_blur():
+    """With a context margin the reference is transformed once; the map must equal the one from
+    blurring the reference directly (float32 FFTs of the same size: equal to ~1e-6)."""
+    margin = (2, 3, 3)
+    layer = PsfLayer(gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)))
+    sharp = torch.rand(8, 1, 12, 22, 22) ** 6
+    layer.match_intensity(sharp, 0.2 + torch.rand(8, 1, 8, 16, 16), margin=margin)
+    assert layer.reference_spectrum is not None
+    gain, offset = layer.intensity()
+    direct = fft_convolve_valid(layer.sharp_reference, layer.kernel(), margin)
+    mean, std = layer.blurred_moments
+    torch.testing.assert_close(gain, std / direct.std(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(offset, mean - gain * direct.mean(), rtol=1e-5, atol=1e-6)
+    gain.backward()  # still a function of the kernel
+    assert float(layer.logits.grad.abs().sum()) > 0
+
+
 @pytest.mark.parametrize(("noise_variance", "signal_variance"), [(0.25, 0.5), (2.0, 0.075)])
 def test_intensity_map_leaves_the_noise_out_of_the_matched_contrast(noise_variance, signal_variance):
     """H(x) gets its noise from the noise model, so it matches the blurred variance less the noise

@@ -55,16 +55,23 @@ def fft_convolve_valid(volume: torch.Tensor, kernel: torch.Tensor, margin: Margi
     A circular FFT convolution of the volume's own size is exact on that centre (overlap-save), so
     nothing is padded; float32 whatever the autocast state.
     """
+    with torch.autocast(volume.device.type, enabled=False):
+        spectrum = torch.fft.rfftn(volume.float(), dim=SPATIAL)
+    return convolve_spectrum_valid(spectrum, tuple(volume.shape[-3:]), kernel, margin)
+
+
+def convolve_spectrum_valid(spectrum: torch.Tensor, size: tuple[int, int, int], kernel: torch.Tensor,
+                            margin: Margin) -> torch.Tensor:
+    """`fft_convolve_valid` of volumes of spatial `size` given by their rfftn `spectrum`, so a fixed
+    volume convolved with a changing kernel is transformed once."""
     radius = [s // 2 for s in kernel.shape]
     if any(r > m for r, m in zip(radius, margin)):
         raise ValueError(f"kernel radius {tuple(radius)} exceeds the context margin {tuple(margin)}")
-    with torch.autocast(volume.device.type, enabled=False):
-        volume, kernel = volume.float(), kernel.float()
-        size = volume.shape[-3:]
+    with torch.autocast(spectrum.device.type, enabled=False):
+        kernel = kernel.float()
         embedded = F.pad(kernel, (0, size[2] - kernel.shape[2], 0, size[1] - kernel.shape[1],
                                   0, size[0] - kernel.shape[0]))
-        spectrum = torch.fft.rfftn(volume, dim=SPATIAL) * torch.fft.rfftn(embedded, dim=SPATIAL)
-        full = torch.fft.irfftn(spectrum, s=size, dim=SPATIAL)
+        full = torch.fft.irfftn(spectrum * torch.fft.rfftn(embedded, dim=SPATIAL), s=size, dim=SPATIAL)
         # the centred output at position p is the linear convolution's sample p + radius
         return full[..., margin[0] + radius[0] : size[0] - margin[0] + radius[0],
                     margin[1] + radius[1] : size[1] - margin[1] + radius[1],
@@ -123,6 +130,8 @@ class PsfLayer(nn.Module):
         self.learnable = learnable
         self.register_buffer("ema_kernel", self.kernel().detach().clone())
         self.register_buffer("sharp_reference", None)
+        # with a context margin, the reference's spectrum: it is convolved with every step's kernel
+        self.register_buffer("reference_spectrum", None, persistent=False)
         self.register_buffer("blurred_moments", None)
         self.reference_margin: Margin = NO_MARGIN
 
@@ -168,7 +177,11 @@ class PsfLayer(nn.Module):
         if self.sharp_reference is None:
             return self.logits.new_ones(()), self.logits.new_zeros(())
         kernel = self.kernel() if kernel is None else kernel
-        reference = convolve(self.sharp_reference, kernel, self.reference_margin)
+        if self.reference_spectrum is not None:
+            size = tuple(self.sharp_reference.shape[-3:])
+            reference = convolve_spectrum_valid(self.reference_spectrum, size, kernel, self.reference_margin)
+        else:
+            reference = convolve(self.sharp_reference, kernel, self.reference_margin)
         mean, std = self.blurred_moments
         gain = std / reference.std().clamp_min(1e-12)
         return gain, mean - gain * reference.mean()
@@ -193,6 +206,7 @@ class PsfLayer(nn.Module):
         signal_std = max(variance - noise_variance, MIN_SIGNAL_SHARE * variance) ** 0.5
         self.sharp_reference = sharp[index].to(device, torch.float32)
         self.reference_margin = tuple(margin)
+        self.reference_spectrum = torch.fft.rfftn(self.sharp_reference, dim=SPATIAL) if any(margin) else None
         self.blurred_moments = torch.tensor([float(blurred.mean()), signal_std], device=device)
 
     @torch.no_grad()
