@@ -13,10 +13,10 @@ import torch
 from cycledecon.errors import CycledeconError
 from cycledecon.model import UNet3d, load_model, save_model
 from cycledecon.psf import gaussian_psf, psf_from_optics
+from cycledecon.progress import echo_warnings
 from cycledecon.psf_sanity import (
     COLLAPSE_SHARE,
     diffraction_limits_um,
-    echo_warnings,
     log_psf_sanity,
     plane_energy,
     psf_sanity,
@@ -106,7 +106,7 @@ def test_plane_energy_is_each_planes_share():
 
 def test_warnings_are_logged_and_echoed(caplog):
     stream = io.StringIO()
-    handler = echo_warnings("demo", stream)
+    handler = echo_warnings("demo", logging.getLogger("cycledecon.psf_sanity"), stream)
     try:
         with caplog.at_level(logging.WARNING, logger="cycledecon.psf_sanity"):
             log_psf_sanity(psf_sanity(point(), VOXEL, None), "model/learned_psf.ome.tif")

@@ -11,6 +11,7 @@ other.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -65,3 +66,13 @@ def echo_progress(tag: str, interval: float = ECHO_INTERVAL_S) -> Iterator[None]
     stderr (the terminal Snakemake shows), tagged with `tag` (the job's campaign or sample)."""
     with contextlib.redirect_stderr(ProgressEcho(sys.stderr, sys.__stderr__, tag, interval)):
         yield
+
+
+def echo_warnings(tag: str, logger: logging.Logger, stream: TextIO | None = None) -> logging.Handler:
+    """Also send `logger`'s warnings to `stream` (default: the process's original stderr, the
+    terminal Snakemake shows), tagged with `tag`; the log file keeps them too. Returns the handler."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.__stderr__)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(f"[{tag}] %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    return handler

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
@@ -202,13 +201,3 @@ def log_psf_sanity(record: dict[str, Any], where: str) -> None:
     if not record["warnings"]:
         log.info("%s: learned PSF passes its sanity checks (brightest voxel %.1f %% of the energy)",
                  where, 100 * record["peak_share"])
-
-
-def echo_warnings(tag: str, stream: TextIO | None = None) -> logging.Handler:
-    """Also send this module's warnings to `stream` (default: the process's original stderr, the
-    terminal Snakemake shows), tagged with `tag`; returns the handler added."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.__stderr__)
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter(f"[{tag}] %(levelname)s: %(message)s"))
-    log.addHandler(handler)
-    return handler
