@@ -11,7 +11,7 @@ from cycledecon.model.unet import receptive_field
 from cycledecon.patches import context_voxels, parse_patch_config
 from cycledecon.psf import widefield_psf
 from cycledecon.psf_metrics import energy_in_box
-from cycledecon.train import PatchStore, kernel_shape
+from cycledecon.train import PatchStore, kernel_room, kernel_shape
 from cycledecon.voxel import VoxelSize
 from helpers import REPO
 
@@ -24,7 +24,8 @@ def default_kernel_shape() -> tuple[int, int, int]:
     """The kernel the default config trains on the demo campaign (optics from the sheet)."""
     margin = context_voxels(parse_patch_config(CONFIG["patches"]), VOXEL)
     store = PatchStore({}, VOXEL, tuple(CONFIG["patches"]["shape"]), margin, "demo", {}, DEMO["optics"])
-    return kernel_shape(parse_config(CONFIG["train"]).psf, store)
+    train = parse_config(CONFIG["train"])
+    return kernel_shape(train.psf, store, kernel_room(train, store))
 
 
 def test_default_kernel_holds_nine_tenths_of_the_true_psf():

@@ -123,6 +123,58 @@ def test_cycle_model_with_margin_and_pupil_trains_every_part():
     assert model.cycle_loss(y, x) > 0
 
 
+class ShapeRecorder(torch.nn.Module):
+    """A stand-in G that records the shapes it is given and adds the input's mean (so its output
+    on the patch depends on the context around it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(volume.shape[-3:]))
+        return self.scale * volume + volume.mean(dim=(-3, -2, -1), keepdim=True)
+
+
+def test_generator_context_feeds_g_the_ring_and_scores_the_patch():
+    config = small_config(generator_context=[1, 2, 2])
+    model = build_model(config, gaussian_psf((3, 5, 5), (1.0, 1.5, 1.5)), margin=(2, 4, 4))
+    model.g = ShapeRecorder()
+    y, x = torch.rand(2, 1, 12, 24, 24), torch.rand(2, 1, 12, 24, 24)
+    total, terms, (fake_a, fake_b) = model.generator_losses(y, x, config.loss)
+    # G sees patch (8, 16, 16) + ring on each side, in all three of its passes (identity included)
+    assert set(model.g.shapes) == {(10, 20, 20)} and len(model.g.shapes) == 2 + (config.loss.identity > 0)
+    assert fake_a.shape == fake_b.shape == (2, 1, 8, 16, 16)
+    total.backward()
+    assert float(model.g.scale.grad.abs()) > 0
+    # what G returns on the patch depends on the ring it saw: the context is really used
+    bare = build_model(small_config(), gaussian_psf((3, 5, 5), (1.0, 1.5, 1.5)), margin=(2, 4, 4))
+    bare.g = ShapeRecorder()
+    with torch.no_grad():
+        ringed = model.deblur(model.g, model.with_ring(y))
+        centre_only = bare.deblur(bare.g, bare.with_ring(y))
+    assert bare.g.shapes == [(8, 16, 16)] and not torch.allclose(ringed, centre_only)
+
+
+def test_blur_over_the_ring_is_exact_and_a_kernel_too_large_for_it_is_refused():
+    """F(x) over patch + ring is the valid convolution there: its patch equals F(x) of the patch."""
+    config = small_config(generator_context=[1, 2, 2])
+    model = build_model(config, gaussian_psf((3, 5, 5), (1.0, 1.5, 1.5)), margin=(2, 4, 4))
+    x = torch.rand(2, 1, 12, 24, 24)
+    with torch.no_grad():
+        over_ring = model.forward_blur(x, model.g_margin)
+        patch = model.forward_blur(x)
+    assert over_ring.shape == (2, 1, 10, 20, 20)
+    torch.testing.assert_close(over_ring[..., 1:-1, 2:-2, 2:-2], patch, atol=1e-6, rtol=0)
+    wide = build_model(config, gaussian_psf((5, 9, 9), (1.0, 1.5, 1.5)), margin=(2, 4, 4))
+    with pytest.raises(ValueError, match="context margin"):
+        wide.generator_losses(x, x, config.loss)
+    with pytest.raises(ValueError, match="generator context"):
+        build_model(small_config(generator_context=[3, 0, 0]), gaussian_psf((3, 5, 5), (1.0, 1.5, 1.5)),
+                    margin=(2, 4, 4))
+
+
 def test_psf_layer_of_a_delta_is_its_kernel():
     layer = PsfLayer(gaussian_psf((5, 7, 9), (1.0, 1.5, 2.0)), symmetric=False)
     with torch.no_grad():
@@ -259,7 +311,8 @@ def test_noise_model_is_drawn_on_the_blurred_branch():
      ({"model": "transformer"}, "train.model"),
      ({"generator": {"residual": 1}}, "train.generator.residual"),
      ({"optim": {"generator_ema": 1.0}}, "train.optim.generator_ema"),
-     ({"optim": {"generator_grad_clip": -1.0}}, "train.optim.generator_grad_clip")],
+     ({"optim": {"generator_grad_clip": -1.0}}, "train.optim.generator_grad_clip"),
+     ({"generator_context": [0, -1, 0]}, "train.generator_context")],
 )
 def test_bad_config_names_the_key(section, key):
     with pytest.raises(CycledeconError, match=key.replace(".", r"\.")):

@@ -260,11 +260,39 @@ def context_store(tmp_path_factory):
                        volumes=2, per_volume=3, optics=WATER, margin=MARGIN)
 
 
+def test_generator_context_trains_with_a_kernel_inside_the_margin_less_the_ring(context_store, tmp_path):
+    """G's ring takes room from the kernel: F(x) must be exact over the ring too."""
+    config = TINY | {"psf": {"parameterization": "pupil", "energy": 0.9}, "generator_context": [1, 2, 2]}
+    training.train(context_store, tmp_path, config)
+    store = training.PatchStore.open(context_store)
+    parsed = training.parse_config(config)
+    room = training.kernel_room(parsed, store)
+    assert room == (2, 4, 4)
+    learned = tifffile.imread(tmp_path / "learned_psf.ome.tif")
+    assert learned.shape == training.kernel_shape(parsed.psf, store, room)
+    assert all(n // 2 <= r for n, r in zip(learned.shape, room))
+    _, meta = load_model(tmp_path / "model.pt")
+    assert meta["config"]["generator_context"] == [1, 2, 2]
+
+
+@pytest.mark.parametrize("ring", [[4, 0, 0], [0, 7, 7]])
+def test_generator_context_beyond_the_margin_is_refused(context_store, tmp_path, ring):
+    with pytest.raises(CycledeconError, match=r"train\.generator_context.*patches\.context_um"):
+        training.train(context_store, tmp_path, TINY | {"generator_context": ring})
+
+
+def test_kernel_too_large_for_the_margin_less_the_ring_is_refused(context_store, tmp_path):
+    config = TINY | {"psf": {"shape_voxels": [7, 13, 13]}, "generator_context": [1, 0, 0]}
+    with pytest.raises(CycledeconError, match=r"less train\.generator_context"):
+        training.train(context_store, tmp_path, config)
+
+
 def test_pupil_psf_with_context_is_trained_and_exported_whole(context_store, tmp_path):
     config = TINY | {"psf": {"parameterization": "pupil", "energy": 0.9}}
     training.train(context_store, tmp_path, config)
     store = training.PatchStore.open(context_store)
-    expected = training.kernel_shape(training.parse_config(config).psf, store)
+    parsed = training.parse_config(config)
+    expected = training.kernel_shape(parsed.psf, store, training.kernel_room(parsed, store))
     assert all(n // 2 <= m for n, m in zip(expected, MARGIN))
     learned = tifffile.imread(tmp_path / "learned_psf.ome.tif")
     assert learned.shape == expected and learned.min() >= 0

@@ -126,11 +126,12 @@ def train_stage(patches_path: Path, out_dir: Path, cfg: TrainConfig, reference_p
     store = PatchStore.open(patches_path)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    pupil = pupil_psf(cfg.psf, store) if cfg.model == "psf_layer" else None
-    initial = (pupil.numpy() if pupil is not None else initial_psf(cfg, store)) \
+    room = kernel_room(cfg, store)
+    pupil = pupil_psf(cfg.psf, store, room) if cfg.model == "psf_layer" else None
+    initial = (pupil.numpy() if pupil is not None else initial_psf(cfg, store, room)) \
         if cfg.model == "psf_layer" else None
     if initial is not None:
-        check_kernel_fits(initial.shape, store, size_key(cfg.psf))
+        check_kernel_fits(initial.shape, store, size_key(cfg.psf), room)
         check_receptive_field(cfg, initial.shape, store.voxel_size)
     noise = estimate_noise(store.arrays["A_train"]) if cfg.noise == "estimate" else None
     if noise is not None:
@@ -168,11 +169,21 @@ def resident(patches: np.ndarray, device: torch.device) -> torch.Tensor:
     return host
 
 
-def kernel_shape(psf: PsfConfig, store: PatchStore) -> tuple[int, int, int]:
+def kernel_room(cfg: TrainConfig, store: PatchStore) -> tuple[int, int, int]:
+    """Voxels of context a kernel's radius may take: the patches' margin less G's training ring
+    (F(x) is computed over the ring too, and must be exact there)."""
+    ring = cfg.generator_context
+    if any(ring) and any(r > m for r, m in zip(ring, store.margin)):
+        raise CycledeconError(f"train.generator_context: {tuple(ring)} voxels do not fit the patches' "
+                              f"context margin {store.margin}; raise patches.context_um")
+    return tuple(m - r for m, r in zip(store.margin, ring)) if any(store.margin) else store.margin
+
+
+def kernel_shape(psf: PsfConfig, store: PatchStore, room: tuple[int, int, int]) -> tuple[int, int, int]:
     """Odd kernel size in voxels: from `energy` and the optics when both are known (capped by the
-    patches' context), else from size_um (rounded up to odd) or shape_voxels."""
-    if psf.energy is not None and store.optics and any(store.margin):
-        largest = tuple(2 * m + 1 for m in store.margin)
+    context `room`, see kernel_room), else from size_um (rounded up to odd) or shape_voxels."""
+    if psf.energy is not None and store.optics and any(room):
+        largest = tuple(2 * m + 1 for m in room)
         return energy_box(theoretical_psf(largest, store), psf.energy)
     if psf.energy is not None:
         log.warning("train.psf.energy needs the campaign's optics and patches with a context margin "
@@ -182,7 +193,7 @@ def kernel_shape(psf: PsfConfig, store: PatchStore) -> tuple[int, int, int]:
     return tuple(2 * math.ceil((n - 1) / 2) + 1 for n in store.voxel_size.to_voxels(psf.size_um))
 
 
-def initial_psf(cfg: TrainConfig, store: PatchStore) -> np.ndarray:
+def initial_psf(cfg: TrainConfig, store: PatchStore, room: tuple[int, int, int]) -> np.ndarray:
     """The free kernel H starts from (or is frozen at): a file, the theoretical PSF or a broad
     Gaussian; a file is used at its full extent, never cropped."""
     psf = cfg.psf
@@ -195,13 +206,13 @@ def initial_psf(cfg: TrainConfig, store: PatchStore) -> np.ndarray:
             raise CycledeconError(f"train.psf.file: {psf.file} must be a 3D PSF with odd sizes, "
                                   f"got shape {kernel.shape}")
         return kernel
-    shape = kernel_shape(psf, store)
+    shape = kernel_shape(psf, store, room)
     if psf.init == "theoretical":
         return theoretical_psf(shape, store)
     return gaussian_psf(shape, psf.init_sigma_voxels or tuple(n / 6 for n in shape))
 
 
-def pupil_psf(psf: PsfConfig, store: PatchStore) -> PupilPsf | None:
+def pupil_psf(psf: PsfConfig, store: PatchStore, room: tuple[int, int, int]) -> PupilPsf | None:
     """The pupil model H is (started from the campaign's optics), or None for a free kernel or a
     kernel read from `psf.file`."""
     if psf.parameterization != "pupil" or psf.file is not None:
@@ -210,7 +221,7 @@ def pupil_psf(psf: PsfConfig, store: PatchStore) -> PupilPsf | None:
         raise CycledeconError("train.psf.parameterization: 'pupil' needs the campaign's optics "
                               "(na, wavelength_nm, immersion_ri in the sample sheet), but the patch store has none")
     try:
-        return PupilPsf(kernel_shape(psf, store), store.voxel_size.as_tuple(), store.optics["na"],
+        return PupilPsf(kernel_shape(psf, store, room), store.voxel_size.as_tuple(), store.optics["na"],
                         store.optics["wavelength_nm"], store.optics["immersion_ri"], psf.spherical_terms)
     except (KeyError, ValueError) as error:
         raise CycledeconError(f"train.psf.parameterization: cannot build the pupil model ({error})") from None
@@ -225,11 +236,14 @@ def size_key(psf: PsfConfig) -> str:
     return "train.psf.size_um" if psf.size_um is not None else "train.psf.shape_voxels"
 
 
-def check_kernel_fits(shape: tuple[int, ...], store: PatchStore, key: str) -> None:
-    """A kernel must fit the patches' context margin (or, without one, the patch): never cropped."""
+def check_kernel_fits(shape: tuple[int, ...], store: PatchStore, key: str, room: tuple[int, int, int]) -> None:
+    """A kernel must fit the context `room` (see kernel_room) or, without a margin, the patch:
+    never cropped."""
     if any(store.margin):
-        short = [n // 2 > m for n, m in zip(shape, store.margin)]
+        short = [n // 2 > m for n, m in zip(shape, room)]
         limit = f"the patches' context margin {store.margin} voxels (patches.context_um)"
+        if room != store.margin:
+            limit += f" less train.generator_context, {room}"
     else:
         short = [n // 2 >= p for n, p in zip(shape, store.patch_shape)]
         limit = f"patches {store.patch_shape} (radius must be below the patch size)"

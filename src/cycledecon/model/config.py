@@ -188,6 +188,9 @@ class TrainConfig:
     augment: ``lateral`` flips each training patch in y and x and swaps them (square pixels) at
         random, which leaves a rotationally symmetric PSF unchanged (see cycledecon.augment);
         ``none`` uses the patches as cut.
+    generator_context: (z, y, x) voxels of each patch's context margin that G sees around the
+        patch in training (its losses stay on the patch), so that it learns to use the context it
+        always has at inference. The PSF kernel must fit the margin less this ring.
     """
 
     model: Literal["psf_layer", "two_generators"] = "psf_layer"
@@ -205,6 +208,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     augment: Literal["lateral", "none"] = "none"
+    generator_context: tuple[int, int, int] = (0, 0, 0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as stored in model.pt and accepted by parse."""
@@ -257,6 +261,7 @@ def _check_ranges(config: TrainConfig, prefix: str) -> None:
         ("checkpoint_every", config.checkpoint_every >= 1),
         ("log_every", config.log_every >= 1),
         ("val_every", config.val_every >= 1),
+        ("generator_context", all(c >= 0 for c in config.generator_context)),
     ]
     checks += [(f"loss.{f.name}", getattr(config.loss, f.name) >= 0) for f in dataclasses.fields(LossConfig)]
     check_ranges(config, prefix, checks)

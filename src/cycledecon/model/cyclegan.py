@@ -14,6 +14,12 @@ itself (G runs on the centre only, which keeps a step affordable): out-of-patch 
 centre through the PSF's broad out-of-focus cone, which blurs the observed margin much as it would
 its sharp version.
 
+With a *generator context* (a ring inside the margin) G sees the patch plus that ring in training
+and its output is cropped back to the patch: at inference G always runs with real context around
+every voxel, so training it on bare patches leaves its deeper levels untrained on what they see
+there. F(x) is then computed over the patch and the ring (the kernel must fit the margin less the
+ring), so the sharp cycle's G gets the same context.
+
 Losses (weights from LossConfig):
   adversarial_a · LSGAN(D_A(F(x) + ñ))   — the blurred domain: this is what identifies the PSF
   adversarial_b · LSGAN(D_B(G(y)))
@@ -45,11 +51,18 @@ class CycleModel(nn.Module):
 
     def __init__(self, g: nn.Module, f: nn.Module, d_a: nn.Module, d_b: nn.Module,
                  noise: NoiseModel | None = None, generator_ema: float = 0.0,
-                 margin: Margin = NO_MARGIN, ema_start: int = 0) -> None:
+                 margin: Margin = NO_MARGIN, ema_start: int = 0,
+                 generator_context: Margin = NO_MARGIN) -> None:
         super().__init__()
+        if any(c < 0 or c > m for c, m in zip(generator_context, margin)):
+            raise ValueError(f"generator context {tuple(generator_context)} must lie within the "
+                             f"context margin {tuple(margin)}")
         self.g, self.f, self.d_a, self.d_b = g, f, d_a, d_b
         self.noise = noise
         self.margin = tuple(margin)
+        self.ring = tuple(generator_context)
+        # what to crop from a patch with its margin to get the patch with G's ring
+        self.g_margin = tuple(m - c for m, c in zip(margin, generator_context))
         self.ema_start = ema_start  # G's weight average takes the steps after this one
         # the average is written by update_parameters, never by an optimizer: no gradients for it
         self.g_average = (AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(generator_ema),
@@ -67,11 +80,20 @@ class CycleModel(nn.Module):
         """The patch without its context margin."""
         return crop_margin(volume, self.margin)
 
-    def forward_blur(self, volume: torch.Tensor) -> torch.Tensor:
-        """F of patches with their margin, cropped to the centre."""
+    def forward_blur(self, volume: torch.Tensor, margin: Margin | None = None) -> torch.Tensor:
+        """F of patches with their margin, cropped by `margin` (default: the whole margin)."""
+        margin = self.margin if margin is None else margin
         if isinstance(self.f, PsfLayer):
-            return self.f(volume, self.margin)
-        return self.centre(self.f(volume))
+            return self.f(volume, margin)
+        return crop_margin(self.f(volume), margin)
+
+    def with_ring(self, volume: torch.Tensor) -> torch.Tensor:
+        """The patch with G's context ring, from the patch with its whole margin."""
+        return crop_margin(volume, self.g_margin)
+
+    def deblur(self, g: nn.Module, volume: torch.Tensor) -> torch.Tensor:
+        """`g` on a patch with G's ring, cropped to the patch."""
+        return crop_margin(g(volume), self.ring)
 
     def with_centre(self, volume: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
         """`volume` (with margin) whose centre is replaced by `centre`."""
@@ -99,17 +121,18 @@ class CycleModel(nn.Module):
         y and x carry the context margin; both of F's inputs go through it in one call, so the
         closed-form intensity map is computed once per step."""
         y_centre, x_centre = self.centre(y), self.centre(x)
-        fake_b = self.g(y_centre)
-        blurred = self.forward_blur(torch.cat([x, self.with_centre(y, fake_b)]))
-        fake_a, cycled_a = self.noisy(blurred[: len(x)]), blurred[len(x) :]
+        fake_b = self.deblur(self.g, self.with_ring(y))
+        blurred = self.forward_blur(torch.cat([x, self.with_centre(y, fake_b)]), self.g_margin)
+        fake_a_ring = self.noisy(blurred[: len(x)])
+        fake_a, cycled_a = crop_margin(fake_a_ring, self.ring), crop_margin(blurred[len(x) :], self.ring)
         terms = {
             "adv_a": lsgan_loss(self.d_a(fake_a), real=True),
             "adv_b": lsgan_loss(self.d_b(fake_b), real=True),
             "cycle_blurred": F.l1_loss(cycled_a, y_centre),
-            "cycle_sharp": F.l1_loss(self.g(fake_a), x_centre),
+            "cycle_sharp": F.l1_loss(self.deblur(self.g, fake_a_ring), x_centre),
         }
         if weights.identity > 0:
-            terms["identity"] = F.l1_loss(self.g(x_centre), x_centre)
+            terms["identity"] = F.l1_loss(self.deblur(self.g, self.with_ring(x)), x_centre)
         terms |= self.psf_penalties(weights)
         scale = {"adv_a": weights.adversarial_a, "adv_b": weights.adversarial_b,
                  "cycle_blurred": weights.cycle_blurred, "cycle_sharp": weights.cycle_sharp,
@@ -192,9 +215,9 @@ class CycleModel(nn.Module):
         """Validation cycle loss ‖F(G(y)) − y‖₁ + ‖G(F(x)) − x‖₁ with the exported G (y, x with margin)."""
         g = self.deblurrer
         y_centre, x_centre = self.centre(y), self.centre(x)
-        cycled = self.forward_blur(self.with_centre(y, g(y_centre)))
-        return float(F.l1_loss(cycled, y_centre) + F.l1_loss(g(self.forward_blur(x)), x_centre))
-
+        cycled = self.forward_blur(self.with_centre(y, self.deblur(g, self.with_ring(y))))
+        sharp_cycled = self.deblur(g, self.forward_blur(x, self.g_margin))
+        return float(F.l1_loss(cycled, y_centre) + F.l1_loss(sharp_cycled, x_centre))
 
 def build_model(config: TrainConfig, initial_psf: np.ndarray | None,
                 noise: NoiseModel | None = None, margin: Margin = NO_MARGIN,
@@ -214,5 +237,5 @@ def build_model(config: TrainConfig, initial_psf: np.ndarray | None,
     return CycleModel(
         UNet3d(config.generator), f,
         PatchDiscriminator3d(config.discriminator), PatchDiscriminator3d(config.discriminator), noise,
-        config.optim.generator_ema, margin, config.optim.decay_begins,
+        config.optim.generator_ema, margin, config.optim.decay_begins, config.generator_context,
     )
