@@ -375,3 +375,75 @@ def test_overwrite_replaces_a_link_not_its_target(tmp_path, stack):
         (tmp_path / "alias.tif").symlink_to(raw)
         io.ingest(raw, tmp_path / "alias.tif", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.tif", "mine", "out.ome.zarr", "s.ome.tif"]
+
+
+def validate_ngff(path: Path, version: str) -> None:
+    """Validate a store with ome-zarr-models, as its `validate` command does (warnings are errors)."""
+    import warnings
+
+    from ome_zarr_models import open_ome_zarr
+    from ome_zarr_models.exceptions import ValidationWarning
+
+    with warnings.catch_warnings(action="error", category=ValidationWarning):
+        open_ome_zarr(str(path), version=version)
+
+
+def _multiscale_and_omero(path: Path, version: str) -> tuple[dict, dict]:
+    attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+    ome = attrs["ome"] if version == "0.5" else attrs
+    return ome["multiscales"][0], ome["omero"]
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_store_is_named_after_the_sample_with_a_display_window_from_the_data(tmp_path, version):
+    volume = np.full((8, 64, 64), 100, np.uint16)
+    volume[:, 10:30, 10:30] = 1000
+    volume[4, 32, 32] = 60000  # one hot voxel: in the range, not in the window
+    out = io.write_ome_zarr(volume, tmp_path / "wf_01.ome.zarr", VoxelSize(0.25, 0.1, 0.1), ngff_version=version)
+    validate_ngff(out, version)
+    multiscale, omero = _multiscale_and_omero(out, version)
+    assert multiscale["name"] == "wf_01" and io.image_name(out) == "wf_01"
+    (channel,) = omero["channels"]
+    assert channel["label"] == "wf_01" and channel["color"] == "FFFFFF"
+    assert channel["window"] == {"min": 100.0, "max": 60000.0, "start": 100.0, "end": 1000.0}
+
+
+def test_name_can_be_given_and_old_stores_fall_back_to_the_path(tmp_path, stack):
+    out = io.write_ome_zarr(stack, tmp_path / "rl_learned.ome.zarr", VoxelSize(1, 1, 1), name="wf_02")
+    assert io.image_name(out) == "wf_02"
+    group = zarr.open_group(str(out), mode="a")
+    ome = group.attrs["ome"]
+    ome["multiscales"][0]["name"] = "/"  # what earlier versions wrote
+    group.attrs["ome"] = ome
+    assert io.image_name(out) == "rl_learned"
+
+
+def test_ngff_04_store_is_zarr_v2_and_reads_back_in_other_tools(tmp_path, stack):
+    out = io.write_ome_zarr(stack, tmp_path / "s.ome.zarr", VoxelSize(0.25, 0.1, 0.1), attrs={"a": 1},
+                            ngff_version="0.4")  # fmt: skip
+    assert {p.name for p in out.iterdir()} >= {".zgroup", ".zattrs"} and not (out / "zarr.json").exists()
+    group = zarr.open_group(str(out), mode="r", zarr_format=2)
+    assert group.attrs["multiscales"][0]["version"] == "0.4"
+    level0 = group[group.attrs["multiscales"][0]["datasets"][0]["path"]]
+    assert level0.metadata.zarr_format == 2 and level0.metadata.dimension_separator == "/"
+    assert level0.metadata.compressor.codec_id == "blosc"
+    data, scale, axes, units = read_with_ome_zarr(out)
+    np.testing.assert_array_equal(np.asarray(data[0]), stack)
+    assert scale == [0.25, 0.1, 0.1] and axes == ["z", "y", "x"] and units == {"micrometer"}
+    np.testing.assert_array_equal(io.read_ome_zarr(out)[0].compute(), stack)
+    assert io.read_ome_zarr(out)[2] == {"a": 1}
+    assert io.is_cycledecon_image(out)
+    io.write_ome_zarr(stack // 2, out, VoxelSize(0.25, 0.1, 0.1), ngff_version="0.4")  # replaces its own
+    np.testing.assert_array_equal(io.read_ome_zarr(out)[0].compute(), stack // 2)
+
+
+def test_unknown_ngff_version_is_one_line(tmp_path, stack):
+    with pytest.raises(CycledeconError, match="NGFF version '0.3' cannot be written; choose one of 0.5, 0.4"):
+        io.write_ome_zarr(stack, tmp_path / "s.ome.zarr", VoxelSize(1, 1, 1), ngff_version="0.3")
+    assert not (tmp_path / "s.ome.zarr").exists()
+
+
+def test_ingested_store_validates_as_ngff_05(tmp_path, stack):
+    out = io.ingest(write_ome(tmp_path / "s.ome.tif", stack), tmp_path / "s.ome.zarr")
+    validate_ngff(out, "0.5")
+    assert _multiscale_and_omero(out, "0.5")[0]["name"] == "s"

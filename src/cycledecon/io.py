@@ -1,5 +1,9 @@
 """Reading raw stacks (TIFF, OME-TIFF, ImageJ) and reading/writing OME-Zarr with physical voxel sizes.
 
+Stores are NGFF 0.5 (zarr v3) by default, or NGFF 0.4 (zarr v2) for viewers that read no zarr v3
+yet; either carries the image's name (the sample), an `omero` display block whose window comes
+from the data, and cycledecon's provenance under the `cycledecon` attribute.
+
 Raw inputs are opened read-only and streamed through tifffile's zarr interface, so a stack larger
 than memory is never loaded whole. Every OME-Zarr write goes to a temporary sibling that is renamed
 into place only once complete, so an interrupted run never leaves a store that looks finished.
@@ -24,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import dask.array as da
+import numcodecs
 import numpy as np
 import tifffile
 import zarr
-from ome_zarr.writer import write_multiscale
+from ome_zarr.format import Format, FormatV04, FormatV05
+from ome_zarr.writer import add_metadata, write_multiscale
 
 from cycledecon.errors import CycledeconError
 from cycledecon.voxel import VoxelSize
@@ -52,6 +58,19 @@ _UNIT_TO_UM = {
     "\\u00B5m": 1.0, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6, "meter": 1e6,
 }  # fmt: skip
 _AXES_UNITS = {"z": "micrometer", "y": "micrometer", "x": "micrometer"}
+
+#: NGFF versions the writer produces: 0.5 on zarr v3 (the default) and 0.4 on zarr v2, for viewers
+#: that cannot read zarr v3 yet (Fiji's n5-zarr and MoBIE, older napari-ome-zarr).
+NGFF_FORMATS: dict[str, type[Format]] = {"0.5": FormatV05, "0.4": FormatV04}
+DEFAULT_NGFF_VERSION = "0.5"
+#: Chunk compression of zarr v2 stores: Blosc, which every zarr v2 reader decodes (zarr-python's
+#: v2 default, zstd alone, is not read by all of them).
+V2_COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+#: Percentiles of the data that open the display window (`omero` start/end): a robust contrast
+#: that a few hot or empty voxels do not set.
+WINDOW_PERCENTILES = (0.1, 99.9)
+#: Most voxels of the coarsest pyramid level read for those percentiles (a regular subsample).
+WINDOW_SAMPLE_VOXELS = 2**22
 
 
 @dataclass
@@ -294,21 +313,48 @@ def is_regular_file(path: Path) -> bool:
 def is_cycledecon_image(path: Path) -> bool:
     """Whether `path` is an OME-Zarr image store that cycledecon wrote.
 
-    It must be a folder (not a link) whose root group holds `ome` multiscales and cycledecon's
-    `MARKER_ATTR` attribute, and which contains nothing but that group's `zarr.json` and the
-    pyramid levels it lists: a foreign store, or one the user put files into, is never replaced.
+    It must be a folder (not a link) whose root group (zarr v3 or v2) holds `ome` multiscales and
+    cycledecon's `MARKER_ATTR` attribute, and which contains nothing but that group's metadata
+    files and the pyramid levels it lists: a foreign store, or one the user put files into, is
+    never replaced.
     """
     if path.is_symlink() or not path.is_dir():
         return False
+    root = _root_group_attributes(path)
+    if root is None:
+        return False
+    attrs, metadata_files = root
     try:
-        meta = json.loads((path / "zarr.json").read_text())
-        attrs = meta["attributes"]
-        levels = {d["path"] for m in attrs["ome"]["multiscales"] for d in m["datasets"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        levels = {d["path"] for d in _multiscale(attrs)["datasets"]}
+    except (KeyError, IndexError, TypeError):
         return False
-    if meta.get("node_type") != "group" or not isinstance(attrs.get(MARKER_ATTR), dict):
+    if not isinstance(attrs.get(MARKER_ATTR), dict):
         return False
-    return {entry.name for entry in path.iterdir()} <= {"zarr.json", *levels}
+    return {entry.name for entry in path.iterdir()} <= {*metadata_files, *levels}
+
+
+def _root_group_attributes(path: Path) -> tuple[dict[str, Any], set[str]] | None:
+    """(attributes, names of the metadata files) of the root group of a zarr v3 or v2 store at
+    `path`, read from its metadata files alone; None when `path` holds no zarr group."""
+    try:
+        if (path / "zarr.json").is_file():
+            meta = json.loads((path / "zarr.json").read_text())
+            if meta.get("node_type") != "group":
+                return None
+            return dict(meta.get("attributes", {})), {"zarr.json"}
+        if (path / ".zgroup").is_file():
+            if json.loads((path / ".zgroup").read_text()).get("zarr_format") != 2:
+                return None
+            zattrs = path / ".zattrs"
+            return (json.loads(zattrs.read_text()) if zattrs.is_file() else {}), {".zgroup", ".zattrs"}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def _multiscale(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The first multiscale of a group's attributes: under `ome` in NGFF 0.5, at the top in 0.4."""
+    return attrs.get("ome", attrs)["multiscales"][0]
 
 
 PLAIN_FILE = OutputKind("a regular file", is_regular_file)
@@ -474,6 +520,26 @@ def _transform(scale: tuple[float, ...], translation: tuple[float, ...]) -> list
     ]
 
 
+def store_name(path: str | Path) -> str:
+    """The image name a store's path gives: its file name without `.ome.zarr` (or `.zarr`), so
+    `results/deconvolved/wf_01.ome.zarr` is `wf_01`."""
+    name = Path(path).name
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def ngff_format(version: str) -> Format:
+    """The ome-zarr format object that writes NGFF `version` ("0.5" or "0.4")."""
+    try:
+        return NGFF_FORMATS[str(version)]()
+    except KeyError:
+        raise CycledeconError(
+            f"NGFF version {version!r} cannot be written; choose one of {', '.join(NGFF_FORMATS)}"
+        ) from None
+
+
 def write_ome_zarr(
     data: np.ndarray | da.Array,
     path: str | Path,
@@ -481,8 +547,10 @@ def write_ome_zarr(
     attrs: dict[str, Any] | None = None,
     chunks: tuple[int, int, int] = DEFAULT_CHUNKS,
     overwrite: bool = False,
+    name: str | None = None,
+    ngff_version: str = DEFAULT_NGFF_VERSION,
 ) -> Path:
-    """Write a (z, y, x) volume as an OME-Zarr (NGFF 0.5) image with a pyramid, atomically.
+    """Write a (z, y, x) volume as an OME-Zarr image with a pyramid, atomically.
 
     Parameters
     ----------
@@ -493,12 +561,40 @@ def write_ome_zarr(
     attrs : JSON-serialisable provenance stored under the group's `cycledecon` attribute.
     chunks : on-disk chunk shape (z, y, x), clipped to the volume.
     overwrite : replace whatever is at `path` (see `atomic_path`).
+    name : the multiscale's name and channel label, which viewers show (the sample); by default
+        the store's file name without `.ome.zarr` (`store_name`).
+    ngff_version : "0.5" (zarr v3, the default) or "0.4" (zarr v2, for viewers without zarr v3).
     """
+    fmt = ngff_format(ngff_version)
     image = da.asarray(data)
     if image.ndim != 3:
         raise ValueError(f"expected a (z, y, x) volume, got shape {image.shape}")
     chunks = tuple(min(c, n) for c, n in zip(chunks, image.shape))
-    image = image.rechunk(chunks)
+    pyramid, transforms = _pyramid(image.rechunk(chunks), voxel_size, chunks)
+    name = name or store_name(path)
+    with atomic_path(path, OME_ZARR_IMAGE, overwrite) as tmp, warnings.catch_warnings():
+        # ome-zarr 0.18 deprecates explicit transforms, but its own derivation from `scale` writes
+        # the half-voxel translations in voxels instead of µm; ours are exact.
+        warnings.filterwarnings("ignore", message=".*coordinate_transformations", category=DeprecationWarning)
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=fmt.zarr_format)
+        write_multiscale(
+            pyramid,
+            group,
+            fmt=fmt,
+            axes=[{"name": a, "type": "space", "unit": _AXES_UNITS[a]} for a in "zyx"],
+            coordinate_transformations=transforms,
+            storage_options=_storage_options(chunks, fmt),
+            name=name,
+        )
+        add_metadata(group, {"omero": omero_metadata(_written_level0(group), name)}, fmt)
+        group.attrs[MARKER_ATTR] = attrs or {}
+    return Path(path)
+
+
+def _pyramid(
+    image: da.Array, voxel_size: VoxelSize, chunks: tuple[int, ...]
+) -> tuple[list[da.Array], list[list[dict[str, Any]]]]:
+    """The pyramid levels of `image` (`pyramid_factors`) and each level's scale and translation."""
     pyramid, transforms = [image], [_transform(voxel_size.as_tuple(), (0.0, 0.0, 0.0))]
     for factor in pyramid_factors(image.shape, voxel_size):
         pyramid.append(_downsample(pyramid[-1], factor).rechunk(chunks))
@@ -510,36 +606,75 @@ def write_ome_zarr(
                 tuple(t + (f - 1) / 2 * s for t, f, s in zip(shift, factor, scale)),
             )
         )
-    with atomic_path(path, OME_ZARR_IMAGE, overwrite) as tmp, warnings.catch_warnings():
-        # ome-zarr 0.18 deprecates explicit transforms, but its own derivation from `scale` writes
-        # the half-voxel translations in voxels instead of µm; ours are exact.
-        warnings.filterwarnings("ignore", message=".*coordinate_transformations", category=DeprecationWarning)
-        group = zarr.open_group(str(tmp), mode="w")
-        write_multiscale(
-            pyramid,
-            group,
-            axes=[{"name": a, "type": "space", "unit": _AXES_UNITS[a]} for a in "zyx"],
-            coordinate_transformations=transforms,
-            storage_options={"chunks": chunks},
-        )
-        group.attrs[MARKER_ATTR] = attrs or {}
-    return Path(path)
+    return pyramid, transforms
+
+
+def _storage_options(chunks: tuple[int, ...], fmt: Format) -> dict[str, Any]:
+    """zarr array options: the chunk shape, and for zarr v2 the widely read Blosc compressor."""
+    if fmt.zarr_format == 2:
+        return {"chunks": chunks, "compressors": V2_COMPRESSOR}
+    return {"chunks": chunks}
+
+
+def _written_level0(group: zarr.Group) -> da.Array:
+    """The finest level of a just-written image group, read back lazily."""
+    return da.from_zarr(group[_multiscale(group.attrs.asdict())["datasets"][0]["path"]])
+
+
+def display_window(image: da.Array) -> dict[str, float]:
+    """The `omero` window of an image: `min`/`max` its exact range, `start`/`end` the
+    `WINDOW_PERCENTILES` of a regular subsample of at most `WINDOW_SAMPLE_VOXELS` voxels, so a few
+    bright or dark outliers do not set the contrast. One streamed pass over `image`; called on a
+    written store, it reads what was written and recomputes nothing."""
+    step = max(1, math.ceil((image.size / WINDOW_SAMPLE_VOXELS) ** (1 / image.ndim)))
+    subsample = image[(slice(None, None, step),) * image.ndim]
+    low, high, sample = da.compute(da.nanmin(image), da.nanmax(image), subsample)
+    low, high = float(low), float(high)
+    start, end = (float(v) for v in np.nanpercentile(np.asarray(sample, dtype=np.float64), WINDOW_PERCENTILES))
+    if not start < end:  # a nearly constant image: show its whole range
+        start, end = low, high
+    return {"min": low, "max": high, "start": start, "end": end}
+
+
+def omero_metadata(image: da.Array, name: str) -> dict[str, Any]:
+    """The `omero` block of a one-channel (z, y, x) image: a grey channel labelled `name` whose
+    display window comes from the data (`display_window`), shown from its middle plane."""
+    channel = {
+        "label": name,
+        "color": "FFFFFF",
+        "active": True,
+        "coefficient": 1.0,
+        "family": "linear",
+        "inverted": False,
+        "window": display_window(image),
+    }
+    return {"name": name, "channels": [channel], "rdefs": {"model": "greyscale", "defaultZ": image.shape[0] // 2}}
 
 
 # ------------------------------------------------------------------------------ reading OME-Zarr
 def read_ome_zarr(path: str | Path) -> tuple[da.Array, VoxelSize, dict[str, Any]]:
-    """Open level 0 of an OME-Zarr image lazily: (data, voxel size in µm, cycledecon attributes)."""
+    """Open level 0 of an OME-Zarr image (NGFF 0.5 or 0.4) lazily: (data, voxel size in µm,
+    cycledecon attributes)."""
     path = Path(path)
     try:
         group = zarr.open_group(str(path), mode="r")
         attrs = group.attrs.asdict()
-        multiscale = attrs.get("ome", attrs)["multiscales"][0]
-        level0 = multiscale["datasets"][0]
+        level0 = _multiscale(attrs)["datasets"][0]
         scale = next(t["scale"] for t in level0["coordinateTransformations"] if t["type"] == "scale")
         data = da.from_zarr(group[level0["path"]])
     except (KeyError, IndexError, StopIteration, FileNotFoundError, zarr.errors.BaseZarrError) as exc:
         raise CycledeconError(f"{path}: not an OME-Zarr image ({exc.__class__.__name__}: {exc})") from None
     return data, VoxelSize(*scale[-3:]), dict(attrs.get(MARKER_ATTR, {}))
+
+
+def image_name(path: str | Path) -> str:
+    """The name of an OME-Zarr image: its multiscale's name, or, where that is missing or the
+    group path "/" that older writers put there, the store's file name (`store_name`)."""
+    try:
+        name = _multiscale(zarr.open_group(str(path), mode="r").attrs.asdict()).get("name")
+    except (KeyError, IndexError, TypeError, FileNotFoundError, zarr.errors.BaseZarrError):
+        name = None
+    return name if isinstance(name, str) and name.strip("/") else store_name(path)
 
 
 def write_ome_tiff(data: np.ndarray, path: str | Path, voxel_size: VoxelSize) -> Path:
