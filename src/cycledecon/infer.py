@@ -56,12 +56,12 @@ from tqdm.auto import tqdm
 
 import cycledecon
 from cycledecon.errors import CycledeconError
-from cycledecon.infer_config import MEMORY_CAP_GB, InferenceConfig, parse_inference_config
+from cycledecon.infer_config import DEFAULT_UINT16_SCALE, MEMORY_CAP_GB, InferenceConfig, parse_inference_config
 from cycledecon.io import DEFAULT_CHUNKS, check_output, check_values, read_ome_zarr, read_stack, write_ome_zarr
 from cycledecon.model.checkpoint import load_model
 from cycledecon.model.config import parse_generator_config
 from cycledecon.model.unet import receptive_field
-from cycledecon.normalize import normalize_lazy, parse_normalize_config
+from cycledecon.normalize import LinearInverse, linear_inverse, normalize_lazy, parse_normalize_config
 from cycledecon.precision import Precision, resolve_precision
 from cycledecon.voxel import VoxelSize
 
@@ -70,6 +70,12 @@ log = logging.getLogger(__name__)
 #: Relative voxel-size mismatch between a stack and the model's training data that is warned about.
 VOXEL_SIZE_TOLERANCE = 0.10
 UINT16_MAX = 65535
+#: uint16 output in input units is warned about below this many steps between the stack's low and
+#: high percentiles (a stack in [0, 1] would round to a handful of levels).
+MIN_UINT16_LEVELS = 1000
+#: What the offset convention of an output in input units is, as its attributes state it.
+OFFSET_KEPT = ("kept: the low percentile (camera offset and background) is added back, "
+               "as in the Richardson-Lucy baselines")
 GIB = 2**30
 
 # Memory estimate of a block (`block_peak_bytes`), calibrated so that it bounds the peak RSS measured
@@ -437,12 +443,116 @@ def model_identity(path: Path, metadata: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def to_output_dtype(volume: da.Array, config: InferenceConfig) -> da.Array:
-    """float32 as is, or uint16 = round(value × uint16_scale) clipped to [0, 65535]."""
-    if config.output_dtype == "float32":
-        return volume
-    scaled = da.clip(da.rint(volume * config.uint16_scale), 0, UINT16_MAX)
-    return scaled.astype(np.uint16)
+# --------------------------------------------------------------------------------- intensity units
+def output_units(
+    requested: str, normalization: Mapping[str, Any] | None
+) -> tuple[LinearInverse | None, dict[str, Any]]:
+    """The inverse to apply to G's output for `requested` units, and the record of the units it gives.
+
+    Returns
+    -------
+    (inverse, record): the inverse of the stack's normalization (None: the output stays as G
+    gives it) and the `intensity` attributes: ``units`` (``input`` or ``normalized``, what the
+    output is in), ``requested_units``, ``inverse`` (scale and offset, or None) and, where the
+    output is not in the units requested or no normalization was applied, a ``note``.
+    A CLAHE (or otherwise non-invertible) normalization leaves the output normalized, with one
+    warning: it is a monotone but locally adaptive mapping that no pointwise inverse undoes.
+    """
+    record: dict[str, Any] = {"units": requested, "requested_units": requested, "inverse": None}
+    if normalization is None:
+        record.update(units="input", note="no normalization recorded: the network saw the stack's own values")
+        return None, record
+    if requested == "normalized":
+        return None, record
+    try:
+        inverse = linear_inverse(normalization)
+    except CycledeconError as reason:
+        log.warning("deconvolve.units is input, but %s: the output stays in normalized units", reason)
+        record.update(units="normalized", note=f"{reason}; the output stays in normalized units")
+        return None, record
+    record.update(inverse={"formula": "input = normalized * scale + offset", "scale": inverse.scale,
+                           "offset": inverse.offset}, offset=OFFSET_KEPT)  # fmt: skip
+    return inverse, record
+
+
+def uint16_scale(config: InferenceConfig, units: str, inverse: LinearInverse | None) -> float | None:
+    """The uint16 scale of a run (None for float32): the config's, or the default of the output's
+    units; warns when it leaves fewer than MIN_UINT16_LEVELS steps across the stack's range."""
+    if config.output_dtype != "uint16":
+        return None
+    scale = config.uint16_scale or DEFAULT_UINT16_SCALE[units]
+    if inverse is not None and inverse.scale * scale < MIN_UINT16_LEVELS:
+        log.warning("uint16 output at uint16_scale %g keeps only %d levels between the stack's low and high "
+                    "percentiles; set deconvolve.uint16_scale or use output_dtype float32",
+                    scale, round(inverse.scale * scale))  # fmt: skip
+    return scale
+
+
+class ClipTally:
+    """Voxels clipped while the output is computed, counted once per block and summed into `counts`.
+
+    `counts` is a plain dict placed in the output's attributes: `write_ome_zarr` writes the
+    attributes after the data, so it then holds the totals. A block computed twice (a pyramid level
+    reading it again) replaces its own count instead of adding to it.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.counts: dict[str, int] = {name: 0 for name in names}
+        self._blocks: dict[tuple[int, ...], dict[str, int]] = {}
+
+    def add(self, block: tuple[int, ...], clipped: Mapping[str, int]) -> None:
+        self._blocks[block] = dict(clipped)
+        for name in self.counts:
+            self.counts[name] = sum(b.get(name, 0) for b in self._blocks.values())
+
+    def __dask_tokenize__(self) -> tuple[str, int]:
+        return ("ClipTally", id(self))
+
+
+def map_output_block(
+    block: np.ndarray,
+    inverse: LinearInverse | None,
+    clip_negative: bool,
+    scale: float | None,
+    tally: ClipTally,
+    block_info: dict | None = None,
+) -> np.ndarray:
+    """One block of G's output in the output's units and dtype, its clipped voxels told to `tally`.
+
+    `inverse` (when given) maps it to the input's units; `clip_negative` sets values below 0 to 0;
+    a `scale` stores round(value × scale) as uint16, clipped to [0, 65535].
+    """
+    out = inverse.apply(block) if inverse is not None else np.asarray(block, dtype=np.float32)
+    negative = int(np.count_nonzero(out < 0)) if clip_negative else 0
+    above = 0
+    if clip_negative:
+        out = np.maximum(out, np.float32(0))
+    if scale is not None:
+        out = np.rint(out * np.float32(scale))
+        above = int(np.count_nonzero(out > UINT16_MAX))
+        out = np.clip(out, 0, UINT16_MAX).astype(np.uint16)
+    if block_info is not None:  # None: dask probing the output type, not a block of the volume
+        location = tuple(start for start, _ in block_info[None]["array-location"])
+        tally.add(location, {"negative": negative, "above_uint16": above})
+    return out
+
+
+def report_clipping(counts: Mapping[str, int], intensity: Mapping[str, Any]) -> None:
+    """Log the clipped voxel counts; warn when uint16 saturated (information is lost there)."""
+    log.info("output in %s units, %s: %d voxel(s) clipped at 0, %d above uint16", intensity["units"],
+             intensity["dtype"], counts["negative"], counts["above_uint16"])  # fmt: skip
+    if counts["above_uint16"]:
+        log.warning("%d voxel(s) exceeded 65535 at uint16_scale %g and were clipped; use output_dtype float32 "
+                    "or a smaller deconvolve.uint16_scale", counts["above_uint16"], intensity["uint16_scale"])
+
+
+def to_output(
+    volume: da.Array, inverse: LinearInverse | None, clip_negative: bool, scale: float | None, tally: ClipTally
+) -> da.Array:
+    """G's lazy float32 output in the output's units and dtype (`map_output_block` per block)."""
+    dtype = np.uint16 if scale is not None else np.float32
+    return volume.map_blocks(map_output_block, inverse, clip_negative, scale, tally, dtype=dtype,
+                             meta=np.empty((0, 0, 0), dtype))  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------- entry point
@@ -462,6 +572,12 @@ def deconvolve_file(
 
     The input's values are checked first, as at ingest (NaN/Inf or a constant stack is one line
     naming the file): a single non-finite voxel would otherwise spread through G's receptive field.
+
+    G works in normalized units; with ``units: input`` (the default) its output is mapped back
+    through the inverse of the stack's percentile normalization and clipped at 0, so it lies in
+    the raw stack's intensity units with the offset kept, beside the Richardson–Lucy baselines
+    (`output_units`). The attributes' ``deconvolution.intensity`` record the units, the inverse
+    applied, the dtype and uint16 scale, and how many voxels were clipped.
 
     Parameters
     ----------
@@ -500,17 +616,27 @@ def deconvolve_file(
              input_path, data.shape, device, precision.name, blocks, block,
              "deconvolve.block_size" if budget is None else f"for a budget of {budget:.2f} GiB",
              halo, peak / GIB)  # fmt: skip
+    inverse, intensity = output_units(config.units, normalization)
+    scale = uint16_scale(config, intensity["units"], inverse)
+    clip_negative = intensity["units"] == "input" or scale is not None
+    tally = ClipTally(["negative", "above_uint16"])
+    # tally.counts itself, filled in while the data are written (before the attributes are)
+    intensity.update(dtype=config.output_dtype, clip_min=0.0 if clip_negative else None,
+                     stored_as="round(value * uint16_scale)" if scale is not None else "value",
+                     uint16_scale=scale, clipped_voxels=tally.counts)  # fmt: skip
     record = {
         **model_identity(model_path, metadata),
         "device": str(device), "precision": precision.name, "halo_voxels": list(halo), "block_size": list(block),
         "memory_gb": budget, "estimated_peak_gb": round(peak / GIB, 3),
-        "boundary": "reflect", "output_dtype": config.output_dtype,
-        "uint16_scale": config.uint16_scale if config.output_dtype == "uint16" else None,
+        "boundary": "reflect", "output_dtype": config.output_dtype, "uint16_scale": scale, "intensity": intensity,
     }  # fmt: skip
     out_attrs = {**attrs, "normalization": normalization, "deconvolution": record}
     with tqdm(total=blocks, unit="block", desc="deconvolve", disable=not progress) as bar, \
             torch_threads(config.threads or threads or torch.get_num_threads()), \
             dask.config.set(scheduler="synchronous"):  # fmt: skip
         predictor = BlockPredictor(generator, device, precision, halo, on_batch=bar.update)
-        volume = to_output_dtype(deconvolve_lazy(data, predictor, block, config.batch_size), config)
-        return write_ome_zarr(volume, output_path, voxel_size, out_attrs, chunks, overwrite=overwrite)
+        volume = to_output(deconvolve_lazy(data, predictor, block, config.batch_size), inverse, clip_negative,
+                           scale, tally)  # fmt: skip
+        written = write_ome_zarr(volume, output_path, voxel_size, out_attrs, chunks, overwrite=overwrite)
+    report_clipping(tally.counts, intensity)
+    return written

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from cycledecon.configparse import check_ranges, parse_section
 
+#: deconvolve.units values (the CLI's --units choices).
+Units = Literal["input", "normalized"]
+UNITS: tuple[str, ...] = get_args(Units)
+#: deconvolve.output_dtype values (the CLI's --output-dtype choices).
+OutputDtype = Literal["float32", "uint16"]
+OUTPUT_DTYPES: tuple[str, ...] = get_args(OutputDtype)
+#: deconvolve.uint16_scale when unset, per unit of the output: whole counts in the input's units
+#: (the raw stack's own numbers); steps of 1e-4 up to 6.5 in normalized units, where the input
+#: lies in [0, 1] and sharpening raises peaks above 1.
+DEFAULT_UINT16_SCALE = {"input": 1.0, "normalized": 10000.0}
 #: Earlier names of deconvolve.precision values.
 PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
 #: The most GiB the default block budget takes (cycledecon.infer.default_memory_gb).
@@ -32,10 +42,16 @@ class InferenceConfig:
     precision: ``auto`` (bf16 autocast with channels-last where the CPU or GPU runs bf16
         natively, fp32 elsewhere; see cycledecon.precision), ``bf16`` or ``fp32``. The old names
         ``bfloat16`` and ``float32`` are accepted for ``bf16`` and ``fp32``.
+    units: ``input`` (default): G's output mapped back through the inverse of the stack's linear
+        percentile normalization into the raw stack's intensity units, offset kept as the
+        Richardson–Lucy baselines keep it, and clipped at 0. ``normalized``: G's output as it
+        comes (the low/high percentiles at 0/1, values may be negative). A CLAHE-normalized
+        stack has no inverse: its output stays normalized, with a warning and the attributes
+        saying so.
     output_dtype: ``float32``, or ``uint16`` storing round(value × uint16_scale), clipped to
-        [0, 65535] (the scale is recorded in the attributes).
-    uint16_scale: see output_dtype; the default keeps values up to 6.5 (normalized inputs lie
-        in [0, 1]; sharpening raises peaks) at a resolution of 1e-4.
+        [0, 65535]; scale and clipped voxel counts are recorded in the attributes.
+    uint16_scale: see output_dtype; default (null): DEFAULT_UINT16_SCALE of the output's units,
+        1 in input units (whole counts), 10000 in normalized units.
     threads: torch CPU threads; default: the rule's threads (torch's own default from the CLI).
     """
 
@@ -44,8 +60,9 @@ class InferenceConfig:
     batch_size: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
-    output_dtype: Literal["float32", "uint16"] = "float32"
-    uint16_scale: float = 10000.0
+    units: Units = "input"
+    output_dtype: OutputDtype = "float32"
+    uint16_scale: float | None = None
     threads: int | None = None
 
 
@@ -63,7 +80,7 @@ def parse_inference_config(
         ("block_size", config.block_size is None or all(b >= 1 for b in config.block_size)),
         ("memory_gb", config.memory_gb is None or config.memory_gb > 0),
         ("batch_size", config.batch_size >= 1),
-        ("uint16_scale", config.uint16_scale > 0),
+        ("uint16_scale", config.uint16_scale is None or config.uint16_scale > 0),
         ("threads", config.threads is None or config.threads >= 1),
     ]
     check_ranges(config, prefix, checks)

@@ -16,7 +16,8 @@ Two methods, chosen by ``normalize.method``:
 
 ``percentile``
     Only the linear percentile rescale (optionally clipped), so intensities stay proportional to
-    photon counts above the offset.
+    photon counts above the offset. It has an exact inverse (`linear_inverse`), which brings a
+    result computed in normalized units back to the stack's own intensity units; CLAHE has none.
 
 Percentiles are computed once per volume: exactly when the volume has at most
 ``percentile_sample_voxels`` voxels, otherwise on a regular strided subsample (every s-th voxel
@@ -255,6 +256,49 @@ def blockwise_clahe(
         return out[tuple(slice(a - h.start, b - h.start) for (a, b), h in zip(location, halo))]
 
     return da.map_blocks(equalize_block, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+
+
+@dataclass(frozen=True)
+class LinearInverse:
+    """The inverse of the percentile rescale: ``input = normalized × scale + offset``.
+
+    scale: high − low percentile intensity of the stack, in its own units per normalized unit.
+    offset: the low percentile intensity (camera offset plus background); it is added back, so a
+        result keeps the stack's offset, as the Richardson–Lucy baselines keep theirs.
+    """
+
+    scale: float
+    offset: float
+
+    def apply(self, block: np.ndarray) -> np.ndarray:
+        """`block` (normalized units) in the stack's intensity units, float32."""
+        return np.asarray(block, dtype=np.float32) * np.float32(self.scale) + np.float32(self.offset)
+
+    def undo(self, block: np.ndarray) -> np.ndarray:
+        """`block` (the stack's units) back in normalized units, float32: the forward rescale."""
+        return rescale(block, self.offset, self.offset + self.scale, clip=False)
+
+
+def linear_inverse(record: Mapping[str, Any]) -> LinearInverse:
+    """The inverse of a stored `normalization` record, from its method and its `applied` values.
+
+    Raises CycledeconError (the reason, in one line) when the record has no exact inverse: CLAHE is
+    a non-linear, locally adaptive mapping, and a record without percentile values (one written
+    by another tool) cannot say which intensities 0 and 1 stood for.
+    """
+    method = record.get("method")
+    if method == "clahe":
+        raise CycledeconError("CLAHE normalization is non-linear and has no inverse")
+    if method != "percentile":
+        raise CycledeconError(f"normalization method {method!r} records no inverse")
+    values = (record.get(APPLIED_KEY) or {}).get("percentile_values")
+    try:
+        low, high = (float(v) for v in values)
+    except (TypeError, ValueError):
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and high > low):
+        raise CycledeconError(f"the normalization record holds no usable percentile values (got {values!r})")
+    return LinearInverse(scale=high - low, offset=low)
 
 
 # ------------------------------------------------------------------------------------ entry points
