@@ -1,12 +1,15 @@
 """Evaluation of one campaign: baselines, metrics per sample and method, PSF measurements, figures.
 
-Intensity spaces, stated once: Richardson–Lucy runs on the raw (ingested) stack, in camera units;
-cycledecon runs on the normalized stack. Ground-truth metrics fit each result to the truth by least
-squares (a·result + b, see cycledecon.metrics.match_intensity), which removes any linear intensity
-mapping, so all methods are scored alike as long as the normalization is linear (`percentile`). With
-`clahe`, the network's scores also carry CLAHE's non-linearity (stated in the report). The
-noise/artefact gain compares each method's output with the stack it was given (raw for RL, the
-normalized stack for cycledecon), in that stack's units.
+Intensity spaces, stated once: Richardson–Lucy runs on the raw (ingested) stack and writes camera
+units; cycledecon runs on the normalized stack and by default writes the raw stack's units too
+(`deconvolve.units: input`, the inverse of the linear normalization, offset kept as RL keeps it), or
+normalized units on request or after CLAHE. Ground-truth metrics fit each result to the truth by
+least squares (a·result + b, see cycledecon.metrics.match_intensity), which removes any linear
+intensity mapping, so all methods are scored alike whatever their units as long as the normalization
+is linear (`percentile`). With `clahe`, the network's scores also carry CLAHE's non-linearity (stated
+in the report). The noise/artefact gain compares each method's output with the stack it was given
+(raw for RL, the normalized stack for cycledecon) in that stack's units: a result is brought there by
+the units its attributes record (`in_units_of_given`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from cycledecon.baselines import richardson_lucy
 from cycledecon.errors import CycledeconError
 from cycledecon.io import atomic_path, read_ome_zarr, read_stack, write_ome_zarr
 from cycledecon.metrics import background_std_ratio, compare_to_truth, frc_resolution
+from cycledecon.normalize import LinearInverse, linear_inverse
 from cycledecon.psf import psf_from_optics
 from cycledecon.psf_metrics import energy_in_box, fwhm, psf_ncc
 from cycledecon.resample import read_psf_on_grid
@@ -54,6 +58,43 @@ def load(path: str | Path) -> tuple[np.ndarray, VoxelSize]:
         return np.asarray(data, dtype=np.float32), voxel_size
     stack = read_stack(path)
     return np.asarray(stack.data, dtype=np.float32), stack.voxel_size
+
+
+def load_attrs(path: str | Path) -> dict:
+    """The cycledecon attributes of an OME-Zarr store; a TIFF has none (empty)."""
+    path = Path(path)
+    if path.suffix == ".zarr" or path.is_dir():
+        return read_ome_zarr(path)[2]
+    return {}
+
+
+def in_units_of_given(result: np.ndarray, result_attrs: dict, given_attrs: dict) -> np.ndarray:
+    """`result` in the intensity units of the stack it was computed from, by their attributes.
+
+    A uint16 cycledecon output is divided by its stored scale; an output in input units computed
+    from a normalized stack is taken back through its recorded inverse, and one in normalized units
+    computed from a raw stack forward through its normalization's inverse. Results without a
+    `deconvolution` record (raw, Richardson–Lucy) are in their input's units already.
+
+    Raises CycledeconError when the units cannot be matched (a CLAHE-normalized output against a
+    raw stack): the background check would then compare two different scales.
+    """
+    record = result_attrs.get("deconvolution")
+    if record is None:
+        return result
+    values = np.asarray(result, dtype=np.float32)
+    if record.get("output_dtype") == "uint16":
+        values = values / np.float32(record["uint16_scale"])
+    intensity = record.get("intensity") or {"units": "normalized"}  # stores before units were recorded
+    given_normalized = given_attrs.get("normalization") is not None
+    if intensity["units"] == "input" and given_normalized and intensity.get("inverse") is not None:
+        return LinearInverse(intensity["inverse"]["scale"], intensity["inverse"]["offset"]).undo(values)
+    if intensity["units"] == "normalized" and not given_normalized:
+        try:
+            return linear_inverse(result_attrs.get("normalization") or {}).apply(values)
+        except CycledeconError as reason:
+            raise CycledeconError(f"a normalized output cannot be compared with its raw input: {reason}") from None
+    return values
 
 
 def run_baselines(
@@ -94,7 +135,11 @@ def score_sample(sample: str, methods: list[Method], truth_path: Path | None) ->
         if truth is not None:
             row.update(compare_to_truth(result, truth))
         row["frc_resolution_um"] = frc_resolution(result, voxel_size)
-        row["background_std_ratio"] = background_std_ratio(given, result)
+        try:
+            comparable = in_units_of_given(result, load_attrs(method.path), load_attrs(method.input_path))
+        except CycledeconError as exc:
+            raise CycledeconError(f"{method.path}: {exc}") from None
+        row["background_std_ratio"] = background_std_ratio(given, comparable)
         rows.append(row)
     return rows
 

@@ -2,9 +2,10 @@
 
 With a ground truth (the synthetic demo campaign), every metric is computed after one stated
 intensity matching: the result is mapped onto the truth by the least-squares affine fit
-``a * result + b`` (`match_intensity`). Deconvolution outputs live in arbitrary intensity units
-(normalized network output, Richardson–Lucy in input units), so without this step PSNR would
-mostly measure a gain and an offset rather than restoration quality.
+``a * result + b`` (`match_intensity`). Deconvolution outputs and the truth need not share units
+(a synthetic truth has its own scale; the network writes the input's units or normalized ones,
+Richardson–Lucy the input's), so without this step PSNR would mostly measure a gain and an offset
+rather than restoration quality.
 
 Without a ground truth: a lateral resolution estimate by one-image Fourier ring correlation
 (`frc_resolution`) and the noise/artefact gain on background regions (`background_std_ratio`).
@@ -201,9 +202,10 @@ def background_mask(volume: np.ndarray, percentile: float = 20.0, sigma: float =
 def background_std_ratio(input: np.ndarray, output: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Noise/artefact gain: background fluctuation of the output relative to the input.
 
-    Both volumes must be in the same intensity units, as the pipeline produces them: the
-    network's output convolved with its learned PSF reproduces its (normalized) input, and
-    Richardson–Lucy conserves flux. No intensity matching is done here on purpose: a
+    Both volumes must be in the same intensity units: Richardson–Lucy conserves flux in its
+    input's units, and the network's output convolved with its learned PSF reproduces its
+    normalized input (`cycledecon.evaluate.in_units_of_given` brings an output written in another
+    unit back to its input's). No intensity matching is done here on purpose: a
     least-squares fit (`match_intensity`) shrinks the output towards its mean precisely when
     the output has variance the input lacks, and would hide what this check looks for.
 
