@@ -3,7 +3,8 @@
     cycledecon ingest stack.tif -o stack.ome.zarr [--voxel-size Z Y X] [--channel C] [--overwrite]
     cycledecon train results/patches/demo/patches.zarr -o results/models/demo [--config config.yaml]
     cycledecon deconvolve stack.tif --model model.pt -o out.ome.zarr [--config config.yaml]
-        [--precision {auto,bf16,fp32}] [--memory-gb GIB] [--overwrite]
+        [--precision {auto,bf16,fp32}] [--memory-gb GIB] [--units {input,normalized}]
+        [--output-dtype {float32,uint16}] [--overwrite]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import yaml
 from cycledecon import __version__
 from cycledecon.boundary import user_errors_exit
 from cycledecon.errors import CycledeconError
+from cycledecon.infer_config import OUTPUT_DTYPES, UNITS
 from cycledecon.voxel import VoxelSize
 
 #: cycledecon.precision.CHOICES, spelled out so that the CLI does not import torch to parse (tests compare).
@@ -67,8 +69,9 @@ def _deconvolve(args: argparse.Namespace) -> None:
     config = _config_section(args.config, "deconvolve")
     if args.precision is not None:
         config["precision"] = args.precision
-    if args.memory_gb is not None:
-        config["memory_gb"] = args.memory_gb
+    for key in ("memory_gb", "units", "output_dtype"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
     deconvolve_file(
         args.input,
         args.model,
@@ -123,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory budget in GiB for the blocks being computed; the block size is the largest that fits "
              "(unless the config sets deconvolve.block_size); overrides deconvolve.memory_gb (default "
              "there: half the free memory of the device, at most 16 GiB)",
+    )  # fmt: skip
+    deconvolve.add_argument(
+        "--units", choices=UNITS,
+        help="intensity units of the output: input (the raw stack's units, e.g. camera counts, offset kept as "
+             "in the Richardson-Lucy baselines, clipped at 0; a CLAHE-normalized stack stays normalized, with a "
+             "warning) or normalized (the network's own units); overrides deconvolve.units (default there: input)",
+    )  # fmt: skip
+    deconvolve.add_argument(
+        "--output-dtype", choices=OUTPUT_DTYPES,
+        help="float32, or uint16 storing round(value x deconvolve.uint16_scale) (default scale: 1 in input units, "
+             "10000 in normalized units; clipped voxels are counted in the attributes); overrides "
+             "deconvolve.output_dtype (default there: float32)",
     )  # fmt: skip
     stack_options(deconvolve)
     deconvolve.set_defaults(run=_deconvolve)
