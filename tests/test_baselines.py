@@ -148,3 +148,47 @@ def test_rl_handles_emitters_outside_a_stack_thinner_than_the_psf():
     reflected = score(reflect_padded_richardson_lucy(raw, psf, iterations=20))
     assert extended > score(raw) + 0.5
     assert extended > reflected + 1.0
+
+
+def test_baseline_store_records_psf_iterations_and_boundary(tmp_path, beads):
+    from helpers import sha256
+    from test_io import validate_ngff
+
+    from cycledecon.baselines import load_psf, write_baseline
+    from cycledecon.io import image_name, read_ome_zarr, write_ome_tiff, write_ome_zarr
+
+    voxel = VoxelSize(0.25, 0.1, 0.1)
+    raw = write_ome_zarr(beads[1], tmp_path / "wf_01.ome.zarr", voxel, attrs={"sample": "wf_01", "campaign": "c"})
+    psf_file = write_ome_tiff(PSF, tmp_path / "learned_psf.ome.tif", voxel)
+    learned = load_psf("learned", voxel, path=psf_file)
+    out = write_baseline(raw, tmp_path / "rl_learned.ome.zarr", learned, iterations=3)
+    validate_ngff(out, "0.5")
+    data, voxel_size, attrs = read_ome_zarr(out)
+    np.testing.assert_allclose(data.compute(), richardson_lucy(beads[1], PSF, iterations=3), rtol=1e-5, atol=1e-3)
+    assert voxel_size == voxel and image_name(out) == "wf_01"
+    assert attrs["method"] == "Richardson-Lucy, learned PSF" and attrs["iterations"] == 3
+    assert attrs["sample"] == "wf_01" and attrs["input"] == str(raw.resolve())
+    assert attrs["psf"] == {"source": "learned", "shape": [9, 11, 11], "voxel_size_um": [0.25, 0.1, 0.1],
+                            "path": str(psf_file.resolve()), "sha256": sha256(psf_file)}  # fmt: skip
+    assert attrs["boundary"]["handling"] == "extended domain"
+    assert attrs["boundary"]["extension_voxels"] == [8, 10, 10]
+
+    optics = {"na": 1.4, "wavelength_nm": 520.0, "immersion_ri": 1.515}
+    theoretical = load_psf("theoretical", voxel, optics=optics, shape=(9, 11, 11))
+    attrs = read_ome_zarr(write_baseline(raw, tmp_path / "rl_theoretical.ome.zarr", theoretical, 2))[2]
+    assert attrs["psf"] == {"source": "theoretical", "shape": [9, 11, 11], "voxel_size_um": [0.25, 0.1, 0.1],
+                            "optics": optics}  # fmt: skip
+    assert attrs["method"] == "Richardson-Lucy, theoretical PSF" and attrs["iterations"] == 2
+
+
+def test_baseline_psf_needs_its_source_and_inputs():
+    from cycledecon.baselines import load_psf
+    from cycledecon.errors import CycledeconError
+
+    voxel = VoxelSize(0.25, 0.1, 0.1)
+    with pytest.raises(CycledeconError, match="unknown PSF source 'measured'; choose one of theoretical, learned, true"):
+        load_psf("measured", voxel)
+    with pytest.raises(CycledeconError, match="the theoretical PSF needs the optics"):
+        load_psf("theoretical", voxel)
+    with pytest.raises(CycledeconError, match="the true PSF needs a file"):
+        load_psf("true", voxel)

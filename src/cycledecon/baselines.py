@@ -1,15 +1,30 @@
-"""Richardson–Lucy deconvolution, the classical baseline that cycledecon is compared with."""
+"""Richardson–Lucy deconvolution, the classical baseline that cycledecon is compared with.
+
+A baseline store records how it was made (`rl_provenance`): the PSF (its source, file, checksum,
+shape and voxel size, or the optics it was computed from), the iteration count, and the boundary
+handling and offset convention below, so a result can be reproduced and compared.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import fft
 
+from cycledecon.errors import CycledeconError
+from cycledecon.io import image_name, read_ome_zarr, write_ome_zarr
 from cycledecon.metrics import match_intensity, psnr
-from cycledecon.psf import normalize_psf
+from cycledecon.psf import normalize_psf, psf_from_optics
+from cycledecon.resample import read_psf_on_grid
+from cycledecon.voxel import VoxelSize
+
+log = logging.getLogger(__name__)
 
 #: Iterations when the caller gives none, the workflow's `evaluate.rl_iterations` default: a fixed
 #: count, since stopping rules from the data (the Poisson discrepancy principle) need stacks in
@@ -162,3 +177,102 @@ def best_iterations(
     """Oracle choice (`oracle_choice`) among RL runs of `blurred` with `psf` after each of the
     `candidates` iteration counts (`richardson_lucy_series`: one run to the largest)."""
     return oracle_choice(richardson_lucy_series(blurred, psf, candidates), truth)
+
+
+# ------------------------------------------------------------------------- baseline stores
+#: Where a baseline's PSF comes from: computed from the optics, learned by cycledecon's training,
+#: or a measured/known one (the synthetic benchmark's true PSF).
+PSF_SOURCES = ("theoretical", "learned", "true")
+
+
+@dataclass(frozen=True)
+class BaselinePSF:
+    """A PSF on the stack's voxel grid and where it came from, as a baseline store records it."""
+
+    source: str
+    psf: np.ndarray
+    voxel_size: VoxelSize
+    path: Path | None = None
+    optics: Mapping[str, Any] | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The PSF's provenance: source, shape and voxel size in µm, and the file (absolute path
+        and sha256 of its bytes) or the optics it was computed from."""
+        record: dict[str, Any] = {
+            "source": self.source,
+            "shape": [int(n) for n in self.psf.shape],
+            "voxel_size_um": list(self.voxel_size.as_tuple()),
+        }
+        if self.path is not None:
+            record["path"] = str(Path(self.path).resolve())
+            record["sha256"] = _sha256(Path(self.path))
+        if self.optics is not None:
+            record["optics"] = dict(self.optics)
+        return record
+
+
+def _sha256(path: Path) -> str:
+    """Checksum of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_psf(
+    source: str,
+    grid: VoxelSize,
+    path: str | Path | None = None,
+    optics: Mapping[str, Any] | None = None,
+    shape: tuple[int, int, int] | None = None,
+    file_voxel_size: VoxelSize | None = None,
+) -> BaselinePSF:
+    """The PSF of one baseline on the stack's `grid` (µm).
+
+    "theoretical" is computed from `optics` (na, wavelength_nm, immersion_ri) at `shape`;
+    "learned" and "true" are read from the file at `path` and resampled to `grid` when their voxel
+    size (`file_voxel_size`, else the file's metadata, else `grid`) differs
+    (`cycledecon.resample.read_psf_on_grid`).
+    """
+    if source not in PSF_SOURCES:
+        raise CycledeconError(f"unknown PSF source {source!r}; choose one of {', '.join(PSF_SOURCES)}")
+    if source == "theoretical":
+        if optics is None or shape is None:
+            raise CycledeconError("the theoretical PSF needs the optics (na, wavelength_nm, immersion_ri) and a shape")
+        return BaselinePSF(source, psf_from_optics(tuple(shape), grid, dict(optics)), grid, optics=optics)
+    if path is None:
+        raise CycledeconError(f"the {source} PSF needs a file")
+    return BaselinePSF(source, read_psf_on_grid(path, grid, file_voxel_size), grid, path=Path(path))
+
+
+def rl_provenance(psf: BaselinePSF, iterations: int, input_path: str | Path) -> dict[str, Any]:
+    """What a Richardson–Lucy store records: the method, its input, the PSF (`BaselinePSF.record`),
+    the iteration count, the boundary handling (`ExtendedBlur`) and the offset convention."""
+    return {
+        "method": f"Richardson-Lucy, {psf.source} PSF",
+        "input": str(Path(input_path).resolve()),
+        "iterations": int(iterations),
+        "psf": psf.record(),
+        "boundary": {
+            "handling": "extended domain",
+            "extension_voxels": [int(k) - 1 for k in psf.psf.shape],
+            "min_weight": MIN_WEIGHT,
+            "description": "object estimated on a grid extended by the PSF size less one voxel per axis "
+            "and compared with the data on the measured voxels only; voxels sending less than "
+            "min_weight of their light into the stack are held at zero",
+        },
+        "offset": "the input's minimum, subtracted before RL and added back: output in the input's units",
+    }
+
+
+def write_baseline(
+    raw_path: str | Path, out: str | Path, psf: BaselinePSF, iterations: int = DEFAULT_ITERATIONS
+) -> Path:
+    """Richardson–Lucy of an OME-Zarr stack with one PSF, written as an OME-Zarr store named after
+    the stack's image (the sample) and carrying `rl_provenance` under its `cycledecon` attribute."""
+    data, voxel_size, attrs = read_ome_zarr(raw_path)
+    log.info("Richardson-Lucy (%s PSF, %d iterations) on %s", psf.source, iterations, raw_path)
+    result = richardson_lucy(np.asarray(data, dtype=np.float32), psf.psf, iterations=iterations)
+    record = {**{k: attrs[k] for k in ("sample", "campaign") if k in attrs}, **rl_provenance(psf, iterations, raw_path)}
+    return write_ome_zarr(result, out, voxel_size, attrs=record, name=image_name(raw_path))

@@ -1,17 +1,16 @@
 """Snakemake adapter for rule baselines: Richardson–Lucy with one PSF on one raw stack."""
 
-from pathlib import Path
-
+from cycledecon.baselines import load_psf, write_baseline
 from cycledecon.boundary import user_errors_exit
-from cycledecon.evaluate import run_baselines
+from cycledecon.io import read_ome_zarr
 
 with user_errors_exit(snakemake.log[0]):
-    learned = snakemake.input.learned_psf
-    run_baselines(
-        Path(snakemake.input.raw),
-        {snakemake.wildcards.psf: Path(snakemake.output.zarr)},
-        learned_psf_path=Path(learned) if learned else None,
+    raw = snakemake.input.raw
+    psf = load_psf(
+        snakemake.wildcards.psf,
+        read_ome_zarr(raw)[1],
+        path=snakemake.input.learned_psf or None,
         optics=snakemake.params.optics,
-        psf_shape=tuple(snakemake.params.psf_shape),
-        iterations=snakemake.params.iterations,
+        shape=tuple(snakemake.params.psf_shape),
     )
+    write_baseline(raw, snakemake.output.zarr, psf, snakemake.params.iterations)
