@@ -11,8 +11,8 @@ import yaml
 import zarr
 
 from helpers import REPO, SNAKEMAKE, make_workdir, run_snakemake, write_ome
-from cycledecon.io import read_ome_zarr
-from test_io import read_with_ome_zarr
+from cycledecon.io import image_name, is_cycledecon_image, read_ome_zarr
+from test_io import read_with_ome_zarr, validate_ngff
 
 
 def test_dry_run_default_config(tmp_path):
@@ -80,6 +80,12 @@ def test_demo_campaign_is_ingested_with_generator_metadata(tmp_path):
         assert axes == ["z", "y", "x"] and scale == [0.25, 0.1, 0.1]
         _, _, attrs = read_ome_zarr(work / "results" / "zarr" / f"{sample}.ome.zarr")
         assert attrs["sample"] == sample and attrs["voxel_size_source"] == "OME metadata"
+        store = work / "results" / "zarr" / f"{sample}.ome.zarr"
+        assert not (store / ".snakemake_timestamp").exists() and is_cycledecon_image(store)
+        validate_ngff(store, "0.5")
+        assert image_name(store) == sample
+    again = run_snakemake(work, *[f"results/zarr/{s}.ome.zarr" for s in ("wf_01", "ref_01")])
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stderr[-3000:]
 
 
 def _external_campaign(tmp_path, reference_voxel=(0.5, 0.05, 0.05)) -> str:

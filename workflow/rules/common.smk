@@ -1,4 +1,5 @@
-# Helpers and validation shared by every rule; nothing here runs a job.
+# Helpers and validation shared by every rule, and the end-of-run cleanup of stores; nothing here runs a job.
+import os
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -136,3 +137,27 @@ def all_outputs():
         for kind in ("slices", "profile")
     ]
     return ["results/summary.md", *figures]
+
+
+# Snakemake marks each directory output with a `.snakemake_timestamp` file inside it, its record
+# of the output's age. Inside an OME-Zarr store that file is foreign to the format (viewers list
+# it, cycledecon refuses to replace a store holding it), so when a run ends, failed or not, each
+# store's marker is removed and the store's own modification time set to the marker's: Snakemake
+# falls back to a directory's own time when it has no marker, so every store keeps its age.
+STORE_PATTERNS = ("results/*/*.zarr", "results/*/*/*.zarr")
+
+
+def remove_store_timestamps():
+    for pattern in STORE_PATTERNS:
+        for marker in Path().glob(f"{pattern}/.snakemake_timestamp"):
+            mtime = marker.stat().st_mtime
+            marker.unlink()
+            os.utime(marker.parent, (mtime, mtime))
+
+
+onsuccess:
+    remove_store_timestamps()
+
+
+onerror:
+    remove_store_timestamps()
