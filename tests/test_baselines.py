@@ -192,3 +192,17 @@ def test_baseline_psf_needs_its_source_and_inputs():
         load_psf("theoretical", voxel)
     with pytest.raises(CycledeconError, match="the true PSF needs a file"):
         load_psf("true", voxel)
+
+
+def test_baseline_can_be_written_as_ngff_04(tmp_path, beads):
+    from test_io import validate_ngff
+
+    from cycledecon.baselines import load_psf, write_baseline
+    from cycledecon.io import read_ome_zarr, write_ome_zarr
+
+    voxel = VoxelSize(0.25, 0.1, 0.1)
+    raw = write_ome_zarr(beads[1], tmp_path / "wf_01.ome.zarr", voxel)
+    psf = load_psf("theoretical", voxel, optics={"na": 1.4, "wavelength_nm": 520.0, "immersion_ri": 1.515}, shape=(5, 7, 7))
+    out = write_baseline(raw, tmp_path / "rl.ome.zarr", psf, iterations=1, ngff_version="0.4")
+    validate_ngff(out, "0.4")
+    assert read_ome_zarr(out)[2]["psf"]["source"] == "theoretical"

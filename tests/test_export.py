@@ -70,7 +70,8 @@ def test_earlier_export_is_replaced_but_a_foreign_tiff_is_kept(tmp_path, store, 
     foreign = tmp_path / "raw.ome.tif"
     tifffile.imwrite(foreign, stack, ome=True)
     before = sha256(foreign)
-    with pytest.raises(CycledeconError, match="raw.ome.tif: already exists and is not an OME-TIFF exported by cycledecon"):
+    refused = "raw.ome.tif: already exists and is not an OME-TIFF exported by cycledecon"
+    with pytest.raises(CycledeconError, match=refused):
         export_store(store, foreign)
     assert sha256(foreign) == before
     export_store(store, foreign, overwrite=True)

@@ -443,7 +443,8 @@ def test_unknown_ngff_version_is_one_line(tmp_path, stack):
     assert not (tmp_path / "s.ome.zarr").exists()
 
 
-def test_ingested_store_validates_as_ngff_05(tmp_path, stack):
-    out = io.ingest(write_ome(tmp_path / "s.ome.tif", stack), tmp_path / "s.ome.zarr")
-    validate_ngff(out, "0.5")
-    assert _multiscale_and_omero(out, "0.5")[0]["name"] == "s"
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_ingested_store_validates_in_either_version(tmp_path, stack, version):
+    out = io.ingest(write_ome(tmp_path / "s.ome.tif", stack), tmp_path / "s.ome.zarr", ngff_version=version)
+    validate_ngff(out, version)
+    assert _multiscale_and_omero(out, version)[0]["name"] == "s"

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import fft
 
 from cycledecon.errors import CycledeconError
-from cycledecon.io import image_name, read_ome_zarr, write_ome_zarr
+from cycledecon.io import DEFAULT_NGFF_VERSION, image_name, read_ome_zarr, write_ome_zarr
 from cycledecon.metrics import match_intensity, psnr
 from cycledecon.psf import normalize_psf, psf_from_optics
 from cycledecon.resample import read_psf_on_grid
@@ -267,12 +267,19 @@ def rl_provenance(psf: BaselinePSF, iterations: int, input_path: str | Path) -> 
 
 
 def write_baseline(
-    raw_path: str | Path, out: str | Path, psf: BaselinePSF, iterations: int = DEFAULT_ITERATIONS
+    raw_path: str | Path,
+    out: str | Path,
+    psf: BaselinePSF,
+    iterations: int = DEFAULT_ITERATIONS,
+    ngff_version: str = DEFAULT_NGFF_VERSION,
 ) -> Path:
-    """Richardson–Lucy of an OME-Zarr stack with one PSF, written as an OME-Zarr store named after
-    the stack's image (the sample) and carrying `rl_provenance` under its `cycledecon` attribute."""
+    """Richardson–Lucy of an OME-Zarr stack with one PSF, written as an OME-Zarr store (NGFF
+    `ngff_version`) named after the stack's image (the sample) and carrying `rl_provenance` under
+    its `cycledecon` attribute."""
     data, voxel_size, attrs = read_ome_zarr(raw_path)
     log.info("Richardson-Lucy (%s PSF, %d iterations) on %s", psf.source, iterations, raw_path)
     result = richardson_lucy(np.asarray(data, dtype=np.float32), psf.psf, iterations=iterations)
     record = {**{k: attrs[k] for k in ("sample", "campaign") if k in attrs}, **rl_provenance(psf, iterations, raw_path)}
-    return write_ome_zarr(result, out, voxel_size, attrs=record, name=image_name(raw_path))
+    return write_ome_zarr(
+        result, out, voxel_size, attrs=record, name=image_name(raw_path), ngff_version=ngff_version
+    )
