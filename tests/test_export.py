@@ -85,6 +85,8 @@ def test_earlier_export_is_replaced_but_a_foreign_tiff_is_kept(tmp_path, store, 
         ("not a store", "plain: not an OME-Zarr image"),
         ("onto itself", "wf_01.ome.zarr: is an input of this command; choose another output path"),
         ("bad format", "unknown export format 'png'; choose one of ome-tiff, ngff-0.4, ngff-0.5"),
+        ("tiff named .zarr", "out.ome.zarr: a ome-tiff export is named \\*.ome.tif"),
+        ("no format, odd name", "out.png: name it .ome.tif or .ome.zarr, or give the format"),
     ],
 )
 def test_bad_export_is_one_line_and_writes_nothing(tmp_path, store, case, message):
@@ -96,13 +98,24 @@ def test_bad_export_is_one_line_and_writes_nothing(tmp_path, store, case, messag
         source.mkdir()
     elif case == "onto itself":
         output, fmt = store, "ngff-0.5"
+    elif case == "tiff named .zarr":
+        output = tmp_path / "out.ome.zarr"
+    elif case == "no format, odd name":
+        output, fmt = tmp_path / "out.png", None
     else:
         fmt = "png"
     before = _tree(store)
     with pytest.raises(CycledeconError, match=message) as error:
         export_store(source, output, fmt)
     assert "\n" not in str(error.value)
-    assert not (tmp_path / "out.ome.tif").exists() and _tree(store) == before
+    assert {p.name for p in tmp_path.iterdir()} <= {"wf_01.ome.zarr", "plain"}
+    assert _tree(store) == before
+
+
+def test_format_follows_the_output_name(tmp_path, store):
+    with tifffile.TiffFile(export_store(store, tmp_path / "a.ome.tiff")) as tif:
+        assert tif.is_ome
+    validate_ngff(export_store(store, tmp_path / "a.ome.zarr"), "0.4")
 
 
 def test_interrupted_tiff_export_leaves_nothing(tmp_path, store, monkeypatch):

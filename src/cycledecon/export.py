@@ -60,7 +60,7 @@ EXPORTED_OME_TIFF = OutputKind("an OME-TIFF exported by cycledecon", is_cycledec
 
 
 def export_store(
-    input_store: str | Path, output: str | Path, format: str = OME_TIFF, overwrite: bool = False
+    input_store: str | Path, output: str | Path, format: str | None = None, overwrite: bool = False
 ) -> Path:
     """Convert one of cycledecon's OME-Zarr images to an OME-TIFF or to an NGFF 0.4 / 0.5 store.
 
@@ -70,16 +70,16 @@ def export_store(
     output : the file (`.ome.tif`) or store (`.ome.zarr`) to write; an earlier export of the same
         kind is replaced, anything else there is refused unless `overwrite`. Never the input.
     format : "ome-tiff" (physical voxel size in µm in the OME-XML, for Fiji/Bio-Formats),
-        "ngff-0.4" (zarr v2, for viewers without zarr v3) or "ngff-0.5" (zarr v3).
+        "ngff-0.4" (zarr v2, for viewers without zarr v3) or "ngff-0.5" (zarr v3); by default
+        the output's name decides (`format_for`).
     overwrite : replace whatever is at `output` (still never the input).
 
     Returns
     -------
     The output path. Bad input or output raises a CycledeconError with one line.
     """
-    if format not in FORMATS:
-        raise CycledeconError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     input_store, output = Path(input_store), Path(output)
+    format = format_for(output, format)
     if not input_store.exists():
         raise CycledeconError(f"{input_store}: not found")
     kind = EXPORTED_OME_TIFF if format == OME_TIFF else OME_ZARR_IMAGE
@@ -99,6 +99,24 @@ def export_store(
         data, output, voxel_size, attrs=provenance, chunks=chunks, overwrite=overwrite,
         name=name, ngff_version=format.removeprefix("ngff-"),
     )  # fmt: skip
+
+
+def format_for(output: Path, format: str | None = None) -> str:
+    """The export format: `format` when given, else from the output's name (`.tif`/`.tiff` an
+    OME-TIFF, `.zarr` an NGFF 0.4 store, the reason to export a store); a name that does not fit
+    the format is refused, as a viewer would misread it."""
+    if format is not None and format not in FORMATS:
+        raise CycledeconError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    suffix = output.suffix.lower()
+    tiff_name, zarr_name = suffix in (".tif", ".tiff"), suffix == ".zarr"
+    if format is None:
+        if not (tiff_name or zarr_name):
+            raise CycledeconError(f"{output}: name it .ome.tif or .ome.zarr, or give the format ({', '.join(FORMATS)})")
+        return OME_TIFF if tiff_name else NGFF_04
+    if (format == OME_TIFF and not tiff_name) or (format != OME_TIFF and not zarr_name):
+        wanted = ".ome.tif" if format == OME_TIFF else ".ome.zarr"
+        raise CycledeconError(f"{output}: a {format} export is named *{wanted}")
+    return format
 
 
 def write_exported_ome_tiff(
