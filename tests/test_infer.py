@@ -13,6 +13,7 @@ import torch
 import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
+from scipy import ndimage
 
 from helpers import sha256, write_ome
 from cycledecon import infer
@@ -254,13 +255,163 @@ def test_raw_input_gets_the_models_normalization(tmp_path, files):
 
 
 def test_uint16_output_records_its_scale(tmp_path, files):
-    config = {**TWO_BLOCKS, "output_dtype": "uint16"}
-    out = deconvolve_file(files["tiff"], files["model"], tmp_path / "u.ome.zarr", config, progress=False)
-    as_uint16, _, attrs = read_ome_zarr(out)
-    scale = attrs["deconvolution"]["uint16_scale"]
-    assert as_uint16.dtype == np.uint16
-    expected = np.clip(read_ome_zarr(files["out"])[0].compute(), 0, None)
-    np.testing.assert_allclose(as_uint16.compute() / scale, expected, rtol=0, atol=0.5 / scale + 1e-6)
+    """Whole counts in input units (scale 1), 1e-4 steps in normalized units (scale 10000)."""
+    for units, default_scale in [("input", 1.0), ("normalized", 10000.0)]:
+        config = {**TWO_BLOCKS, "output_dtype": "uint16", "units": units}
+        out = deconvolve_file(files["tiff"], files["model"], tmp_path / f"u_{units}.ome.zarr", config, progress=False)
+        as_uint16, _, attrs = read_ome_zarr(out)
+        scale = attrs["deconvolution"]["uint16_scale"]
+        assert scale == attrs["deconvolution"]["intensity"]["uint16_scale"] == default_scale
+        assert as_uint16.dtype == np.uint16
+        as_float = deconvolve_file(files["tiff"], files["model"], tmp_path / f"f_{units}.ome.zarr",
+                                   {**TWO_BLOCKS, "units": units}, progress=False)  # fmt: skip
+        expected = np.clip(read_ome_zarr(as_float)[0].compute(), 0, None)
+        np.testing.assert_allclose(as_uint16.compute() / scale, expected, rtol=0, atol=0.5 / scale + 1e-6)
+
+
+# ------------------------------------------------------------------------------- intensity units
+#: Percentile normalization without clipping: its inverse gives back every voxel, not only those
+#: between the percentiles.
+LINEAR = {"method": "percentile", "percentiles": [1.0, 99.0], "clip": False}
+#: float32 round trip through (x − low) / (high − low) and back, for values up to 65535.
+ADU_TOLERANCE = 0.02
+
+
+def shift_model(path, shift: float = 0.0, normalization=LINEAR):
+    """A model whose G returns its input plus `shift` (normalized units) exactly: residual U-Net
+    with a zero head, its bias the shift."""
+    generator = tiny_generator()
+    torch.nn.init.zeros_(generator.head.weight)
+    torch.nn.init.constant_(generator.head.bias, shift)
+    metadata = {
+        "generator": GENERATOR, "receptive_field": [23, 23, 23], "patch_shape": [16, 32, 32], "channels": 1,
+        "normalization": normalization, "voxel_size": list(VOXEL.as_tuple()), "config": {}, "campaign": "test",
+    }  # fmt: skip
+    return save_model(path, generator, metadata, learned_psf=None)
+
+
+@pytest.fixture(scope="module")
+def adu(tmp_path_factory):
+    """A raw stack in camera counts: offset 100, a background of 300 and bright beads up to ~60000."""
+    root = tmp_path_factory.mktemp("adu")
+    rng = np.random.default_rng(11)
+    beads = np.zeros((12, 40, 44), np.float32)
+    beads[tuple(rng.integers(0, (12, 40, 44), (25, 3)).T)] = 1
+    signal = 400 + 2.5e6 * ndimage.gaussian_filter(beads, (1.0, 1.5, 1.5))
+    raw = np.clip(100 + rng.poisson(signal), 0, 60000).astype(np.uint16)
+    tiff = write_ome(root / "adu.ome.tif", raw, voxel_size=VOXEL.as_tuple())
+    low, high = np.percentile(raw, [1.0, 99.0])
+    return {"root": root, "raw": raw, "tiff": tiff, "low": float(low), "range": float(high - low)}
+
+
+def test_identity_model_gives_back_the_raw_stack_in_its_units(tmp_path, adu):
+    """Raw TIFF and the workflow's normalized store alike: an identity G returns the camera counts
+    (to float32 rounding), so the background level is the raw one, offset included."""
+    model = shift_model(tmp_path / "identity.pt")
+    normalized, record = normalize_array(adu["raw"], VOXEL, LINEAR)
+    store = write_ome_zarr(normalized, tmp_path / "norm.ome.zarr", VOXEL, attrs={"normalization": record})
+    raw = adu["raw"].astype(np.float32)
+    for name, source in [("tiff", adu["tiff"]), ("store", store)]:
+        data, _, attrs = read_ome_zarr(deconvolve_file(source, model, tmp_path / f"{name}.ome.zarr", TWO_BLOCKS,
+                                                       progress=False))  # fmt: skip
+        out = data.compute()
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, raw, rtol=0, atol=ADU_TOLERANCE)
+        background = raw < np.percentile(raw, 50)
+        assert np.median(out[background]) == pytest.approx(np.median(raw[background]), rel=0.01)
+        intensity = attrs["deconvolution"]["intensity"]
+        assert intensity["units"] == intensity["requested_units"] == "input"
+        assert intensity["inverse"]["offset"] == pytest.approx(adu["low"])
+        assert intensity["inverse"]["scale"] == pytest.approx(adu["range"])
+        assert intensity["clipped_voxels"] == {"negative": 0, "above_uint16": 0}
+
+
+def test_output_in_input_units_is_clipped_at_zero_and_the_clipped_voxels_counted(tmp_path, adu):
+    """G lowers every voxel by 500.5 counts: the output is raw − 500.5 where that is positive, 0
+    elsewhere, and the attributes count exactly the voxels set to 0."""
+    model = shift_model(tmp_path / "darker.pt", shift=-500.5 / adu["range"])
+    data, _, attrs = read_ome_zarr(deconvolve_file(adu["tiff"], model, tmp_path / "out.ome.zarr", TWO_BLOCKS,
+                                                   progress=False))  # fmt: skip
+    out, raw = data.compute(), adu["raw"].astype(np.float32)
+    assert out.min() == 0.0
+    np.testing.assert_allclose(out, np.maximum(raw - 500.5, 0), rtol=0, atol=ADU_TOLERANCE)
+    expected = int(np.count_nonzero(raw < 500.5))
+    assert 0 < expected < raw.size
+    record = attrs["deconvolution"]["intensity"]
+    assert record["clipped_voxels"] == {"negative": expected, "above_uint16": 0}
+    assert record["clip_min"] == 0.0 and record["dtype"] == "float32"
+
+
+def test_uint16_in_input_units_counts_the_voxels_clipped_at_65535(tmp_path, adu, caplog):
+    """G adds 6000.25 counts: whole counts raw + 6000, those above 65535 clipped, counted and warned."""
+    model = shift_model(tmp_path / "brighter.pt", shift=6000.25 / adu["range"])
+    with caplog.at_level(logging.WARNING, logger="cycledecon.infer"):
+        out = deconvolve_file(adu["tiff"], model, tmp_path / "u.ome.zarr", {**TWO_BLOCKS, "output_dtype": "uint16"},
+                              progress=False)  # fmt: skip
+    data, _, attrs = read_ome_zarr(out)
+    raw = adu["raw"].astype(np.int64)
+    assert data.dtype == np.uint16
+    np.testing.assert_array_equal(data.compute(), np.clip(raw + 6000, 0, 65535))
+    expected = int(np.count_nonzero(raw + 6000 > 65535))
+    assert expected > 0
+    assert attrs["deconvolution"]["intensity"]["clipped_voxels"] == {"negative": 0, "above_uint16": expected}
+    assert f"{expected} voxel(s) exceeded 65535" in caplog.text
+
+
+def test_normalized_units_reproduce_the_networks_own_output(tmp_path, files):
+    """units: normalized is G on the normalized stack, negatives kept; units: input is that output
+    through the recorded inverse, clipped at 0."""
+    out = deconvolve_file(files["tiff"], files["model"], tmp_path / "n.ome.zarr",
+                          {**TWO_BLOCKS, "units": "normalized"}, progress=False)  # fmt: skip
+    data, _, attrs = read_ome_zarr(out)
+    normalized, _ = normalize_array(files["raw"], VOXEL, NORMALIZATION)
+    expected = reference_output(normalized, tiny_generator(), halo_voxels(GENERATOR))
+    np.testing.assert_allclose(data.compute(), expected, rtol=0, atol=TOLERANCE)
+    assert expected.min() < 0  # the old output's negatives are kept in normalized units
+    intensity = attrs["deconvolution"]["intensity"]
+    assert intensity["units"] == "normalized" and intensity["inverse"] is None and intensity["clip_min"] is None
+    in_input, _, input_attrs = read_ome_zarr(files["out"])
+    inverse = input_attrs["deconvolution"]["intensity"]["inverse"]
+    back = np.maximum(expected * inverse["scale"] + inverse["offset"], 0)
+    np.testing.assert_allclose(in_input.compute(), back, rtol=0, atol=TOLERANCE * inverse["scale"])
+    assert input_attrs["deconvolution"]["intensity"]["clipped_voxels"]["negative"] == np.count_nonzero(
+        expected * inverse["scale"] + inverse["offset"] < 0
+    )
+
+
+def test_clahe_output_stays_normalized_with_one_warning(tmp_path, adu, caplog):
+    """CLAHE has no inverse: units input is not honoured, said once in the log and in the attributes."""
+    clahe = {"method": "clahe", "percentiles": [1.0, 99.0]}
+    model = shift_model(tmp_path / "clahe.pt", normalization=clahe)
+    with caplog.at_level(logging.WARNING, logger="cycledecon"):
+        out = deconvolve_file(adu["tiff"], model, tmp_path / "c.ome.zarr", TWO_BLOCKS, progress=False)
+    data, _, attrs = read_ome_zarr(out)
+    intensity = attrs["deconvolution"]["intensity"]
+    assert intensity["units"] == "normalized" and intensity["requested_units"] == "input"
+    assert intensity["inverse"] is None and "CLAHE" in intensity["note"]
+    warnings = [r for r in caplog.records if "normalized units" in r.getMessage()]
+    assert len(warnings) == 1 and "CLAHE" in warnings[0].getMessage()
+    values = data.compute()
+    assert 0 <= values.min() and values.max() <= 1  # CLAHE's [0, 1], through an identity G
+
+
+def test_uint16_in_input_units_of_a_unit_range_stack_is_warned(tmp_path, adu, caplog):
+    """A stack already scaled to [0, 1] keeps a handful of levels as whole counts: a warning says so."""
+    scaled = write_ome(tmp_path / "unit.ome.tif", adu["raw"].astype(np.float32) / 65535, voxel_size=VOXEL.as_tuple())
+    model = shift_model(tmp_path / "identity.pt")
+    with caplog.at_level(logging.WARNING, logger="cycledecon.infer"):
+        deconvolve_file(scaled, model, tmp_path / "u.ome.zarr", {**TWO_BLOCKS, "output_dtype": "uint16"},
+                        progress=False)  # fmt: skip
+    assert "uint16 output at uint16_scale 1 keeps only" in caplog.text
+
+
+def test_units_and_uint16_scale_config():
+    assert parse_inference_config({}).units == "input" and parse_inference_config({}).uint16_scale is None
+    assert parse_inference_config({"units": "normalized"}).units == "normalized"
+    with pytest.raises(CycledeconError, match="deconvolve.units: must be one of input, normalized, got 'adu'"):
+        parse_inference_config({"units": "adu"})
+    with pytest.raises(CycledeconError, match="deconvolve.uint16_scale: invalid value 0.0"):
+        parse_inference_config({"uint16_scale": 0})
 
 
 def test_interrupted_run_leaves_no_store(tmp_path, files, monkeypatch):
@@ -391,8 +542,6 @@ def test_bf16_puts_the_weights_channels_last_and_returns_float32(volume):
 def trained(tmp_path_factory):
     """A model trained for a few dozen steps on test_train's synthetic store (blurred beads and
     filaments), and a fresh stack of the same kind scaled as its training data."""
-    from scipy import ndimage
-
     from cycledecon.psf import gaussian_psf
     from cycledecon.train import train
     from test_train import sharp_volume, write_store
