@@ -10,6 +10,7 @@ from cycledecon.errors import CycledeconError
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.normalize import (
     kernel_voxels,
+    linear_inverse,
     normalize,
     normalize_array,
     parse_normalize_config,
@@ -143,3 +144,26 @@ def test_config_defaults_round_trip():
     config = parse_normalize_config(None)
     assert config.method == "clahe" and config.percentiles == (0.1, 99.9)
     assert parse_normalize_config(config.to_dict()) == config
+
+
+def test_percentile_inverse_gives_back_the_raw_intensities(volume):
+    """Unclipped percentile normalization is undone exactly (to float32 rounding), offset included."""
+    normalized, record = normalize_array(volume, VOXEL, {"method": "percentile", "clip": False})
+    inverse = linear_inverse(record)
+    low, high = record["applied"]["percentile_values"]
+    assert (inverse.offset, inverse.scale) == (low, high - low)
+    np.testing.assert_allclose(inverse.apply(normalized), volume, rtol=0, atol=1e-3 * (high - low))
+    np.testing.assert_allclose(inverse.undo(inverse.apply(normalized)), normalized, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("record, reason", [
+    ({"method": "clahe", "applied": {"percentile_values": [1.0, 2.0]}}, "CLAHE normalization is non-linear"),
+    ({"method": "percentile"}, "holds no usable percentile values"),
+    ({"method": "percentile", "applied": {"percentile_values": [3.0, 3.0]}}, "holds no usable percentile values"),
+    ({"method": "percentile", "applied": {"percentile_values": ["a", None]}}, "holds no usable percentile values"),
+    ({"method": "fixed", "scale": 2.0}, "method 'fixed' records no inverse"),
+])  # fmt: skip
+def test_records_without_an_inverse_say_why_in_one_line(record, reason):
+    with pytest.raises(CycledeconError, match=reason) as info:
+        linear_inverse(record)
+    assert "\n" not in str(info.value)
