@@ -169,6 +169,32 @@ def test_deconvolve_memory_gb_flag_sets_the_budget_and_a_too_small_one_is_one_li
     assert len(errors) == 1 and errors[0].startswith("error: deconvolve.memory_gb: 0.01 GiB is too small"), result.stderr
 
 
+def test_deconvolve_units_and_dtype_flags_override_the_config(tmp_path):
+    """The config asks for normalized uint16; the flags for input units in float32, which win and
+    are recorded; the two outputs are one result through the recorded inverse."""
+    from cycledecon.io import read_ome_zarr
+
+    raw, model = tiny_model(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text("deconvolve:\n  units: normalized\n  output_dtype: uint16\n  precision: fp32\n")
+    runs = {"config": [], "flags": ["--units", "input", "--output-dtype", "float32"]}
+    outputs = {}
+    for name, flags in runs.items():
+        out = tmp_path / f"{name}.ome.zarr"
+        result = cycledecon("deconvolve", raw, "--model", model, "-o", out, "--config", config, *flags)
+        assert result.returncode == 0, result.stderr
+        data, _, attrs = read_ome_zarr(out)
+        outputs[name] = data.compute(), attrs["deconvolution"]
+    (stored, by_config), (in_counts, by_flags) = outputs["config"], outputs["flags"]
+    assert by_config["intensity"]["units"] == "normalized" and stored.dtype == np.uint16
+    assert by_config["uint16_scale"] == 10000.0
+    assert by_flags["intensity"]["units"] == "input" and in_counts.dtype == np.float32 and in_counts.min() >= 0
+    inverse = by_flags["intensity"]["inverse"]
+    kept = stored > 0  # normalized uint16 clips negatives at 0
+    expected = stored[kept] / 10000.0 * inverse["scale"] + inverse["offset"]
+    np.testing.assert_allclose(in_counts[kept], expected, rtol=0, atol=1e-4 * inverse["scale"])
+
+
 def test_precision_choices_are_the_librarys():
     from cycledecon.cli import PRECISION_CHOICES, build_parser
     from cycledecon.precision import CHOICES
@@ -176,6 +202,7 @@ def test_precision_choices_are_the_librarys():
     assert PRECISION_CHOICES == CHOICES
     args = ["deconvolve", "in.tif", "--model", "m.pt", "-o", "out.ome.zarr"]
     assert build_parser().parse_args(args).precision is None  # unset: the config (default auto) decides
+    assert build_parser().parse_args(args).units is None and build_parser().parse_args(args).output_dtype is None
     with pytest.raises(SystemExit):
         build_parser().parse_args([*args, "--precision", "float16"])
 
