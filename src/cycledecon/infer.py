@@ -471,7 +471,7 @@ def output_units(
         record.update(units="normalized", note=f"{reason}; the output stays in normalized units")
         return None, record
     record.update(inverse={"formula": "input = normalized * scale + offset", "scale": inverse.scale,
-                           "offset": inverse.offset}, offset=OFFSET_KEPT)  # fmt: skip
+                           "offset": inverse.offset}, offset_convention=OFFSET_KEPT)  # fmt: skip
     return inverse, record
 
 
