@@ -448,3 +448,15 @@ def test_ingested_store_validates_in_either_version(tmp_path, stack, version):
     out = io.ingest(write_ome(tmp_path / "s.ome.tif", stack), tmp_path / "s.ome.zarr", ngff_version=version)
     validate_ngff(out, version)
     assert _multiscale_and_omero(out, version)[0]["name"] == "s"
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_store_opens_in_bioio_with_voxel_size_and_name(tmp_path, stack, version):
+    """bioio with its OME-Zarr plugin, as a facility's scripts open stores (a test dependency)."""
+    bioio = pytest.importorskip("bioio")
+    bioio_ome_zarr = pytest.importorskip("bioio_ome_zarr")
+    out = io.write_ome_zarr(stack, tmp_path / "wf_01.ome.zarr", VoxelSize(0.25, 0.1, 0.1), ngff_version=version)
+    image = bioio.BioImage(out, reader=bioio_ome_zarr.Reader)
+    assert tuple(image.physical_pixel_sizes) == (0.25, 0.1, 0.1)
+    assert image.scenes[0] == "wf_01"
+    np.testing.assert_array_equal(image.get_image_data("ZYX", T=0, C=0), stack)
