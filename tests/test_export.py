@@ -85,7 +85,7 @@ def test_earlier_export_is_replaced_but_a_foreign_tiff_is_kept(tmp_path, store, 
         ("not a store", "plain: not an OME-Zarr image"),
         ("onto itself", "wf_01.ome.zarr: is an input of this command; choose another output path"),
         ("bad format", "unknown export format 'png'; choose one of ome-tiff, ngff-0.4, ngff-0.5"),
-        ("tiff named .zarr", "out.ome.zarr: a ome-tiff export is named \\*.ome.tif"),
+        ("tiff named .zarr", "out.ome.zarr: ome-tiff exports are named \\*.ome.tif"),
         ("no format, odd name", "out.png: name it .ome.tif or .ome.zarr, or give the format"),
     ],
 )

@@ -115,7 +115,7 @@ def format_for(output: Path, format: str | None = None) -> str:
         return OME_TIFF if tiff_name else NGFF_04
     if (format == OME_TIFF and not tiff_name) or (format != OME_TIFF and not zarr_name):
         wanted = ".ome.tif" if format == OME_TIFF else ".ome.zarr"
-        raise CycledeconError(f"{output}: a {format} export is named *{wanted}")
+        raise CycledeconError(f"{output}: {format} exports are named *{wanted}")
     return format
 
 
