@@ -157,6 +157,18 @@ def test_generator_context_feeds_g_the_ring_and_scores_the_patch():
     assert bare.g.shapes == [(8, 16, 16)] and not torch.allclose(ringed, centre_only)
 
 
+@pytest.mark.parametrize("distance", ["l1", "l2"])
+def test_sharp_cycle_distance_is_the_configured_one(distance):
+    config = small_config(loss={"cycle_sharp_distance": distance})
+    model = build_model(config, gaussian_psf((3, 5, 5), (1.0, 1.5, 1.5)), margin=(2, 4, 4))
+    y, x = torch.rand(2, 1, 12, 24, 24), torch.rand(2, 1, 12, 24, 24)
+    with torch.no_grad():
+        _, terms, _ = model.generator_losses(y, x, config.loss)
+        residual = model.g(model.forward_blur(x)) - model.centre(x)
+    expected = residual.pow(2).mean() if distance == "l2" else residual.abs().mean()
+    assert float(terms["cycle_sharp"]) == pytest.approx(float(expected), rel=1e-5)
+
+
 def test_blur_over_the_ring_is_exact_and_a_kernel_too_large_for_it_is_refused():
     """F(x) over patch + ring is the valid convolution there: its patch equals F(x) of the patch."""
     config = small_config(generator_context=[1, 2, 2])
@@ -312,7 +324,8 @@ def test_noise_model_is_drawn_on_the_blurred_branch():
      ({"generator": {"residual": 1}}, "train.generator.residual"),
      ({"optim": {"generator_ema": 1.0}}, "train.optim.generator_ema"),
      ({"optim": {"generator_grad_clip": -1.0}}, "train.optim.generator_grad_clip"),
-     ({"generator_context": [0, -1, 0]}, "train.generator_context")],
+     ({"generator_context": [0, -1, 0]}, "train.generator_context"),
+     ({"loss": {"cycle_sharp_distance": "l3"}}, "train.loss.cycle_sharp_distance")],
 )
 def test_bad_config_names_the_key(section, key):
     with pytest.raises(CycledeconError, match=key.replace(".", r"\.")):

@@ -100,6 +100,8 @@ class LossConfig:
     blurred-domain GAN is what identifies the PSF. adversarial_b, the sharp-domain GAN, is off by
     default: it pushes G towards the look of the references, which trades fidelity (PSNR) for
     sharpness (SSIM); set it for the paper's full objective.
+    cycle_sharp_distance: ``l1`` or ``l2`` (mean squared error) for the sharp cycle: an L1 fit of
+    sparse references is satisfied by their median, which an unchanged input comes close to.
     identity (‖G(x) − x‖₁) is off by default; psf_center pins the kernel's centre of mass (only z
     is free when `psf.symmetric`); psf_smooth is an optional roughness penalty, off by default.
     """
@@ -108,6 +110,7 @@ class LossConfig:
     adversarial_b: float = 0.0
     cycle_blurred: float = 10.0
     cycle_sharp: float = 10.0
+    cycle_sharp_distance: Literal["l1", "l2"] = "l1"
     identity: float = 0.0
     psf_center: float = 1.0
     psf_smooth: float = 0.0
@@ -263,7 +266,8 @@ def _check_ranges(config: TrainConfig, prefix: str) -> None:
         ("val_every", config.val_every >= 1),
         ("generator_context", all(c >= 0 for c in config.generator_context)),
     ]
-    checks += [(f"loss.{f.name}", getattr(config.loss, f.name) >= 0) for f in dataclasses.fields(LossConfig)]
+    checks += [(f"loss.{f.name}", getattr(config.loss, f.name) >= 0)
+               for f in dataclasses.fields(LossConfig) if f.type == "float"]
     check_ranges(config, prefix, checks)
     if config.refine.steps and config.model != "psf_layer":
         raise CycledeconError(f"{prefix}.refine.steps: a second stage trains G through the learned PSF, "

@@ -23,7 +23,7 @@ ring), so the sharp cycle's G gets the same context.
 Losses (weights from LossConfig):
   adversarial_a · LSGAN(D_A(F(x) + ñ))   — the blurred domain: this is what identifies the PSF
   adversarial_b · LSGAN(D_B(G(y)))
-  cycle_blurred · ‖F(G(y)) − y‖₁ + cycle_sharp · ‖G(F(x) + ñ) − x‖₁
+  cycle_blurred · ‖F(G(y)) − y‖₁ + cycle_sharp · ‖G(F(x) + ñ) − x‖₁ (or ‖·‖₂², cycle_sharp_distance)
   identity · ‖G(x) − x‖₁            — sharp input should stay as it is
   psf_center · centre-of-mass offset², psf_smooth · relative roughness (PSF layer only)
 """
@@ -44,6 +44,9 @@ from cycledecon.model.psf_layer import NO_MARGIN, Margin, PsfLayer, crop_margin
 from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import UNet3d
 from cycledecon.noise import NoiseModel
+
+
+SHARP_DISTANCE = {"l1": F.l1_loss, "l2": F.mse_loss}  # LossConfig.cycle_sharp_distance
 
 
 class CycleModel(nn.Module):
@@ -129,7 +132,7 @@ class CycleModel(nn.Module):
             "adv_a": lsgan_loss(self.d_a(fake_a), real=True),
             "adv_b": lsgan_loss(self.d_b(fake_b), real=True),
             "cycle_blurred": F.l1_loss(cycled_a, y_centre),
-            "cycle_sharp": F.l1_loss(self.deblur(self.g, fake_a_ring), x_centre),
+            "cycle_sharp": SHARP_DISTANCE[weights.cycle_sharp_distance](self.deblur(self.g, fake_a_ring), x_centre),
         }
         if weights.identity > 0:
             terms["identity"] = F.l1_loss(self.deblur(self.g, self.with_ring(x)), x_centre)
