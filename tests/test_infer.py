@@ -414,6 +414,38 @@ def test_units_and_uint16_scale_config():
         parse_inference_config({"uint16_scale": 0})
 
 
+def test_ngff_version_config_takes_strings_and_yamls_numbers():
+    assert parse_inference_config({}).ngff_version == "0.5"
+    assert parse_inference_config({"ngff_version": 0.4}).ngff_version == "0.4"  # YAML's unquoted 0.4
+    assert parse_inference_config({"ngff_version": "0.4"}).ngff_version == "0.4"
+    with pytest.raises(CycledeconError, match="deconvolve.ngff_version: must be one of 0.5, 0.4, got '0.3'"):
+        parse_inference_config({"ngff_version": "0.3"})
+
+
+@pytest.mark.parametrize("version, zarr_format", [("0.4", 2), ("0.5", 3)])
+def test_output_is_written_in_the_ngff_version_asked_and_named_after_the_input(tmp_path, files, version,
+                                                                                 zarr_format):  # fmt: skip
+    """The store's multiscale and omero names are the input's (raw.ome.tif → raw), not the output's
+    file name, whichever version is written; both versions read back alike."""
+    out = deconvolve_file(files["tiff"], files["model"], tmp_path / "elsewhere.ome.zarr",
+                          {**TWO_BLOCKS, "ngff_version": version}, progress=False)  # fmt: skip
+    group = zarr.open_group(str(out), mode="r")
+    assert group.metadata.zarr_format == zarr_format
+    attrs = group.attrs.asdict()
+    ome = attrs.get("ome", attrs)  # NGFF 0.5 nests its metadata under "ome"
+    assert ome["multiscales"][0]["name"] == "raw" and ome["omero"]["name"] == "raw"
+    data, voxel_size, _ = read_ome_zarr(out)
+    assert voxel_size == VOXEL
+    np.testing.assert_allclose(data.compute(), read_ome_zarr(files["out"])[0].compute(), rtol=0, atol=TOLERANCE)
+
+
+def test_a_store_with_a_sample_attribute_names_the_output_after_the_sample(tmp_path, files):
+    store = write_ome_zarr(files["raw"], tmp_path / "wf_01.ome.zarr", VOXEL, attrs={"sample": "cell_7"})
+    out = deconvolve_file(store, files["model"], tmp_path / "out.ome.zarr", {"precision": "fp32"}, progress=False)
+    assert infer.input_name(store, read_ome_zarr(store)[2]) == "cell_7"
+    assert zarr.open_group(str(out), mode="r").attrs["ome"]["multiscales"][0]["name"] == "cell_7"
+
+
 def test_interrupted_run_leaves_no_store(tmp_path, files, monkeypatch):
     """Interrupted after some blocks were written: nothing that looks like an output remains."""
     calls = []

@@ -57,7 +57,15 @@ from tqdm.auto import tqdm
 import cycledecon
 from cycledecon.errors import CycledeconError
 from cycledecon.infer_config import DEFAULT_UINT16_SCALE, MEMORY_CAP_GB, InferenceConfig, parse_inference_config
-from cycledecon.io import DEFAULT_CHUNKS, check_output, check_values, read_ome_zarr, read_stack, write_ome_zarr
+from cycledecon.io import (
+    DEFAULT_CHUNKS,
+    check_output,
+    check_values,
+    image_name,
+    read_ome_zarr,
+    read_stack,
+    write_ome_zarr,
+)
 from cycledecon.model.checkpoint import load_model
 from cycledecon.model.config import parse_generator_config
 from cycledecon.model.unet import receptive_field
@@ -370,6 +378,29 @@ def open_input(
     return stack.data, stack.voxel_size, dict(stack.metadata)
 
 
+#: File-name endings dropped from a stack's file name to name it (longest first).
+STACK_SUFFIXES = (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif")
+
+
+def stack_name(path: str | Path) -> str:
+    """A stack's name from its file name, without `STACK_SUFFIXES` (`wf_01.ome.tif` is `wf_01`)."""
+    name = Path(path).name
+    for suffix in STACK_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def input_name(path: Path, attrs: Mapping[str, Any]) -> str:
+    """The name a deconvolved store inherits from its input, which viewers show: the sample its
+    attributes record (the workflow's stores), else an OME-Zarr's own image name, else the file
+    name (`stack_name`). So the output is named after the sample, not after its own file."""
+    sample = attrs.get("sample")
+    if isinstance(sample, str) and sample:
+        return sample
+    return image_name(path) if path.is_dir() else stack_name(path)
+
+
 def check_channels(data: da.Array, metadata: Mapping[str, Any], path: Path) -> da.Array:
     """The (z, y, x) volume G expects; a stack whose channel count differs from the model's fails."""
     channels = 1 if data.ndim == 3 else data.shape[0]
@@ -584,9 +615,10 @@ def deconvolve_file(
     input_path : a normalized OME-Zarr (from the normalize rule), a raw OME-Zarr or a raw
         TIFF/OME-TIFF; raw stacks get the model's stored normalization first.
     model_path : model.pt from training.
-    output_path : the OME-Zarr to write (atomically; same axes, voxel size and pyramid as ingest);
-        never one of the inputs, and an existing path only if it is an earlier cycledecon store
-        (anything, with `overwrite`).
+    output_path : the OME-Zarr to write (atomically; same axes, voxel size and pyramid as ingest,
+        NGFF `config.ngff_version`, named after the input's sample: `input_name`); never one of the
+        inputs, and an existing path only if it is an earlier cycledecon store (anything, with
+        `overwrite`).
     config : the `deconvolve:` section (see InferenceConfig).
     voxel_size : voxel size in µm, overriding the file's metadata.
     channel : channel to take from a multi-channel TIFF.
@@ -637,6 +669,7 @@ def deconvolve_file(
         predictor = BlockPredictor(generator, device, precision, halo, on_batch=bar.update)
         volume = to_output(deconvolve_lazy(data, predictor, block, config.batch_size), inverse, clip_negative,
                            scale, tally)  # fmt: skip
-        written = write_ome_zarr(volume, output_path, voxel_size, out_attrs, chunks, overwrite=overwrite)
+        written = write_ome_zarr(volume, output_path, voxel_size, out_attrs, chunks, overwrite=overwrite,
+                                 name=input_name(input_path, attrs), ngff_version=config.ngff_version)  # fmt: skip
     report_clipping(tally.counts, intensity)
     return written

@@ -14,6 +14,10 @@ UNITS: tuple[str, ...] = get_args(Units)
 #: deconvolve.output_dtype values (the CLI's --output-dtype choices).
 OutputDtype = Literal["float32", "uint16"]
 OUTPUT_DTYPES: tuple[str, ...] = get_args(OutputDtype)
+#: deconvolve.ngff_version values (the CLI's --ngff-version choices): the OME-Zarr version written,
+#: cycledecon.io.NGFF_FORMATS spelled out so that parsing the config does not import zarr.
+NgffVersion = Literal["0.5", "0.4"]
+NGFF_VERSIONS: tuple[str, ...] = get_args(NgffVersion)
 #: deconvolve.uint16_scale when unset, per unit of the output: whole counts in the input's units
 #: (the raw stack's own numbers); steps of 1e-4 up to 6.5 in normalized units, where the input
 #: lies in [0, 1] and sharpening raises peaks above 1.
@@ -53,6 +57,9 @@ class InferenceConfig:
     uint16_scale: see output_dtype; default (null): DEFAULT_UINT16_SCALE of the output's units,
         1 in input units (whole counts), 10000 in normalized units.
     threads: torch CPU threads; default: the rule's threads (torch's own default from the CLI).
+    ngff_version: OME-Zarr version of the output: ``"0.5"`` (zarr v3, the default) or ``"0.4"``
+        (zarr v2) for viewers that cannot read zarr v3 yet. YAML reads an unquoted 0.4 as a number;
+        it is taken as the version it spells.
     """
 
     block_size: tuple[int, int, int] | None = None
@@ -64,6 +71,7 @@ class InferenceConfig:
     output_dtype: OutputDtype = "float32"
     uint16_scale: float | None = None
     threads: int | None = None
+    ngff_version: NgffVersion = "0.5"
 
 
 def parse_inference_config(
@@ -75,6 +83,8 @@ def parse_inference_config(
     section = dict(section or {})
     if isinstance(section.get("precision"), str) and section["precision"] in PRECISION_ALIASES:
         section["precision"] = PRECISION_ALIASES[section["precision"]]
+    if isinstance(section.get("ngff_version"), float):
+        section["ngff_version"] = str(section["ngff_version"])
     config = parse_section(InferenceConfig, section, prefix)
     checks = [
         ("block_size", config.block_size is None or all(b >= 1 for b in config.block_size)),
