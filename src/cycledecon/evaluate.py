@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 
 from cycledecon import figures
-from cycledecon.baselines import richardson_lucy
 from cycledecon.errors import CycledeconError
-from cycledecon.io import atomic_path, read_ome_zarr, read_stack, write_ome_zarr
+from cycledecon.io import atomic_path, read_ome_zarr, read_stack
 from cycledecon.metrics import background_std_ratio, compare_to_truth, frc_resolution
 from cycledecon.normalize import LinearInverse, linear_inverse
 from cycledecon.psf import psf_from_optics
@@ -95,33 +94,6 @@ def in_units_of_given(result: np.ndarray, result_attrs: dict, given_attrs: dict)
         except CycledeconError as reason:
             raise CycledeconError(f"a normalized output cannot be compared with its raw input: {reason}") from None
     return values
-
-
-def run_baselines(
-    raw_path: Path,
-    out: dict[str, Path],
-    learned_psf_path: Path | None,
-    optics: dict | None,
-    psf_shape: tuple[int, int, int],
-    iterations: int,
-) -> None:
-    """Richardson–Lucy with the theoretical and with the learned PSF, each written as OME-Zarr.
-
-    `out` maps "theoretical" / "learned" to output paths; a method whose PSF is unknown (no optics,
-    no learned PSF) is skipped, and its key must then be absent.
-    """
-    raw, voxel_size = load(raw_path)
-    psfs = {}
-    if "theoretical" in out:
-        if optics is None:
-            raise CycledeconError(f"{raw_path}: no optics (na, wavelength_nm, immersion_ri) for the theoretical PSF")
-        psfs["theoretical"] = psf_from_optics(psf_shape, voxel_size, optics)
-    if "learned" in out:
-        psfs["learned"] = load(learned_psf_path)[0]
-    for name, psf in psfs.items():
-        log.info("Richardson-Lucy (%s PSF, %d iterations) on %s", name, iterations, raw_path)
-        result = richardson_lucy(raw, psf, iterations=iterations)
-        write_ome_zarr(result, out[name], voxel_size, attrs={"method": f"Richardson-Lucy, {name} PSF", "iterations": iterations})
 
 
 def score_sample(sample: str, methods: list[Method], truth_path: Path | None) -> list[dict]:
