@@ -399,3 +399,70 @@ def test_a_torch_file_holding_objects_is_refused_in_our_words(tmp_path):
     assert result.stderr.splitlines() == [
         f"error: {model}: not a cycledecon model (it holds Python objects (datetime.date) besides tensors and plain "
         "data; refused without loading them)"], result.stderr
+
+
+# ------------------------------------------------------------------------- export and NGFF version
+def test_cli_constants_are_the_librarys():
+    from cycledecon.cli import EXPORT_FORMATS
+    from cycledecon.export import FORMATS
+    from cycledecon.infer_config import NGFF_VERSIONS
+    from cycledecon.io import NGFF_FORMATS
+
+    assert EXPORT_FORMATS == FORMATS and set(NGFF_VERSIONS) == set(NGFF_FORMATS)
+
+
+def zarr_format(store) -> int:
+    import zarr
+
+    return zarr.open_group(str(store), mode="r").metadata.zarr_format
+
+
+def test_ngff_version_flag_of_ingest_and_deconvolve(tmp_path):
+    from cycledecon.io import image_name, read_ome_zarr
+
+    raw, model = tiny_model(tmp_path)
+    ingested = tmp_path / "old.ome.zarr"
+    assert cycledecon("ingest", raw, "-o", ingested, "--ngff-version", "0.4").returncode == 0
+    assert zarr_format(ingested) == 2 and image_name(ingested) == "old"
+    config = tmp_path / "config.yaml"
+    config.write_text("deconvolve:\n  ngff_version: 0.4\n  precision: fp32\n")  # YAML's number 0.4
+    for flags, expected in [([], 2), (["--ngff-version", "0.5"], 3)]:
+        out = tmp_path / f"out{expected}.ome.zarr"
+        result = cycledecon("deconvolve", raw, "--model", model, "-o", out, "--config", config, *flags)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert zarr_format(out) == expected and image_name(out) == "raw"  # named after the input
+        data, voxel_size, _ = read_ome_zarr(out)
+        assert data.shape == (8, 24, 24) and voxel_size.as_tuple() == (0.25, 0.1, 0.1)
+    assert cycledecon("ingest", raw, "-o", tmp_path / "x.ome.zarr", "--ngff-version", "0.3").returncode == 2
+
+
+def test_export_writes_ome_tiff_and_ngff_04_and_keeps_the_input(tmp_path):
+    import tifffile
+
+    from cycledecon.io import image_name, read_ome_zarr
+
+    raw = write_ome(tmp_path / "cell.ome.tif", np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8), (0.3, 0.2, 0.1))
+    store = tmp_path / "cell.ome.zarr"
+    assert cycledecon("ingest", raw, "-o", store).returncode == 0
+    before = {p: sha256(p) for p in store.rglob("*") if p.is_file()}
+
+    result = cycledecon("export", store, "-o", tmp_path / "fiji.ome.tif")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == f"exported to {tmp_path / 'fiji.ome.tif'}"
+    with tifffile.TiffFile(tmp_path / "fiji.ome.tif") as tif:
+        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+        np.testing.assert_array_equal(tif.asarray(), tifffile.imread(raw))
+    assert [pixels[f"PhysicalSize{a}"] for a in "ZYX"] == [0.3, 0.2, 0.1]
+
+    for flags, expected in [([], 2), (["--format", "ngff-0.5"], 3)]:
+        out = tmp_path / f"v{expected}.ome.zarr"
+        assert cycledecon("export", store, "-o", out, *flags).returncode == 0
+        assert zarr_format(out) == expected and image_name(out) == "cell"
+        assert read_ome_zarr(out)[1].as_tuple() == (0.3, 0.2, 0.1)
+    assert {p: sha256(p) for p in store.rglob("*") if p.is_file()} == before
+
+    refused = cycledecon("export", store, "-o", tmp_path / "fiji.ome.zarr", "--format", "ome-tiff")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [f"error: {tmp_path / 'fiji.ome.zarr'}: ome-tiff exports are "
+                                                   "named *.ome.tif"]  # fmt: skip
+    assert not (tmp_path / "fiji.ome.zarr").exists()

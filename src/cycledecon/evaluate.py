@@ -116,6 +116,36 @@ def score_sample(sample: str, methods: list[Method], truth_path: Path | None) ->
     return rows
 
 
+#: Relative difference of a voxel size beyond which a result and its ground truth are said to differ.
+VOXEL_SIZE_TOLERANCE = 0.01
+
+
+def score_against_truth(results: list[Path], truth_path: Path) -> pd.DataFrame:
+    """Score results against one ground truth, one row per result (`cycledecon evaluate`).
+
+    Columns: ``result`` (its path), the ground-truth metrics of `compare_to_truth` (each result
+    fitted to the truth by least squares first, so any units compare) and ``frc_resolution_um``,
+    the lateral resolution the result shows by itself. A result of another shape than the truth
+    is refused (CycledeconError naming both files); one of another voxel size is scored with a
+    warning, since shape alone does not prove the two cover the same field.
+    """
+    truth, truth_voxel = load(truth_path)
+    if np.ptp(truth) == 0:
+        raise CycledeconError(f"{truth_path}: the ground truth is constant; PSNR and SSIM are undefined")
+    rows = []
+    for path in results:
+        result, voxel_size = load(path)
+        if result.shape != truth.shape:
+            raise CycledeconError(f"{path}: shape {result.shape} differs from the ground truth's {truth.shape} "
+                                  f"({truth_path})")  # fmt: skip
+        if not np.allclose(voxel_size.as_tuple(), truth_voxel.as_tuple(), rtol=VOXEL_SIZE_TOLERANCE, atol=0):
+            log.warning("%s: voxel size %s µm differs from the ground truth's %s µm", path,
+                        list(voxel_size.as_tuple()), list(truth_voxel.as_tuple()))  # fmt: skip
+        rows.append({"result": str(path), **compare_to_truth(result, truth),
+                     "frc_resolution_um": frc_resolution(result, voxel_size)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def psf_rows(
     learned: np.ndarray, voxel_size: VoxelSize, theoretical: np.ndarray | None, true: np.ndarray | None
 ) -> pd.DataFrame:
