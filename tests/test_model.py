@@ -12,7 +12,8 @@ from cycledecon.model import (
     PsfLayer, UNet3d, build_model, fft_convolve, kernel_ncc, load_model, parse_config,
     receptive_field, save_model,
 )
-from cycledecon.model.config import GeneratorConfig
+from cycledecon.model.config import DiscriminatorConfig, GeneratorConfig
+from cycledecon.model.discriminator import PatchDiscriminator3d
 from cycledecon.model.psf_layer import fft_convolve_valid
 from cycledecon.model.pupil import PupilPsf
 from cycledecon.noise import NoiseModel
@@ -230,7 +231,7 @@ def test_kernel_ncc_ranks_kernels():
 
 @pytest.mark.parametrize("kind", ["psf_layer", "two_generators"])
 def test_gradients_reach_every_network(kind):
-    config = small_config(model=kind)
+    config = small_config(model=kind, loss={"adversarial_b": 1.0})
     model = build_model(config, gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)))
     y, x = torch.rand(2, 1, 8, 16, 16), torch.rand(2, 1, 8, 16, 16)
     total, terms, fakes = model.generator_losses(y, x, config.loss)
@@ -238,10 +239,33 @@ def test_gradients_reach_every_network(kind):
     for net in (model.g, model.f):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
     assert ("psf_center" in terms) == (kind == "psf_layer")
-    d_total, _ = model.discriminator_losses(y, x, *fakes)
+    d_total, _ = model.discriminator_losses(y, x, *fakes, config.loss)
     d_total.backward()
     for net in (model.d_a, model.d_b):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+def test_discriminators_run_in_float32_under_bf16_autocast():
+    d = PatchDiscriminator3d(DiscriminatorConfig(base_channels=4, layers=2))
+    volume = torch.rand(2, 1, 8, 16, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = d(volume)
+    assert scores.dtype == torch.float32  # under bf16 the last convolution would return bfloat16
+
+
+def test_an_unused_sharp_discriminator_is_neither_trained_nor_able_to_poison_the_loss():
+    config = small_config()  # adversarial_b 0 by default
+    model = build_model(config, gaussian_psf((5, 7, 7), (1.0, 1.5, 1.5)))
+    with torch.no_grad():
+        for p in model.d_b.parameters():
+            p.fill_(float("nan"))  # a diverged D_B
+    y, x = torch.rand(2, 1, 8, 16, 16), torch.rand(2, 1, 8, 16, 16)
+    total, terms, fakes = model.generator_losses(y, x, config.loss)
+    d_total, d_terms = model.discriminator_losses(y, x, *fakes, config.loss)
+    assert torch.isfinite(total) and torch.isfinite(d_total)
+    assert "adv_b" not in terms and "d_b" not in d_terms
+    d_total.backward()
+    assert all(p.grad is None for p in model.d_b.parameters())
 
 
 def test_frozen_psf_has_no_trainable_parameters():

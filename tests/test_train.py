@@ -212,6 +212,20 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_store, tmp_pat
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
 
 
+def test_a_diverged_run_stops_with_one_line_and_writes_no_model(tiny_store, tmp_path, monkeypatch):
+    real_step, calls = training.train_step, []
+
+    def nan_on_third_step(*args):
+        calls.append(1)
+        terms = real_step(*args)
+        return terms | {"d_a": float("nan")} if len(calls) == 3 else terms
+
+    monkeypatch.setattr(training, "train_step", nan_on_third_step)
+    with pytest.raises(CycledeconError, match=r"^training diverged at step 3 \(d_a not finite\);[^\n]*fp32"):
+        training.train(tiny_store, tmp_path, TINY)
+    assert len(calls) == 3 and not (tmp_path / "model.pt").exists()
+
+
 def test_checkpoint_of_another_training_is_not_resumed(tiny_store, tmp_path):
     """New patches (a stack added to the campaign) or a new config must retrain, not resume."""
     first = training.train(tiny_store, tmp_path / "out", TINY)

@@ -394,6 +394,7 @@ class Run:
                 for group, base in zip(opt.param_groups, bases):
                     group["lr"] = base * lr_factor(self.step, self.cfg.optim)
             terms = train_step(self, self.batch("A_train"), self.batch("B_train"))
+            check_finite(terms, self.step + 1)
             self.step += 1
             if self.step % self.cfg.log_every == 0 or self.step % self.cfg.val_every == 0 \
                     or self.step == steps:
@@ -470,6 +471,14 @@ class Run:
         }
 
 
+def check_finite(terms: dict[str, float], step: int) -> None:
+    """Stop at the first non-finite loss term: every later step, checkpoint and model would be NaN."""
+    bad = sorted(name for name, value in terms.items() if not math.isfinite(value))
+    if bad:
+        raise CycledeconError(f"training diverged at step {step} ({', '.join(bad)} not finite); "
+                              "try train.precision: fp32 or a lower learning rate")
+
+
 def train_step(run: Run, y: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
     """One Adam step of G/F, then one of both discriminators; returns the loss terms."""
     model, cfg = run.model, run.cfg
@@ -480,7 +489,7 @@ def train_step(run: Run, y: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
     grad_norm = clip_generator_gradient(model.g, cfg.optim.generator_grad_clip)
     run.opt_g.step()
     with run.precision.autocast(run.device):
-        d_total, d_terms = model.discriminator_losses(y, x, *fakes)
+        d_total, d_terms = model.discriminator_losses(y, x, *fakes, cfg.loss)
     run.opt_d.zero_grad(set_to_none=True)
     d_total.backward()
     run.opt_d.step()

@@ -22,7 +22,7 @@ ring), so the sharp cycle's G gets the same context.
 
 Losses (weights from LossConfig):
   adversarial_a · LSGAN(D_A(F(x) + ñ))   — the blurred domain: this is what identifies the PSF
-  adversarial_b · LSGAN(D_B(G(y)))
+  adversarial_b · LSGAN(D_B(G(y)))     — D_B is used (and trained) only when this weight is > 0
   cycle_blurred · ‖F(G(y)) − y‖₁ + cycle_sharp · ‖G(F(x) + ñ) − x‖₁ (or ‖·‖₂², cycle_sharp_distance)
   identity · ‖G(x) − x‖₁            — sharp input should stay as it is
   psf_center · centre-of-mass offset², psf_smooth · relative roughness (PSF layer only)
@@ -130,10 +130,11 @@ class CycleModel(nn.Module):
         fake_a, cycled_a = crop_margin(fake_a_ring, self.ring), crop_margin(blurred[len(x) :], self.ring)
         terms = {
             "adv_a": lsgan_loss(self.d_a(fake_a), real=True),
-            "adv_b": lsgan_loss(self.d_b(fake_b), real=True),
             "cycle_blurred": F.l1_loss(cycled_a, y_centre),
             "cycle_sharp": SHARP_DISTANCE[weights.cycle_sharp_distance](self.deblur(self.g, fake_a_ring), x_centre),
         }
+        if weights.adversarial_b > 0:
+            terms["adv_b"] = lsgan_loss(self.d_b(fake_b), real=True)
         if weights.identity > 0:
             terms["identity"] = F.l1_loss(self.deblur(self.g, self.with_ring(x)), x_centre)
         terms |= self.psf_penalties(weights)
@@ -157,15 +158,17 @@ class CycleModel(nn.Module):
         return terms
 
     def discriminator_losses(
-        self, y: torch.Tensor, x: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor
+        self, y: torch.Tensor, x: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor, weights: LossConfig
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """LSGAN loss of both discriminators on real patches (y, x with their margin) and detached fakes."""
+        """LSGAN loss of the discriminators on real patches (y, x with their margin) and detached fakes.
+
+        D_B is trained only when G's sharp-domain adversarial term uses it: an idle D_B costs a
+        step's time for nothing, and a diverging one would turn G's total loss to NaN through 0 · NaN."""
         y, x = self.centre(y), self.centre(x)
-        terms = {
-            "d_a": 0.5 * (lsgan_loss(self.d_a(y), True) + lsgan_loss(self.d_a(fake_a.detach()), False)),
-            "d_b": 0.5 * (lsgan_loss(self.d_b(x), True) + lsgan_loss(self.d_b(fake_b.detach()), False)),
-        }
-        return terms["d_a"] + terms["d_b"], terms
+        terms = {"d_a": 0.5 * (lsgan_loss(self.d_a(y), True) + lsgan_loss(self.d_a(fake_a.detach()), False))}
+        if weights.adversarial_b > 0:
+            terms["d_b"] = 0.5 * (lsgan_loss(self.d_b(x), True) + lsgan_loss(self.d_b(fake_b.detach()), False))
+        return sum(terms.values()), terms
 
     def f_param_groups(self, optim: OptimConfig) -> list[dict[str, Any]]:
         """Adam parameter groups of F: a free PSF's widths at lr_psf and its logits at lr_psf_free,

@@ -30,7 +30,10 @@ class PatchDiscriminator3d(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
-        return self.net(volume)
+        # float32 even under autocast: torch's CPU bf16 weight gradient of these 3D convolutions
+        # was seen to come back NaN, which poisons both discriminators for the rest of training
+        with torch.autocast(volume.device.type, enabled=False):
+            return self.net(volume.float())
 
 
 def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:
