@@ -245,6 +245,16 @@ def test_gradients_reach_every_network(kind):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
 
+def test_unet_deepest_level_runs_in_float32_under_bf16_autocast():
+    g = UNet3d(GeneratorConfig(depth=2, base_channels=4))
+    seen = {}
+    for name in ("bottom", "head"):
+        getattr(g, name).register_forward_hook(lambda module, inputs, output, name=name: seen.update({name: output.dtype}))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g(torch.rand(2, 1, 8, 16, 16))
+    assert seen == {"bottom": torch.float32, "head": torch.bfloat16}  # the other levels stay bf16
+
+
 def test_discriminators_run_in_float32_under_bf16_autocast():
     d = PatchDiscriminator3d(DiscriminatorConfig(base_channels=4, layers=2))
     volume = torch.rand(2, 1, 8, 16, 16, requires_grad=True)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cycledecon.model.config import DiscriminatorConfig
+from cycledecon.model.float32 import run_in_float32
 
 
 class PatchDiscriminator3d(nn.Module):
@@ -30,10 +31,7 @@ class PatchDiscriminator3d(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
-        # float32 even under autocast: torch's CPU bf16 weight gradient of these 3D convolutions
-        # was seen to come back NaN, which poisons both discriminators for the rest of training
-        with torch.autocast(volume.device.type, enabled=False):
-            return self.net(volume.float())
+        return run_in_float32(self.net, volume)  # see cycledecon.model.float32
 
 
 def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:

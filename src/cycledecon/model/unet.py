@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cycledecon.model.config import GeneratorConfig, parse_generator_config
+from cycledecon.model.float32 import run_in_float32
 
 KERNEL = 3
 CONVS_PER_LEVEL = 2
@@ -82,7 +83,7 @@ class UNet3d(nn.Module):
             h = block(h)
             skips.append(h)
             h = F.max_pool3d(h, 2)
-        h = self.bottom(h)
+        h = run_in_float32(self.bottom, h)  # see cycledecon.model.float32
         for level in reversed(range(self.config.depth)):
             h = self.merge[level](torch.cat([self.up[level](h), skips[level]], dim=1))
         out = self.head(h)[..., : size[0], : size[1], : size[2]]

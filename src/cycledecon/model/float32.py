@@ -1,0 +1,18 @@
+"""Parts of a network that run in float32 even under bf16 autocast.
+
+torch's CPU bf16 backward of a 3D convolution was seen to return NaN for the U-Net's deepest level
+(a few voxels per axis) and the discriminators; in float32 those small parts cost little.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def run_in_float32(module: nn.Module, volume: torch.Tensor) -> torch.Tensor:
+    """`module(volume)`, computed in float32 when autocast is on, as it is otherwise."""
+    if not torch.is_autocast_enabled(volume.device.type):
+        return module(volume)
+    with torch.autocast(volume.device.type, enabled=False):
+        return module(volume.float())
