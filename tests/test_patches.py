@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
+from scipy import ndimage
 
 from cycledecon.errors import CycledeconError
 from cycledecon.io import read_ome_zarr, write_ome_zarr
@@ -261,3 +262,27 @@ def test_references_keep_their_own_scale_on_request_or_without_optics(campaign, 
     group, manifest = _read(widefield)
     ref = manifest[manifest.domain == "B"].iloc[0]
     assert group[ref["array"]][ref["index"]].max() != pytest.approx(VALUES[ref["sample"]], rel=0.01)
+
+
+def test_reference_smoothing_takes_the_noise_out_of_references_only(tmp_path):
+    rng = np.random.default_rng(3)
+    noisy = {name: (_striped(value) + rng.normal(0, 0.05, SHAPE)).astype(np.float32) for name, value in VALUES.items()}
+    samples = [_write(tmp_path, name, "widefield" if name.startswith("wf") else "reference", volume)
+               for name, volume in noisy.items()]
+    config = CONFIG | {"n_val": 0, "min_foreground_fraction": 0.0}
+    plain = extract_patches(samples, tmp_path / "plain", config, "c1", None)
+    smooth = extract_patches(samples, tmp_path / "smooth", config | {"reference_smoothing_voxels": 0.7}, "c1", None)
+    (g_plain, m_plain), (g_smooth, m_smooth) = _read(plain), _read(smooth)
+    positions = ["array", "index", "sample", "z", "y", "x"]
+    pd.testing.assert_frame_equal(m_plain[positions], m_smooth[positions])  # only the values differ
+    assert np.array_equal(g_plain["A_train"][...], g_smooth["A_train"][...])
+    assert dict(g_smooth.attrs)["reference_smoothing_voxels"] == 0.7
+    for row in m_smooth[m_smooth.domain == "B"].itertuples():
+        z, y, x = row.z, row.y, row.x
+        whole = ndimage.gaussian_filter(noisy[row.sample], 0.7)  # the whole stack: no seams between blocks
+        np.testing.assert_allclose(g_smooth["B_train"][row.index], whole[z : z + 4, y : y + 8, x : x + 8], atol=1e-5)
+
+
+def test_negative_reference_smoothing_names_the_key():
+    with pytest.raises(CycledeconError, match="patches.reference_smoothing_voxels"):
+        parse_patch_config({"reference_smoothing_voxels": -1.0})

@@ -45,6 +45,7 @@ between its stacks, so a stack where the filter finds nothing is named in the er
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import tempfile
 import zlib
@@ -57,6 +58,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import zarr
+from scipy import ndimage
 from scipy.signal import fftconvolve
 from skimage.filters import threshold_otsu
 
@@ -77,6 +79,8 @@ SPLITS = ("train", "val")
 MIN_TRAIN_SHARE = 0.8
 #: Voxels of the strided subsample on which a stack's foreground level is computed.
 FOREGROUND_SAMPLE_VOXELS = 2**22
+#: Reference smoothing: the Gaussian is cut at this many σ (scipy's default).
+GAUSSIAN_TRUNCATE = 4.0
 MANIFEST_COLUMNS = ("array", "index", "domain", "split", "sample", "z", "y", "x",
                     "mean", "p1", "p99", "foreground_fraction", "sample_dz_um", "sample_dy_um",
                     "sample_dx_um")  # fmt: skip
@@ -110,6 +114,10 @@ class PatchConfig:
     reference_units: ``widefield`` puts reference stacks on the widefield stacks' intensity scale
         (see the module docstring; needs the campaign's optics and a context margin), ``own``
         keeps each reference's own normalization.
+    reference_smoothing_voxels: σ of a Gaussian (in widefield voxels, 0 = off) applied to the
+        references before patches are cut: G learns to give its output the references' fine
+        texture, and on widefield stacks that texture is amplified noise; a little smoothing of the
+        references trades some sharpness for a quieter background.
     seed: seed of the split and of the positions; the same seed gives the same patches.
     """
 
@@ -124,6 +132,7 @@ class PatchConfig:
     min_foreground_fraction: float = 0.1
     max_tries: int = 50
     reference_units: Literal["widefield", "own"] = "widefield"
+    reference_smoothing_voxels: float = 0.0
     seed: int = 0
 
 
@@ -141,6 +150,7 @@ def parse_patch_config(section: Mapping[str, Any] | PatchConfig | None, prefix: 
         ("foreground_percentile", 0.0 <= config.foreground_percentile <= 100.0),
         ("min_foreground_fraction", 0.0 <= config.min_foreground_fraction <= 1.0),
         ("max_tries", config.max_tries >= 1),
+        ("reference_smoothing_voxels", config.reference_smoothing_voxels >= 0.0),
     ]
     check_ranges(config, prefix, checks)
     return config
@@ -301,6 +311,17 @@ def to_widefield_units(
                      campaign, stack.sample.name, offset, scale)
         out.append(stack)
     return out, scaling
+
+
+def smoothed_references(stacks: list[_Stack], sigma: float) -> list[_Stack]:
+    """The stacks with each reference smoothed by a Gaussian of `sigma` voxels (see PatchConfig)."""
+    if sigma == 0:
+        return stacks
+    smooth = functools.partial(ndimage.gaussian_filter, sigma=sigma, truncate=GAUSSIAN_TRUNCATE, output=np.float32)
+    radius = int(GAUSSIAN_TRUNCATE * sigma + 0.5)  # scipy's own kernel radius: blocks match the whole stack
+    return [dataclasses.replace(s, data=s.data.astype(np.float32).map_overlap(
+                smooth, depth=radius, boundary="none", dtype=np.float32))
+            if s.sample.role == "reference" else s for s in stacks]
 
 
 # ------------------------------------------------------------------------------------ splits
@@ -511,6 +532,7 @@ def _extract(
     stacks = _with_levels(stacks, config)
     margin = context_voxels(config, voxel_size)
     stacks, reference_scaling = to_widefield_units(stacks, normalization, optics, margin, config, campaign)
+    stacks = smoothed_references(stacks, config.reference_smoothing_voxels)
     regions = split_regions(stacks, config, campaign)
     window_shape = tuple(p + 2 * m for p, m in zip(config.shape, margin))
     rows: list[dict[str, Any]] = []
@@ -532,6 +554,7 @@ def _extract(
             "optics": optics,
             "resampling": resampling,
             "reference_scaling": reference_scaling,
+            "reference_smoothing_voxels": config.reference_smoothing_voxels,
             "seed": config.seed,
             "splits": {f"{d}_{s}": sorted({r.stack.sample.name for r in parts}) for (d, s), parts in regions.items()},
         })  # fmt: skip
