@@ -77,7 +77,7 @@ CASES: tuple[Case, ...] = (
 CYCLEDECON, TWO_GENERATORS, NONBLIND, REFINED = "cycledecon", "two_generators", "nonblind", "refined"
 VARIANTS: dict[str, dict[str, Any]] = {
     CYCLEDECON: {"model": "psf_layer"},
-    TWO_GENERATORS: {"model": "two_generators"},
+    TWO_GENERATORS: {"model": "two_generators", "generator_context": [0, 0, 0]},  # no margin: see below
     NONBLIND: {"model": "psf_layer", "psf": {"learnable": False}},
     REFINED: {"model": "psf_layer"},
 }
@@ -118,7 +118,7 @@ VOXEL_SIZE_UM = [0.25, 0.1, 0.1]
 _COMMON = {
     "demo": {"seed": 0, "voxel_size_um": VOXEL_SIZE_UM, "psf_shape": PSF_SHAPE, "reference_peak_photons": 1000.0,
              "read_noise_e": 2.0},
-    "patches": {"seed": 0, "val_fraction": 0.34, "context_um": [4.0, 3.2, 3.2]},
+    "patches": {"seed": 0, "val_fraction": 0.34, "context_um": [5.0, 4.0, 4.0]},
     "train": {"psf": {"parameterization": "pupil", "energy": 0.95}},
     "evaluate": {"theoretical_psf_shape": PSF_SHAPE},  # rl_iterations: the workflow's
 }
@@ -175,16 +175,18 @@ def case_config(base: dict[str, Any], preset: Preset, case: Case) -> dict[str, A
 
 
 def check_whole_psf(config: dict[str, Any]) -> None:
-    """Refuse a preset whose stacks are thinner than the true PSF or whose patches' context margin
-    is smaller than its radius: the true PSF would then not be modelled at full extent, and the
-    non-blind method's PSF file would not fit (train refuses it, after the case's data is made)."""
+    """Refuse a preset whose stacks are thinner than the true PSF or whose patches' context margin,
+    less G's ring, is smaller than its radius: the true PSF would then not be modelled at full extent,
+    and the non-blind method's PSF file would not fit (train refuses it, after the case's data is made)."""
     psf_shape = tuple(config["demo"]["psf_shape"])
     margin = context_voxels(parse_patch_config(config["patches"]), VoxelSize(*config["demo"]["voxel_size_um"]))
+    ring = config.get("train", {}).get("generator_context", (0, 0, 0))
+    room = tuple(m - r for m, r in zip(margin, ring))
     if config["demo"]["shape"][0] < psf_shape[0]:
         raise ValueError(f"demo.shape {config['demo']['shape']}: fewer planes than the true PSF {psf_shape}")
-    if any(n // 2 > m for n, m in zip(psf_shape, margin)):
-        raise ValueError(f"patches.context_um {config['patches']['context_um']} ({margin} voxels) is smaller "
-                         f"than the radius of the true PSF {psf_shape}")
+    if any(n // 2 > m for n, m in zip(psf_shape, room)):
+        raise ValueError(f"patches.context_um {config['patches']['context_um']} ({margin} voxels, {room} less "
+                         f"train.generator_context) is smaller than the radius of the true PSF {psf_shape}")
 
 
 def variant_train(config: dict[str, Any], variant: str, seed: int, frozen_psf: str) -> dict[str, Any]:
