@@ -118,7 +118,7 @@ VOXEL_SIZE_UM = [0.25, 0.1, 0.1]
 _COMMON = {
     "demo": {"seed": 0, "voxel_size_um": VOXEL_SIZE_UM, "psf_shape": PSF_SHAPE, "reference_peak_photons": 1000.0,
              "read_noise_e": 2.0},
-    "patches": {"seed": 0, "val_fraction": 0.34, "context_um": [5.0, 4.0, 4.0]},
+    "patches": {"seed": 0, "val_fraction": 0.34, "context_um": [4.0, 3.2, 3.2]},
     "train": {"psf": {"parameterization": "pupil", "energy": 0.95}},
     "evaluate": {"theoretical_psf_shape": PSF_SHAPE},  # rl_iterations: the workflow's
 }
