@@ -349,7 +349,7 @@ def psf_panel(psfs: Mapping[str, np.ndarray], voxel_size: VoxelSize, path: str |
 
 
 LOSS_PANELS = {  # panel title → {train_log column: plain name}
-    "Cycle consistency (L1, lower is better)": {
+    "Cycle consistency (lower is better)": {
         "cycle_blurred": "widefield → deblurred → re-blurred",
         "cycle_sharp": "sharp → blurred → deblurred",
         "val_cycle": "validation, both cycles",
