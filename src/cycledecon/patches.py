@@ -529,10 +529,11 @@ def _extract(
     voxel_size = widefield_voxel_size(stacks, campaign)
     normalization = _normalization(stacks, campaign)
     stacks, resampling = on_widefield_grid(stacks, voxel_size, workdir, campaign)
+    # smoothed first, so that the foreground filter and the intensity scale see the data patches hold
+    stacks = smoothed_references(stacks, config.reference_smoothing_voxels)
     stacks = _with_levels(stacks, config)
     margin = context_voxels(config, voxel_size)
     stacks, reference_scaling = to_widefield_units(stacks, normalization, optics, margin, config, campaign)
-    stacks = smoothed_references(stacks, config.reference_smoothing_voxels)
     regions = split_regions(stacks, config, campaign)
     window_shape = tuple(p + 2 * m for p, m in zip(config.shape, margin))
     rows: list[dict[str, Any]] = []
