@@ -173,7 +173,8 @@ def test_evaluate_scores_results_against_the_truth_and_writes_csv(tmp_path):
     result = cycledecon("evaluate", good, noisy, "--truth", truth_path, "-o", csv_path)
     assert result.returncode == 0, result.stderr[-2000:]
     header = result.stdout.splitlines()[0].split()
-    assert header == ["result", "psnr_db", "ssim", "nrmse", "pearson_r", "frc_resolution_um"]
+    assert header == ["result", "psnr_db", "ssim", "nrmse", "pearson_r", "false_signal_pct",
+                      "false_signal_faces_pct", "frc_resolution_um"]
     with open(csv_path) as stream:
         rows = list(csv.DictReader(stream))
     assert [r["result"] for r in rows] == [str(good), str(noisy)]

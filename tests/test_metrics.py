@@ -43,6 +43,7 @@ def test_identical_volumes_are_perfect():
     assert scores["ssim"] == pytest.approx(1.0, abs=1e-12)  # 1 up to float rounding
     assert scores["nrmse"] == 0.0
     assert scores["pearson_r"] == pytest.approx(1.0, abs=1e-12)
+    assert scores["false_signal_pct"] == scores["false_signal_faces_pct"] == 0.0
 
 
 def test_scores_ignore_gain_and_offset():
@@ -61,6 +62,28 @@ def test_more_blur_scores_strictly_worse():
         assert worse["ssim"] < better["ssim"]
         assert worse["nrmse"] > better["nrmse"]
         assert worse["pearson_r"] < better["pearson_r"]
+
+
+def interior_beads(rng: np.random.Generator) -> np.ndarray:
+    """Beads on the middle planes only, so the first and last planes are empty."""
+    truth = np.zeros((20, 32, 32))
+    truth[7:13] = beads(rng, shape=(6, 32, 32), n=6)
+    return truth
+
+
+def test_false_signal_finds_a_structure_invented_on_the_first_plane():
+    truth = interior_beads(np.random.default_rng(6))
+    blurred = ndi.gaussian_filter(truth, 1.0)
+    spot = np.zeros_like(truth)
+    spot[0, 16, 16] = 1.0
+    invented = blurred + 0.5 * blurred.max() * ndi.gaussian_filter(spot, 1.0) / ndi.gaussian_filter(spot, 1.0).max()
+    with_spot, without = compare_to_truth(invented, truth), compare_to_truth(blurred, truth)
+    # the same blur either way: only the spot separates them. Nearly all of it lies on the face
+    # planes, 6 of the 20, so the faces' mean is well above the whole stack's (about 20/6 of it)
+    assert with_spot["false_signal_faces_pct"] > 2 * with_spot["false_signal_pct"] > 0
+    assert with_spot["false_signal_faces_pct"] > 20 * without["false_signal_faces_pct"]
+    # blur alone stays near the beads, inside the reach the empty mask keeps away from
+    assert without["false_signal_pct"] < 0.05
 
 
 def test_anticorrelated_result_keeps_a_negative_pearson():

@@ -7,6 +7,11 @@ intensity matching: the result is mapped onto the truth by the least-squares aff
 Richardson–Lucy the input's), so without this step PSNR would mostly measure a gain and an offset
 rather than restoration quality.
 
+With a ground truth the metrics also measure *false signal* (`false_signal`): light in the result
+where the truth is empty, overall and at the stack's first and last planes, where light from
+structures outside the measured planes arrives and a method that cannot place it there may invent
+structure instead.
+
 Without a ground truth: a lateral resolution estimate by one-image Fourier ring correlation
 (`frc_resolution`) and the noise/artefact gain on background regions (`background_std_ratio`).
 """
@@ -24,6 +29,15 @@ from cycledecon.voxel import VoxelSize
 #: then fluctuates 50 % more than the raw input's noise, which a deconvolution that also denoises
 #: should never do (a faithful result keeps or lowers the background fluctuation, ratio <= 1).
 NOISE_GAIN_LIMIT = 1.5
+
+#: Planes at each z face of a stack that `false_signal` also reports on their own.
+FACE_PLANES = 3
+
+#: A truth voxel is empty when no truth voxel within EMPTY_REACH (z, y, x voxels) exceeds its minimum
+#: by more than EMPTY_LEVEL of its range: the reach keeps the blurred flanks of real structure, which
+#: any finite resolution leaves, out of what counts as false.
+EMPTY_REACH = (2, 5, 5)
+EMPTY_LEVEL = 0.05
 
 #: Conventional fixed FRC threshold (the "1/7 criterion", Rosenthal & Henderson 2003).
 FRC_THRESHOLD = 1 / 7
@@ -85,6 +99,7 @@ def compare_to_truth(result: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         ``pearson_r`` : Pearson correlation of the *unmatched* result with the truth; it is
             unchanged by an affine map with positive slope, and this way an anti-correlated
             result stays negative instead of being flipped by a negative fitted slope.
+        ``false_signal_pct``, ``false_signal_faces_pct`` : `false_signal` of the fitted result.
     """
     _check_same_shape(result, truth, "result and truth")
     if result.ndim != 3:
@@ -94,12 +109,43 @@ def compare_to_truth(result: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     if data_range == 0:
         raise ValueError("ground truth is constant: PSNR and SSIM are undefined")
     fitted = match_intensity(result, t)
+    overall, faces = false_signal(fitted, t)
     return {
         "psnr_db": psnr(fitted, t),
         "ssim": float(structural_similarity(t, fitted, data_range=data_range)),
         "nrmse": float(normalized_root_mse(t, fitted, normalization="euclidean")),
         "pearson_r": float(np.corrcoef(np.asarray(result, dtype=np.float64).ravel(), t.ravel())[0, 1]),
+        "false_signal_pct": overall,
+        "false_signal_faces_pct": faces,
     }
+
+
+def empty_mask(truth: np.ndarray) -> np.ndarray:
+    """Voxels of a (z, y, x) truth with no structure within `EMPTY_REACH` (see `EMPTY_LEVEL`)."""
+    t = np.asarray(truth, dtype=np.float64)
+    nearby = ndi.maximum_filter(t, size=[2 * r + 1 for r in EMPTY_REACH], mode="nearest")
+    return nearby <= t.min() + EMPTY_LEVEL * np.ptp(t)
+
+
+def false_signal(fitted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Light where the truth is empty: the mean of ``max(fitted - truth, 0)`` over `empty_mask`, in %
+    of the truth's range.
+
+    Residual out-of-focus haze and invented structure both count; a result that only stays blurred
+    near real structure does not (the mask keeps away from it). Pass a result already matched to the
+    truth (`match_intensity`), so that gain and offset do not count.
+
+    Returns
+    -------
+    (over the whole stack, over its first and last `FACE_PLANES` planes); NaN where no voxel is empty.
+    """
+    _check_same_shape(fitted, truth, "fitted and truth")
+    t = np.asarray(truth, dtype=np.float64)
+    excess = np.maximum(np.asarray(fitted, dtype=np.float64) - t, 0.0) * (100 / np.ptp(t))
+    empty = empty_mask(t)
+    faces = np.zeros_like(empty)
+    faces[:FACE_PLANES] = faces[-FACE_PLANES:] = True
+    return tuple(float(excess[m].mean()) if m.any() else float("nan") for m in (empty, empty & faces))
 
 
 def frc_curve(volume: np.ndarray, voxel_size: VoxelSize) -> tuple[np.ndarray, np.ndarray]:

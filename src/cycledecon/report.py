@@ -31,6 +31,8 @@ METRIC_COLUMNS = {
     "ssim": "SSIM",
     "nrmse": "NRMSE",
     "pearson_r": "Pearson r",
+    "false_signal_pct": "false signal (% of range, where the truth is empty)",
+    "false_signal_faces_pct": "false signal, first and last planes (%)",
     "frc_resolution_um": "FRC resolution (µm)",
     "background_std_ratio": "noise/artefact gain (background std ratio)",
 }
