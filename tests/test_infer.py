@@ -4,6 +4,7 @@ its provenance, model/input checks, normalization of raw inputs, and bf16 agains
 from __future__ import annotations
 
 import logging
+import math
 
 import dask
 import dask.array as da
@@ -19,8 +20,8 @@ from helpers import sha256, write_ome
 from cycledecon import infer
 from cycledecon.errors import CycledeconError
 from cycledecon.infer import (
-    GIB, BlockPredictor, block_for_budget, block_layout, block_peak_bytes, check_voxel_size,
-    default_memory_gb, deconvolve_file, deconvolve_lazy, halo_voxels, normalized_input,
+    GIB, BlockPredictor, axis_blocks, block_for_budget, block_layout, block_peak_bytes, check_voxel_size,
+    default_memory_gb, deconvolve_file, deconvolve_lazy, face_padding_voxels, halo_voxels, normalized_input,
     parse_inference_config, reference_output, reflect_pad, resolve_device,
 )
 from cycledecon.io import read_ome_zarr, write_ome_zarr
@@ -62,9 +63,11 @@ def write_model(path, channels: int = 1, normalization=NORMALIZATION):
     return save_model(path, tiny_generator(), metadata, learned_psf=None)
 
 
-def blockwise(volume: np.ndarray, halo, block, batch_size: int = 4) -> np.ndarray:
-    predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "fp32", halo)
-    out = deconvolve_lazy(da.from_array(volume, chunks=(5, 7, 9)), predictor, block, batch_size)
+def blockwise(volume: np.ndarray, halo, block, face=None, batch_size: int = 4) -> np.ndarray:
+    """Blockwise fp32 output of the tiny G; `face` padding defaults to the halo."""
+    predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "fp32")
+    face = halo if face is None else face
+    out = deconvolve_lazy(da.from_array(volume, chunks=(5, 7, 9)), predictor, block, batch_size, halo, face)
     with dask.config.set(scheduler="synchronous"):
         return out.compute()
 
@@ -89,7 +92,59 @@ def test_blocks_equal_the_whole_volume_everywhere(volume, reference):
     np.testing.assert_allclose(out, reference, rtol=0, atol=TOLERANCE)
     # the test is sensitive: G changes the volume, and blocks without a halo show seams
     assert np.abs(reference - volume).max() > 100 * TOLERANCE
-    assert np.abs(blockwise(volume, (0, 0, 0), (4, 8, 8)) - reference).max() > 100 * TOLERANCE
+    unpadded = reference_output(volume, tiny_generator(), (0, 0, 0))
+    assert np.abs(blockwise(volume, (0, 0, 0), (4, 8, 8)) - unpadded).max() > 100 * TOLERANCE
+
+
+#: Blocks that split every axis of the (11, 19, 21) volume, the last one ragged: three per axis,
+#: and blocks of unequal sizes per axis (two along z and y, three along x).
+SPLITS = [(4, 8, 8), (8, 12, 8)]
+
+
+@pytest.mark.parametrize("block", SPLITS)
+@pytest.mark.parametrize("face", [(0, 0, 0), (4, 4, 4), (12, 12, 12), (28, 28, 28), (0, 8, 20)])
+def test_blocks_equal_the_whole_volume_for_any_face_padding(volume, face, block):
+    """Interior borders keep the full halo, the faces only `face`: blockwise still equals G on the
+    volume reflect-padded by `face`, at block borders and faces alike."""
+    halo = halo_voxels(GENERATOR)
+    expected = reference_output(volume, tiny_generator(), face)
+    np.testing.assert_allclose(blockwise(volume, halo, block, face), expected, rtol=0, atol=TOLERANCE)
+
+
+def test_face_padding_reaches_g_at_the_faces(volume, reference):
+    """No padding and the full halo differ at the faces (where G's zero padding meets the stack
+    or mirrored data), so the parameter does reach G; a padding past the halo changes nothing."""
+    halo = halo_voxels(GENERATOR)
+    bare = blockwise(volume, halo, (4, 8, 8), face=(0, 0, 0))
+    for face in ([slice(0, 1), ...], [..., slice(-1, None)], [slice(None), slice(0, 1)]):
+        assert np.abs(bare[tuple(face)] - reference[tuple(face)]).max() > 10 * TOLERANCE  # far above rounding
+    wider = reference_output(volume, tiny_generator(), (36, 32, 40))
+    np.testing.assert_allclose(wider, reference, rtol=0, atol=TOLERANCE)
+
+
+def test_face_padding_is_rounded_to_the_pooling_grid_and_capped_at_the_halo():
+    assert face_padding_voxels(GENERATOR, (0, 5, 100)) == (0, 8, 28)
+    assert face_padding_voxels(GENERATOR, (4, 4, 4)) == (4, 4, 4)
+    assert face_padding_voxels(GENERATOR) == tuple(min(_default_face(), 28) for _ in range(3))
+    assert face_padding_voxels({"depth": 3, "base_channels": 8}, (8, 16, 0)) == (8, 16, 0)
+
+
+def _default_face() -> int:
+    """DEFAULT_FACE_PADDING_VOXELS rounded up to the tiny G's pooling grid."""
+    return -(-infer.DEFAULT_FACE_PADDING_VOXELS // 4) * 4
+
+
+def test_blocks_read_the_halo_between_them_and_the_face_padding_at_the_faces():
+    """Coordinates on the padded axis. An axis of 21 with blocks of 8, a halo of 28 and a face
+    padding of 4: every block reads all of the padded 29 voxels."""
+    blocks = axis_blocks(21, 8, 28, 4)
+    assert [(a.start, a.stop) for a in blocks] == [(4, 12), (12, 20), (20, 25)]
+    assert [(a.read_start, a.read_stop, a.crop) for a in blocks] == [(0, 29, slice(4, 12)), (0, 29, slice(12, 20)),
+                                                                      (0, 29, slice(20, 25))]  # fmt: skip
+    blocks = axis_blocks(100, 8, 12, 4)  # a halo of 12 between blocks, 4 at the faces
+    assert blocks[0] == (4, 12, 0, 24) and blocks[0].crop == slice(4, 12)
+    assert blocks[5] == (44, 52, 32, 64) and blocks[5].crop == slice(12, 20)
+    assert blocks[-1] == (100, 104, 88, 108) and blocks[-1].crop == slice(12, 16)
 
 
 def test_reflect_pad_matches_numpy_even_past_the_axis_length():
@@ -102,6 +157,16 @@ def test_blocks_are_whole_chunks_and_pooling_cells():
     assert block_layout((10, 100, 300), GENERATOR) == ((12, 100, 384), (12, 100, 128))
     assert block_layout((32, 200, 128), GENERATOR) == ((32, 256, 128), (32, 128, 128))
     assert block_layout((6, 10, 128), GENERATOR) == ((8, 12, 128), (8, 12, 128))
+
+
+def test_face_padding_config_takes_one_number_or_three():
+    assert parse_inference_config({}).face_padding_voxels is None
+    assert parse_inference_config({"face_padding_voxels": 16}).face_padding_voxels == (16, 16, 16)
+    assert parse_inference_config({"face_padding_voxels": [0, 8, 16]}).face_padding_voxels == (0, 8, 16)
+    with pytest.raises(CycledeconError, match=r"deconvolve.face_padding_voxels: invalid value \(8, -8, 8\)"):
+        parse_inference_config({"face_padding_voxels": [8, -8, 8]})
+    with pytest.raises(CycledeconError, match="deconvolve.face_padding_voxels: expected a list of 3"):
+        parse_inference_config({"face_padding_voxels": True})
 
 
 def test_config_names_an_unknown_or_bad_key():
@@ -162,6 +227,26 @@ def test_a_larger_budget_never_gives_a_smaller_block():
     assert blocks[0] == (4, 4, 4) and blocks[-1] == (64, 384, 384)
 
 
+@pytest.mark.parametrize("face", [(0, 0, 0), (4, 8, 12), (28, 28, 28)])
+@pytest.mark.parametrize("block", [(4, 8, 8), (8, 12, 8), (12, 20, 24)])
+def test_the_memory_estimate_counts_the_largest_input_g_gets(volume, face, block):
+    """Face blocks read less than interior ones: the estimate takes the largest input actually
+    given to G, whatever the face padding (with the full halo at the faces: the block plus 2 halos)."""
+    shapes = []
+    predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "fp32")
+    predictor.generator = lambda batch: (shapes.append(tuple(batch.shape[2:])), batch)[1]
+    out = deconvolve_lazy(da.from_array(volume), predictor, block, 1, halo_voxels(GENERATOR), face)
+    with dask.config.set(scheduler="synchronous"):
+        np.testing.assert_array_equal(out.compute(), volume)  # an identity G: crops put every voxel back
+    largest = tuple(max(s[axis] for s in shapes) for axis in range(3))
+    assert math.prod(largest) in {math.prod(s) for s in shapes}  # one block is the largest on every axis
+    per_voxel = infer.activation_bytes_per_voxel(GENERATOR, False) + infer.BUFFER_BYTES
+    estimate = block_peak_bytes(block, volume.shape, GENERATOR, False, face_padding=face)
+    assert estimate == pytest.approx(infer.FIXED_BYTES + math.prod(largest) * per_voxel)
+    if face == (28, 28, 28):
+        assert largest == tuple(min(b, n) + 56 for b, n in zip(block, volume.shape))
+
+
 def test_a_budget_below_the_smallest_block_is_one_clear_error(tmp_path, files):
     memory_gb = budget_gb((4, 4, 4), (12, 40, 44)) / 2
     out = tmp_path / "out.ome.zarr"
@@ -174,12 +259,13 @@ def test_a_budget_below_the_smallest_block_is_one_clear_error(tmp_path, files):
     assert not out.exists()
 
 
-def test_blocks_chosen_for_a_budget_equal_the_whole_volume(volume, reference):
+def test_blocks_chosen_for_a_budget_equal_the_whole_volume(volume):
     memory_gb = (budget_gb((4, 4, 4), volume.shape) + budget_gb(volume.shape, volume.shape)) / 2
     block = block_for_budget(volume.shape, GENERATOR, memory_gb, bf16=False)
     assert block == (12, 12, 8)  # several blocks along y and x, one along z
-    out = blockwise(volume, halo_voxels(GENERATOR), block)
-    np.testing.assert_allclose(out, reference, rtol=0, atol=TOLERANCE)
+    face = face_padding_voxels(GENERATOR)  # the default, as the budget assumed it
+    out = blockwise(volume, halo_voxels(GENERATOR), block, face)
+    np.testing.assert_allclose(out, reference_output(volume, tiny_generator(), face), rtol=0, atol=TOLERANCE)
 
 
 def test_budget_and_the_block_chosen_for_it_are_recorded_and_logged(tmp_path, files, caplog):
@@ -239,6 +325,7 @@ def test_output_is_an_ome_zarr_with_voxel_size_and_model_identity(files):
     assert len(record["train_config_sha256"]) == 64
     assert record["cycledecon_version"]
     assert record["halo_voxels"] == [28, 28, 28]
+    assert record["face_padding_voxels"] == list(face_padding_voxels(GENERATOR))
     assert record["precision"] == "fp32"
 
 
@@ -365,7 +452,7 @@ def test_normalized_units_reproduce_the_networks_own_output(tmp_path, files):
                           {**TWO_BLOCKS, "units": "normalized"}, progress=False)  # fmt: skip
     data, _, attrs = read_ome_zarr(out)
     normalized, _ = normalize_array(files["raw"], VOXEL, NORMALIZATION)
-    expected = reference_output(normalized, tiny_generator(), halo_voxels(GENERATOR))
+    expected = reference_output(normalized, tiny_generator(), face_padding_voxels(GENERATOR))
     np.testing.assert_allclose(data.compute(), expected, rtol=0, atol=TOLERANCE)
     assert expected.min() < 0  # the old output's negatives are kept in normalized units
     intensity = attrs["deconvolution"]["intensity"]
@@ -551,23 +638,23 @@ def test_fp32_runs_the_network_exactly_as_before(volume):
     batch, no autocast, weights in their default layout; bit for bit."""
     halo = halo_voxels(GENERATOR)
     block = np.pad(volume[:4, :8, :8], [(h, h) for h in halo], mode="reflect")
-    predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "fp32", halo)
+    predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "fp32")
     assert not predictor.precision.bf16
     with torch.inference_mode():
         before = tiny_generator()(torch.from_numpy(block)[None, None])[0, 0].numpy()
     (out,) = predictor([block])
-    np.testing.assert_array_equal(out, before[tuple(slice(h, -h) for h in halo)])
+    np.testing.assert_array_equal(out, before)
 
 
 def test_bf16_puts_the_weights_channels_last_and_returns_float32(volume):
     halo = halo_voxels(GENERATOR)
-    predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "bf16", halo)
+    predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "bf16")
     convs = [m for m in predictor.generator.modules() if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last_3d) for c in convs)
     assert not convs[0].weight.is_contiguous()
     block = np.pad(volume[:4, :8, :8], [(h, h) for h in halo], mode="reflect")
     (out,) = predictor([block])
-    assert out.dtype == np.float32 and out.shape == (4, 8, 8)
+    assert out.dtype == np.float32 and out.shape == block.shape
 
 
 @pytest.fixture(scope="module")
@@ -593,8 +680,9 @@ def trained(tmp_path_factory):
 def trained_output(model, stack: np.ndarray, precision: str) -> np.ndarray:
     generator, metadata = load_model(model, "cpu")
     assert metadata["steps"] == 40
-    predictor = BlockPredictor(generator, torch.device("cpu"), precision, halo_voxels(metadata["generator"]))
-    out = deconvolve_lazy(da.from_array(stack, chunks=(8, 16, 16)), predictor, (16, 32, 32), batch_size=1)
+    predictor = BlockPredictor(generator, torch.device("cpu"), precision)
+    halo = halo_voxels(metadata["generator"])
+    out = deconvolve_lazy(da.from_array(stack, chunks=(8, 16, 16)), predictor, (16, 32, 32), 1, halo, halo)
     with dask.config.set(scheduler="synchronous"):
         return out.compute()
 

@@ -2,19 +2,20 @@
 
 How blocks stay seam-free
 -------------------------
-The volume is reflect-padded lazily by a halo ``h`` on every side (numpy/torch ``reflect``: the
-edge voxel is not repeated). Output blocks of ``block_size`` tile the *unpadded* volume; each block
-reads its region plus ``h`` on every side from the padded volume, runs G, and keeps the centre.
-The reference this reproduces is G applied once to the whole padded volume, cropped back
-(`reference_output`):
+The volume is reflect-padded lazily by a face padding ``e`` on every side (numpy/torch
+``reflect``: the edge voxel is not repeated). Output blocks of ``block_size`` tile the *unpadded*
+volume; each block reads its region plus a halo ``h`` on every side, clipped to the padded volume,
+runs G, and keeps its region. The reference this reproduces is G applied once to the whole padded
+volume, cropped back (`reference_output`):
 
-* ``h`` is at least G's receptive-field radius, so a kept voxel never sees the block's own edge
-  (where G zero-pads its convolutions) — only voxels it would also see in the whole volume.
-* The block size is a multiple of ``2**depth``, so every block's input starts on the same
-  max-pooling grid as the padded whole volume; a block cut off the grid would pool different
-  voxel pairs and differ everywhere, not just at its edges. ``h`` is a multiple of ``2**depth``
-  too, so that grid is also G's grid on the unpadded volume: away from the volume's faces the
-  output equals G applied to the stack without any padding.
+* A side of a block's input clipped to the padded volume (a face side) ends where the reference's
+  tensor ends, with the same voxels, so G zero-pads its convolutions there as in the whole run.
+* Any other side lies ``h`` beyond the kept region, and ``h`` is at least G's receptive-field
+  radius: a kept voxel never sees that edge, only padded-volume voxels it also sees in the whole run.
+* Block size, ``h`` and ``e`` are multiples of ``2**depth``, so every block's input starts on the
+  max-pooling grid of the padded volume; a block cut off the grid would pool different voxel pairs
+  and differ everywhere, not just at its edges. As ``e`` is a multiple too, that grid is also G's
+  grid on the unpadded volume.
 * The last block along an axis ends exactly where the padded volume ends, so G's internal
   high-end reflect padding (to a multiple of ``2**depth``) and its convolution zero padding sit
   at the same place, with the same content, as in the whole-volume run.
@@ -25,14 +26,20 @@ at block borders and at the volume's outer faces alike; no overlap blending is n
 round differently. With ``norm: instance`` every tile is normalized by its own statistics and this
 guarantee is lost.
 
+The halo is what keeps blocks from seeing each other's edges; ``e`` only defines the output at the
+volume's faces (how much mirrored context G gets there before its own zero padding), and it costs
+G work on every face block. Any ``e`` from 0 up is seam-free; from ``h`` up the output no longer
+changes (a kept voxel never reaches further), so `face_padding_voxels` caps it there. The default
+is DEFAULT_FACE_PADDING_VOXELS.
+
 Any block that keeps these rules is seam-free, so its size only trades memory for speed: each block
 recomputes its halo, and larger blocks waste less of that work. Unless ``deconvolve.block_size`` is
 given, `block_for_budget` takes the largest such block whose estimated peak memory
 (`block_peak_bytes`) fits ``deconvolve.memory_gb``.
 
-Blocks of equal shape are batched into one forward pass (``batch_size``); the blocks form a lazy
-dask array that `write_ome_zarr` streams chunk by chunk (pyramid included), so memory is bounded
-by a few blocks, not by the volume. All tasks run on dask's synchronous scheduler: one thread owns the model (loaded
+Blocks whose inputs have equal shapes are batched into one forward pass (``batch_size``); the
+blocks form a lazy dask array that `write_ome_zarr` streams chunk by chunk (pyramid included), so
+memory is bounded by a few blocks, not by the volume. All tasks run on dask's synchronous scheduler: one thread owns the model (loaded
 once per process) and torch gets the rule's threads for its own intra-op parallelism.
 """
 
@@ -45,7 +52,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask
 import dask.array as da
@@ -56,7 +63,13 @@ from tqdm.auto import tqdm
 
 import cycledecon
 from cycledecon.errors import CycledeconError
-from cycledecon.infer_config import DEFAULT_UINT16_SCALE, MEMORY_CAP_GB, InferenceConfig, parse_inference_config
+from cycledecon.infer_config import (
+    DEFAULT_FACE_PADDING_VOXELS,
+    DEFAULT_UINT16_SCALE,
+    MEMORY_CAP_GB,
+    InferenceConfig,
+    parse_inference_config,
+)
 from cycledecon.io import (
     DEFAULT_CHUNKS,
     check_output,
@@ -110,6 +123,45 @@ def halo_voxels(generator_config: Mapping[str, Any]) -> tuple[int, int, int]:
     return tuple(_round_up(r, multiple) for r in receptive_field(generator_config))
 
 
+def face_padding_voxels(
+    generator_config: Mapping[str, Any], requested: Sequence[int] | None = None
+) -> tuple[int, int, int]:
+    """Per-axis reflect padding at the volume's faces: `requested` (None: DEFAULT_FACE_PADDING_VOXELS)
+    rounded up to a multiple of 2**depth, at most the halo (wider padding gives the same output)."""
+    multiple = 2 ** parse_generator_config(generator_config).depth
+    wanted = (DEFAULT_FACE_PADDING_VOXELS,) * 3 if requested is None else requested
+    return tuple(min(_round_up(w, multiple), h) for w, h in zip(wanted, halo_voxels(generator_config)))
+
+
+class AxisBlock(NamedTuple):
+    """One block along one axis, in the coordinates of the axis reflect-padded by the face padding:
+    the output range it keeps, [start, stop), and the range it reads, [read_start, read_stop)."""
+
+    start: int
+    stop: int
+    read_start: int
+    read_stop: int
+
+    @property
+    def extent(self) -> int:
+        """Voxels G computes along this axis for the block."""
+        return self.read_stop - self.read_start
+
+    @property
+    def crop(self) -> slice:
+        """The kept range within G's output on what the block read."""
+        return slice(self.start - self.read_start, self.stop - self.read_start)
+
+
+def axis_blocks(length: int, block: int, halo: int, face: int) -> list[AxisBlock]:
+    """Blocks of `block` voxels along an axis of `length`, padded by `face` at both ends: each reads
+    its range plus `halo` on both sides, clipped to the padded axis (see the module docstring)."""
+    return [
+        AxisBlock(start + face, stop + face, max(start - halo, -face) + face, min(stop + halo, length + face) + face)
+        for start, stop in _block_ranges(length, block)
+    ]
+
+
 def block_layout(
     block_size: Sequence[int], generator_config: Mapping[str, Any]
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -148,22 +200,34 @@ def activation_bytes_per_voxel(generator_config: Mapping[str, Any], bf16: bool) 
 
 
 def block_peak_bytes(
-    block: Sequence[int], shape: Sequence[int], generator_config: Mapping[str, Any], bf16: bool, batch_size: int = 1
+    block: Sequence[int],
+    shape: Sequence[int],
+    generator_config: Mapping[str, Any],
+    bf16: bool,
+    batch_size: int = 1,
+    face_padding: Sequence[int] | None = None,
 ) -> float:
     """Estimated peak memory of one batch of blocks of `block` output voxels in a volume of `shape`.
 
-    Per voxel of the largest halo'd block (the block clipped to the volume, plus the halo on
-    every side): G's activations and the pipeline's float32 buffers (BUFFER_BYTES), times the
-    batch; plus G's fixed workspace (FIXED_BYTES), which does not grow with the block.
+    Per voxel of the largest input G gets (per axis, the longest a block reads: its region plus
+    the halo, clipped to the volume padded by `face_padding`, as in `face_padding_voxels`): G's
+    activations and the pipeline's float32 buffers (BUFFER_BYTES), times the batch; plus G's fixed
+    workspace (FIXED_BYTES), which does not grow with the block.
     """
     halo = halo_voxels(generator_config)
-    voxels = math.prod(min(b, n) + 2 * h for b, n, h in zip(block, shape, halo))
+    face = face_padding_voxels(generator_config, face_padding)
+    voxels = math.prod(max(a.extent for a in axis_blocks(n, b, h, e)) for b, n, h, e in zip(block, shape, halo, face))
     per_voxel = activation_bytes_per_voxel(generator_config, bf16) + BUFFER_BYTES
     return FIXED_BYTES + batch_size * voxels * per_voxel
 
 
 def block_for_budget(
-    shape: Sequence[int], generator_config: Mapping[str, Any], memory_gb: float, bf16: bool, batch_size: int = 1
+    shape: Sequence[int],
+    generator_config: Mapping[str, Any],
+    memory_gb: float,
+    bf16: bool,
+    batch_size: int = 1,
+    face_padding: Sequence[int] | None = None,
 ) -> tuple[int, int, int]:
     """The largest valid block (see `block_layout`) whose `block_peak_bytes` fits `memory_gb` GiB.
 
@@ -173,21 +237,23 @@ def block_for_budget(
     lower its number of blocks (`_axis_sizes`), so a block is never larger than the volume needs.
     """
     config = parse_generator_config(generator_config)
-    halo = halo_voxels(config)
+    halo, face = halo_voxels(config), face_padding_voxels(config, face_padding)
     sizes = [_axis_sizes(n, c, 2**config.depth) for n, c in zip(shape, DEFAULT_CHUNKS)]
     index = [0, 0, 0]
 
     def peak(at: Sequence[int]) -> float:
-        return block_peak_bytes([s[i] for s, i in zip(sizes, at)], shape, config, bf16, batch_size)
+        return block_peak_bytes([s[i] for s, i in zip(sizes, at)], shape, config, bf16, batch_size, face)
 
     if peak(index) > memory_gb * GIB:
         smallest = [s[0] for s in sizes]
         raise CycledeconError(
             f"deconvolve.memory_gb: {memory_gb:.3g} GiB is too small; the smallest block, {smallest} voxels "
-            f"plus a halo of {list(halo)} (batch_size {batch_size}), needs an estimated {peak(index) / GIB:.2f} GiB"
+            f"plus a halo of {list(halo)} (face padding {list(face)}, batch_size {batch_size}), needs an estimated "
+            f"{peak(index) / GIB:.2f} GiB"
         )
     while growable := [a for a in range(3) if index[a] + 1 < len(sizes[a])]:
-        axis = max(growable, key=lambda a: _step_gain(shape[a], halo[a], sizes[a][index[a]], sizes[a][index[a] + 1]))
+        axis = max(growable, key=lambda a: _step_gain(shape[a], halo[a], face[a], sizes[a][index[a]],
+                                                      sizes[a][index[a] + 1]))  # fmt: skip
         grown = [i + (a == axis) for a, i in enumerate(index)]
         if peak(grown) > memory_gb * GIB:
             break
@@ -205,11 +271,15 @@ def _axis_sizes(length: int, default_chunk: int, multiple: int) -> list[int]:
     return sorted(set(by_count.values()))
 
 
-def _step_gain(length: int, halo: int, size: int, grown: int) -> float:
+def _step_gain(length: int, halo: int, face: int, size: int, grown: int) -> float:
     """Halo work saved per memory spent when an axis grows from blocks of `size` to `grown`: the log
-    ratio of the voxels computed along it (length + 2·halo per block) over that of the halo'd extent."""
-    work, new_work = (length + -(-length // b) * 2 * halo for b in (size, grown))
-    extent, new_extent = (min(b, length) + 2 * halo for b in (size, grown))
+    ratio of the voxels computed along it (every block's read extent, `axis_blocks`) over that of
+    the longest extent; infinite where the longest extent does not grow."""
+    before, after = (axis_blocks(length, b, halo, face) for b in (size, grown))
+    extent, new_extent = (max(a.extent for a in blocks) for blocks in (before, after))
+    if new_extent <= extent:
+        return math.inf
+    work, new_work = (sum(a.extent for a in blocks) for blocks in (before, after))
     return math.log(work / new_work) / math.log(new_extent / extent)
 
 
@@ -262,13 +332,14 @@ def choose_block(
     if config.block_size is not None:
         return (*block_layout(config.block_size, generator_config), None)
     budget = config.memory_gb or default_memory_gb(device)
-    block = block_for_budget(shape, generator_config, budget, precision.bf16, config.batch_size)
+    block = block_for_budget(shape, generator_config, budget, precision.bf16, config.batch_size,
+                             config.face_padding_voxels)  # fmt: skip
     return (*block_layout(block, generator_config), round(budget, 3))
 
 
 # --------------------------------------------------------------------------------------- predictor
 class BlockPredictor:
-    """G on one device: runs batches of halo'd blocks and returns their halo-trimmed centres.
+    """G on one device: runs batches of equal-shaped blocks and returns G's output on each.
 
     `precision` (a Precision, or a choice for `resolve_precision`) sets autocast and the memory
     layout; G's weights are moved to that layout here, in place. Outputs are float32 either way.
@@ -279,25 +350,22 @@ class BlockPredictor:
         generator: nn.Module,
         device: torch.device,
         precision: Precision | str,
-        halo: Sequence[int],
         on_batch: Callable[[int], Any] | None = None,
     ) -> None:
         self.device = device
         self.precision = precision if isinstance(precision, Precision) else resolve_precision(precision, device)
         self.generator = self.precision.prepare(generator)
-        self.halo = tuple(halo)
         self.on_batch = on_batch  # told the number of blocks done, e.g. a progress bar's update
 
     def __call__(self, blocks: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """One forward pass over equal-shaped (z, y, x) blocks that include the halo."""
+        """One forward pass over equal-shaped (z, y, x) blocks, each as read (halo included)."""
         batch = torch.from_numpy(np.stack(blocks).astype(np.float32, copy=False))[:, None]
         with torch.inference_mode(), self.precision.autocast(self.device):
             out = self.generator(self.precision.layout(batch.to(self.device)))
         out = out[:, 0].float().cpu().contiguous().numpy()
-        centre = tuple(slice(h, n - h) for h, n in zip(self.halo, out.shape[1:]))
         if self.on_batch is not None:
             self.on_batch(len(blocks))
-        return [o[centre] for o in out]
+        return list(out)
 
     def __dask_tokenize__(self) -> tuple[str, int]:
         # one predictor per run: its identity, not its weights (dask would otherwise pickle G)
@@ -305,42 +373,54 @@ class BlockPredictor:
 
 
 def deconvolve_lazy(
-    data: da.Array, predictor: BlockPredictor, block_size: Sequence[int], batch_size: int
+    data: da.Array,
+    predictor: BlockPredictor,
+    block_size: Sequence[int],
+    batch_size: int,
+    halo: Sequence[int],
+    face_padding: Sequence[int],
 ) -> da.Array:
-    """G over a (z, y, x) volume as a lazy float32 dask array chunked by `block_size`."""
-    halo = predictor.halo
-    padded = reflect_pad(data.astype(np.float32), halo)
-    ranges = [_block_ranges(n, b) for n, b in zip(data.shape, block_size)]
-    outputs = np.empty([len(r) for r in ranges], dtype=object)
-    for number, group in enumerate(_batches(ranges, batch_size)):
-        key = f"cycledecon-infer-batch-{number}-{dask.base.tokenize(data.name, halo, group)}"
-        inputs = [padded[tuple(slice(r[i][0], r[i][1] + 2 * h) for r, i, h in zip(ranges, index, halo))]
+    """G over a (z, y, x) volume as a lazy float32 dask array chunked by `block_size`: the volume
+    reflect-padded by `face_padding`, each block read with `halo` (see the module docstring)."""
+    padded = reflect_pad(data.astype(np.float32), face_padding)
+    axes = [axis_blocks(n, b, h, e) for n, b, h, e in zip(data.shape, block_size, halo, face_padding)]
+    outputs = np.empty([len(a) for a in axes], dtype=object)
+    token = dask.base.tokenize(data.name, predictor, tuple(block_size), tuple(halo), tuple(face_padding))
+    for number, group in enumerate(_batches(axes, batch_size)):
+        inputs = [padded[tuple(slice(a[i].read_start, a[i].read_stop) for a, i in zip(axes, index))]
                   for index in group]  # fmt: skip
-        task = dask.delayed(predictor, pure=True)(inputs, dask_key_name=key)
+        crops = [tuple(a[i].crop for a, i in zip(axes, index)) for index in group]
+        task = dask.delayed(_predict_kept, pure=True)(predictor, inputs, crops,
+                                                      dask_key_name=f"cycledecon-infer-batch-{number}-{token}")
         for k, index in enumerate(group):
-            outputs[index] = da.from_delayed(task[k], _block_shape(ranges, index), dtype=np.float32)
+            shape = tuple(a[i].stop - a[i].start for a, i in zip(axes, index))
+            outputs[index] = da.from_delayed(task[k], shape, dtype=np.float32)
     return da.block(outputs.tolist())
 
 
-def _block_shape(ranges: Sequence[list[tuple[int, int]]], index: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(r[i][1] - r[i][0] for r, i in zip(ranges, index))
+def _predict_kept(
+    predictor: BlockPredictor, inputs: Sequence[np.ndarray], crops: Sequence[tuple[slice, ...]]
+) -> list[np.ndarray]:
+    """G on one batch of blocks as read, each cut back to the region it keeps."""
+    return [out[crop] for out, crop in zip(predictor(inputs), crops)]
 
 
-def _batches(ranges: Sequence[list[tuple[int, int]]], batch_size: int) -> list[list[tuple[int, ...]]]:
-    """Block indices grouped by block shape (one forward pass needs equal shapes), at most
+def _batches(axes: Sequence[list[AxisBlock]], batch_size: int) -> list[list[tuple[int, ...]]]:
+    """Block indices grouped by the shape G gets (one forward pass needs equal shapes), at most
     `batch_size` per group, in scan order so that a batch holds neighbours."""
     by_shape: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
-    for index in np.ndindex(*(len(r) for r in ranges)):
-        by_shape.setdefault(_block_shape(ranges, index), []).append(index)
+    for index in np.ndindex(*(len(a) for a in axes)):
+        by_shape.setdefault(tuple(a[i].extent for a, i in zip(axes, index)), []).append(index)
     return [members[i : i + batch_size] for members in by_shape.values() for i in range(0, len(members), batch_size)]
 
 
-def reference_output(volume: np.ndarray, generator: nn.Module, halo: Sequence[int]) -> np.ndarray:
-    """G on the whole reflect-padded volume in one pass, cropped: what blockwise output equals."""
-    padded = np.pad(volume.astype(np.float32), [(h, h) for h in halo], mode="reflect")
+def reference_output(volume: np.ndarray, generator: nn.Module, face_padding: Sequence[int]) -> np.ndarray:
+    """G in one pass on the whole volume reflect-padded by `face_padding`, cropped: what blockwise
+    output with that face padding equals."""
+    padded = np.pad(volume.astype(np.float32), [(e, e) for e in face_padding], mode="reflect")
     with torch.inference_mode():
         out = generator(torch.from_numpy(padded)[None, None])[0, 0].numpy()
-    return out[tuple(slice(h, h + n) for h, n in zip(halo, volume.shape))]
+    return out[tuple(slice(e, e + n) for e, n in zip(face_padding, volume.shape))]
 
 
 # ------------------------------------------------------------------------------------------ device
@@ -641,13 +721,14 @@ def deconvolve_file(
         log.warning("instance-norm model: each block is normalized by its own statistics; seams may show")
 
     halo = halo_voxels(metadata["generator"])
+    face = face_padding_voxels(metadata["generator"], config.face_padding_voxels)
     block, chunks, budget = choose_block(config, data.shape, metadata["generator"], device, precision)
-    peak = block_peak_bytes(block, data.shape, metadata["generator"], precision.bf16, config.batch_size)
+    peak = block_peak_bytes(block, data.shape, metadata["generator"], precision.bf16, config.batch_size, face)
     blocks = math.prod(-(-n // b) for n, b in zip(data.shape, block))
-    log.info("deconvolving %s %s on %s (%s): %d blocks of %s (%s), halo %s, estimated peak %.2f GiB",
-             input_path, data.shape, device, precision.name, blocks, block,
+    log.info("deconvolving %s %s on %s (%s): %d blocks of %s (%s), halo %s, face padding %s, "
+             "estimated peak %.2f GiB", input_path, data.shape, device, precision.name, blocks, block,
              "deconvolve.block_size" if budget is None else f"for a budget of {budget:.2f} GiB",
-             halo, peak / GIB)  # fmt: skip
+             halo, face, peak / GIB)  # fmt: skip
     inverse, intensity = output_units(config.units, normalization)
     scale = uint16_scale(config, intensity["units"], inverse)
     clip_negative = intensity["units"] == "input" or scale is not None
@@ -658,7 +739,8 @@ def deconvolve_file(
                      uint16_scale=scale, clipped_voxels=tally.counts)  # fmt: skip
     record = {
         **model_identity(model_path, metadata),
-        "device": str(device), "precision": precision.name, "halo_voxels": list(halo), "block_size": list(block),
+        "device": str(device), "precision": precision.name, "halo_voxels": list(halo),
+        "face_padding_voxels": list(face), "block_size": list(block),
         "memory_gb": budget, "estimated_peak_gb": round(peak / GIB, 3),
         "boundary": "reflect", "output_dtype": config.output_dtype, "uint16_scale": scale, "intensity": intensity,
     }  # fmt: skip
@@ -666,9 +748,9 @@ def deconvolve_file(
     with tqdm(total=blocks, unit="block", desc="deconvolve", disable=not progress) as bar, \
             torch_threads(config.threads or threads or torch.get_num_threads()), \
             dask.config.set(scheduler="synchronous"):  # fmt: skip
-        predictor = BlockPredictor(generator, device, precision, halo, on_batch=bar.update)
-        volume = to_output(deconvolve_lazy(data, predictor, block, config.batch_size), inverse, clip_negative,
-                           scale, tally)  # fmt: skip
+        predictor = BlockPredictor(generator, device, precision, on_batch=bar.update)
+        volume = to_output(deconvolve_lazy(data, predictor, block, config.batch_size, halo, face), inverse,
+                           clip_negative, scale, tally)  # fmt: skip
         written = write_ome_zarr(volume, output_path, voxel_size, out_attrs, chunks, overwrite=overwrite,
                                  name=input_name(input_path, attrs), ngff_version=config.ngff_version)  # fmt: skip
     report_clipping(tally.counts, intensity)

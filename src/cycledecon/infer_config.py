@@ -26,6 +26,8 @@ DEFAULT_UINT16_SCALE = {"input": 1.0, "normalized": 10000.0}
 PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
 #: The most GiB the default block budget takes (cycledecon.infer.default_memory_gb).
 MEMORY_CAP_GB = 16.0
+#: deconvolve.face_padding_voxels when unset, per axis (cycledecon.infer.face_padding_voxels).
+DEFAULT_FACE_PADDING_VOXELS = 64
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,11 @@ class InferenceConfig:
         `block_peak_bytes`), used to choose the block. Default (null): `default_memory_gb`, half
         the memory free on the device (host MemAvailable, or free GPU memory), at most
         MEMORY_CAP_GB.
+    face_padding_voxels: (z, y, x) voxels of reflect padding at the volume's outer faces, or one
+        number for all three axes; rounded up to a multiple of 2**depth, at most the halo (more
+        gives the same output). Blocks always read the full halo from each other; this only sets
+        how much mirrored context G gets at the stack's faces, and face blocks cost G less work the
+        smaller it is. Default (null): DEFAULT_FACE_PADDING_VOXELS.
     batch_size: blocks of equal shape per forward pass (helps a GPU with small blocks).
     device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     precision: ``auto`` (bf16 autocast with channels-last where the CPU or GPU runs bf16
@@ -64,6 +71,7 @@ class InferenceConfig:
 
     block_size: tuple[int, int, int] | None = None
     memory_gb: float | None = None
+    face_padding_voxels: tuple[int, int, int] | None = None
     batch_size: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -83,12 +91,15 @@ def parse_inference_config(
     section = dict(section or {})
     if isinstance(section.get("precision"), str) and section["precision"] in PRECISION_ALIASES:
         section["precision"] = PRECISION_ALIASES[section["precision"]]
+    if isinstance(section.get("face_padding_voxels"), int) and not isinstance(section["face_padding_voxels"], bool):
+        section["face_padding_voxels"] = [section["face_padding_voxels"]] * 3
     if isinstance(section.get("ngff_version"), float):
         section["ngff_version"] = str(section["ngff_version"])
     config = parse_section(InferenceConfig, section, prefix)
     checks = [
         ("block_size", config.block_size is None or all(b >= 1 for b in config.block_size)),
         ("memory_gb", config.memory_gb is None or config.memory_gb > 0),
+        ("face_padding_voxels", config.face_padding_voxels is None or min(config.face_padding_voxels) >= 0),
         ("batch_size", config.batch_size >= 1),
         ("uint16_scale", config.uint16_scale is None or config.uint16_scale > 0),
         ("threads", config.threads is None or config.threads >= 1),
