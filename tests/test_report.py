@@ -4,6 +4,8 @@ an HTML page with the tables."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -111,3 +113,15 @@ def test_summary_page_shows_warning_and_tables(tmp_path):
     top = text.split("## Campaign")[0]
     assert top.count("**Warning (demo):**") == 3 and "collapsed towards a point" in top
     assert "| RL | 31 | ≤ 0.46 | 2.5 |" in text
+
+
+def test_summary_warnings_are_logged(tmp_path, caplog):
+    """The rule's log holds the summary's warnings too, not only the page; no warning, nothing logged."""
+    for name, gains in (("calm", [1.2, 1.1]), ("noisy", [1.58, 1.2])):
+        with_network(gains).to_csv(tmp_path / f"{name}.csv", index=False)
+        psf(0.226).to_csv(tmp_path / f"{name}_psf.csv", index=False)
+    with caplog.at_level(logging.WARNING, logger="cycledecon.report"):
+        write_summary([tmp_path / "calm.csv", tmp_path / "noisy.csv"],
+                      [tmp_path / "calm_psf.csv", tmp_path / "noisy_psf.csv"], tmp_path / "summary.md")  # fmt: skip
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert logged.startswith("campaign noisy: The network's noise/artefact gain") and "sample a: 1.58" in logged

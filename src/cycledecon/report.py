@@ -5,13 +5,15 @@ Both say what each number means, report an FRC value that sits on its floor as "
 period the voxel size lets it measure, not a measurement), and open with warnings: a learned PSF that
 fails its sanity checks (cycledecon.psf_sanity: collapsed onto one voxel, narrower than the
 diffraction limit of the sheet's optics, cut short by its support) and a network whose noise/artefact
-gain is above NOISE_GAIN_LIMIT.
+gain is above NOISE_GAIN_LIMIT. write_summary also logs each warning (logger cycledecon.report), so
+the report_summary rule's log holds them.
 """
 
 from __future__ import annotations
 
 import functools
 import html
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,8 @@ from cycledecon.metrics import NOISE_GAIN_LIMIT
 from cycledecon.psf_sanity import COLLAPSE_SHARE, SUB_DIFFRACTION_MARGIN, diffraction_limits_um, psf_sanity
 from cycledecon.settings import CYCLEDECON
 from cycledecon.voxel import VoxelSize
+
+log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = {
     "psnr_db": "PSNR (dB)",
@@ -306,6 +310,9 @@ def write_summary(
     learned_psfs = learned_psfs or [None] * n
     optics = optics or [None] * n
     campaigns = [load_campaign(*args) for args in zip(metrics_csvs, psf_csvs, learned_psfs, optics)]
+    for campaign in campaigns:
+        for warning in campaign.warnings:
+            log.warning("campaign %s: %s", campaign.name, warning)
     with atomic_path(out) as tmp:
         Path(tmp).write_text(summary_markdown(campaigns))
     if page is not None:
