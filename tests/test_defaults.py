@@ -23,7 +23,7 @@ VOXEL = VoxelSize(*DEMO["voxel_size_um"])
 def default_kernel_shape() -> tuple[int, int, int]:
     """The kernel the default config trains on the demo campaign (optics from the sheet)."""
     margin = context_voxels(parse_patch_config(CONFIG["patches"]), VOXEL)
-    store = PatchStore({}, VOXEL, tuple(CONFIG["patches"]["shape"]), margin, "demo", {}, DEMO["optics"])
+    store = PatchStore({}, {}, VOXEL, tuple(CONFIG["patches"]["shape"]), margin, "demo", {}, DEMO["optics"])
     train = parse_config(CONFIG["train"])
     return kernel_shape(train.psf, store, kernel_room(train, store))
 

@@ -158,6 +158,37 @@ def test_generator_context_feeds_g_the_ring_and_scores_the_patch():
     assert bare.g.shapes == [(8, 16, 16)] and not torch.allclose(ringed, centre_only)
 
 
+def test_ring_past_a_face_is_the_mirror_inference_pads_with():
+    """Where G's ring reaches past the stack (room < ring), it holds the inside reflected at the face,
+    exactly as numpy's reflect padding (inference's) would; where the stack goes on it is untouched."""
+    model = build_model(small_config(generator_context=[2, 3, 3]), gaussian_psf((3, 5, 5), (1.0, 1.5, 1.5)),
+                        margin=(3, 4, 4))
+    ringed = torch.rand(2, 1, 12, 22, 22)  # patch (8, 16, 16) with a (2, 3, 3) ring
+    room = torch.tensor([[[0, 5], [1, 9], [9, 2]], [[9, 9], [9, 9], [9, 9]]])
+    out = model.mirrored_past_faces(ringed, room)
+    # the first patch's ring reaches 2 voxels past the stack before it in z and y, 1 after it in x
+    inside = ringed[0, 0, 2:, 2:, :21].numpy()
+    expected = np.pad(inside, [(2, 0), (2, 0), (0, 1)], mode="reflect")
+    np.testing.assert_array_equal(out[0, 0].numpy(), expected)
+    assert not torch.equal(out[0], ringed[0])
+    assert torch.equal(out[1], ringed[1])  # room on every side: nothing changes
+
+
+def test_generator_losses_use_the_room_to_mirror_the_blurred_ring():
+    config = small_config(generator_context=[1, 2, 2])
+    model = build_model(config, gaussian_psf((3, 5, 5), (1.0, 1.5, 1.5)), margin=(2, 4, 4))
+    model.g = ShapeRecorder()
+    y, x = torch.rand(2, 1, 12, 24, 24), torch.rand(2, 1, 12, 24, 24)
+    far, at_face = torch.full((2, 3, 2), 9), torch.zeros((2, 3, 2), dtype=torch.long)
+    with torch.no_grad():
+        plain = model.generator_losses(y, x, config.loss)[1]["cycle_sharp"]
+        far_terms = model.generator_losses(y, x, config.loss, far)[1]["cycle_sharp"]
+        face_terms = model.generator_losses(y, x, config.loss, at_face)[1]["cycle_sharp"]
+    assert float(far_terms) == pytest.approx(float(plain), rel=1e-6)
+    # the stand-in G mixes its whole input (ring included) into every voxel through its mean
+    assert abs(float(face_terms) - float(plain)) > 1e-5 * float(plain)
+
+
 @pytest.mark.parametrize("distance", ["l1", "l2"])
 def test_sharp_cycle_distance_is_the_configured_one(distance):
     config = small_config(loss={"cycle_sharp_distance": distance})

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from cycledecon.errors import CycledeconError
 from cycledecon.io import read_ome_zarr, write_ome_zarr
-from cycledecon.patches import SampleInput, extract_patches, parse_patch_config
+from cycledecon.patches import ROOM_SUFFIX, SampleInput, extract_patches, parse_patch_config
 from cycledecon.voxel import VoxelSize
 
 VOXEL = VoxelSize(0.5, 0.2, 0.2)
@@ -217,6 +217,29 @@ def test_patches_carry_their_context_margin(campaign, tmp_path):
             expected = (expected - scaling[row.sample]["offset"]) / scaling[row.sample]["scale"]
         np.testing.assert_allclose(group[row.array][row.index], expected, rtol=1e-5, atol=1e-6)
     assert (manifest.z == 0).any() or (manifest.z == SHAPE[0] - 4).any()  # some patches at the edge
+
+
+@pytest.mark.parametrize("fill", ["mirror", "wrap"])
+def test_reference_context_past_the_stack_and_the_room_to_its_faces(tmp_path, fill):
+    """References take `reference_past_faces` past their stack (wrap: the stack's far side, structure
+    the patch does not show), widefield patches stay mirrored; every patch records its distance to
+    its stack's faces, which its manifest origin gives."""
+    rng = np.random.default_rng(4)
+    stacks = {name: rng.random(SHAPE).astype(np.float32) * value for name, value in VALUES.items()}
+    samples = [_write(tmp_path, name, "widefield" if name.startswith("wf") else "reference", volume)
+               for name, volume in stacks.items()]
+    config = CONFIG | {"context_um": [1.0, 1.0, 1.0], "n_val": 0, "min_foreground_fraction": 0.0,
+                       "reference_units": "own", "reference_past_faces": fill}
+    group, manifest = _read(extract_patches(samples, tmp_path / "out", config, "c1", OPTICS))
+    for row in manifest.itertuples():
+        mode = "wrap" if fill == "wrap" and row.domain == "B" else "symmetric"
+        padded = np.pad(stacks[row.sample], [(2, 2), (5, 5), (5, 5)], mode=mode)
+        expected = padded[row.z : row.z + 8, row.y : row.y + 18, row.x : row.x + 18]
+        np.testing.assert_allclose(group[row.array][row.index], expected, rtol=1e-6)
+        room = group[row.array + ROOM_SUFFIX][row.index]
+        origin = (row.z, row.y, row.x)
+        assert room.tolist() == [[o, n - o - p] for o, p, n in zip(origin, CONFIG["shape"], SHAPE)]
+    assert (manifest.z == 0).any() and (manifest.domain == "B").any()
 
 
 def test_context_wider_than_the_stack_mirrors_it(tmp_path):

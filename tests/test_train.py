@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 
 import numpy as np
@@ -18,6 +19,7 @@ from cycledecon.errors import CycledeconError
 from cycledecon.model import kernel_ncc, load_model
 from cycledecon.model.unet import receptive_field
 from cycledecon.noise import NoiseModel
+from cycledecon.patches import ROOM_SUFFIX
 from cycledecon.psf import gaussian_psf
 
 VOXEL = [0.3, 0.1, 0.1]
@@ -287,6 +289,19 @@ def test_generator_context_trains_with_a_kernel_inside_the_margin_less_the_ring(
     assert all(n // 2 <= r for n, r in zip(learned.shape, room))
     _, meta = load_model(tmp_path / "model.pt")
     assert meta["config"]["generator_context"] == [1, 2, 2]
+
+
+def test_ring_mirrored_at_faces_needs_the_room_and_trains_with_it(context_store, tmp_path):
+    config = TINY | {"generator_context": [1, 2, 2], "ring_at_faces": "mirror", "augment": "lateral"}
+    with pytest.raises(CycledeconError, match=r"train\.ring_at_faces.*rerun the patches rule"):
+        training.train(context_store, tmp_path / "without", config)
+    store = shutil.copytree(context_store, tmp_path / "patches.zarr")
+    group = zarr.open_group(str(store), mode="a")
+    for name in ("A_train", "B_train", "A_val", "B_val"):  # every patch at a corner of its stack
+        group.create_array(name + ROOM_SUFFIX, data=np.zeros((group[name].shape[0], 3, 2), np.int32))
+    training.train(store, tmp_path / "with", config)
+    _, meta = load_model(tmp_path / "with" / "model.pt")
+    assert meta["config"]["ring_at_faces"] == "mirror"
 
 
 @pytest.mark.parametrize("ring", [[4, 0, 0], [0, 7, 7]])

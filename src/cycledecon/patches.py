@@ -81,6 +81,10 @@ MIN_TRAIN_SHARE = 0.8
 FOREGROUND_SAMPLE_VOXELS = 2**22
 #: Reference smoothing: the Gaussian is cut at this many σ (scipy's default).
 GAUSSIAN_TRUNCATE = 4.0
+#: Suffix of the arrays that hold each patch's distance to its stack's faces (see `fill_array`): where
+#: G's context ring reaches past the stack, training shows G what inference shows it there.
+ROOM_SUFFIX = "_room"
+
 MANIFEST_COLUMNS = ("array", "index", "domain", "split", "sample", "z", "y", "x",
                     "mean", "p1", "p99", "foreground_fraction", "sample_dz_um", "sample_dy_um",
                     "sample_dx_um")  # fmt: skip
@@ -118,6 +122,10 @@ class PatchConfig:
         references before patches are cut: G learns to give its output the references' fine
         texture, and on widefield stacks that texture is amplified noise; a little smoothing of the
         references trades some sharpness for a quieter background.
+    reference_past_faces: how a reference patch's context is filled where it reaches past its
+        stack: ``mirror`` (the stack mirrored at the face, like widefield patches) or ``wrap`` (the
+        stack's far side), whose structure G cannot see in the patch, as a widefield stack's
+        out-of-stack light comes from structure G cannot see.
     seed: seed of the split and of the positions; the same seed gives the same patches.
     """
 
@@ -133,6 +141,7 @@ class PatchConfig:
     max_tries: int = 50
     reference_units: Literal["widefield", "own"] = "widefield"
     reference_smoothing_voxels: float = 0.0
+    reference_past_faces: Literal["mirror", "wrap"] = "mirror"
     seed: int = 0
 
 
@@ -416,12 +425,13 @@ def sample_region(
         raise CycledeconError(f"{where}: region {'×'.join(map(str, extent))} is smaller than the patch "
                               f"{'×'.join(map(str, config.shape))}; no valid patch position")
     centre = tuple(slice(m, m + p) for m, p in zip(margin, config.shape))
+    fill = config.reference_past_faces if region.stack.sample.role == "reference" else "mirror"
     patches, best, tries = [], 0.0, count * config.max_tries
     for _ in range(tries):
         if len(patches) == count:
             break
         origin = tuple(int(rng.integers(s.start, s.stop - p + 1)) for s, p in zip(region.box, config.shape))
-        patch = read_window(region.stack.data, origin, config.shape, margin)
+        patch = read_window(region.stack.data, origin, config.shape, margin, fill)
         fraction = float(np.mean(patch[centre] > region.stack.level))
         best = max(best, fraction)
         if fraction >= config.min_foreground_fraction:
@@ -436,13 +446,18 @@ def sample_region(
 
 
 def read_window(data: da.Array, origin: tuple[int, ...], shape: tuple[int, ...],
-                margin: tuple[int, ...]) -> np.ndarray:
-    """The patch at `origin` with `margin` voxels around it, mirrored where it leaves the stack."""
+                margin: tuple[int, ...], fill: Literal["mirror", "wrap"] = "mirror") -> np.ndarray:
+    """The patch at `origin` with `margin` voxels around it, mirrored (or wrapped) where it leaves
+    the stack."""
     start = [o - m for o, m in zip(origin, margin)]
     stop = [o + p + m for o, p, m in zip(origin, shape, margin)]
     inside = tuple(slice(max(0, a), min(n, b)) for a, b, n in zip(start, stop, data.shape))
-    block = np.asarray(data[inside].compute(scheduler="synchronous"), dtype=np.float32)
     pad = [(s.start - a, b - s.stop) for s, a, b in zip(inside, start, stop)]
+    if fill == "wrap" and any(p != (0, 0) for p in pad):
+        for axis, (a, b, n) in enumerate(zip(start, stop, data.shape)):
+            data = da.take(data, np.arange(a, b) % n, axis=axis)
+        return np.asarray(data.compute(scheduler="synchronous"), dtype=np.float32)
+    block = np.asarray(data[inside].compute(scheduler="synchronous"), dtype=np.float32)
     return np.pad(block, pad, mode="symmetric") if any(p != (0, 0) for p in pad) else block
 
 
@@ -457,10 +472,11 @@ def _rng(seed: int, domain: str, split: str, sample: str) -> np.random.Generator
 
 
 def fill_array(
-    array: zarr.Array, regions: list[_Region], config: PatchConfig, domain: str, split: str, campaign: str,
-    margin: tuple[int, int, int] = (0, 0, 0),
+    array: zarr.Array, room: zarr.Array, regions: list[_Region], config: PatchConfig, domain: str, split: str,
+    campaign: str, margin: tuple[int, int, int] = (0, 0, 0),
 ) -> list[dict[str, Any]]:
-    """Write the patches of one (domain, split), with their margin, into `array`; return their
+    """Write the patches of one (domain, split), with their margin, into `array`, and into `room`
+    each patch's distance (z, y, x; before, after) in voxels to its stack's faces; return their
     manifest rows (statistics of the centre)."""
     centre = tuple(slice(m, m + p) for m, p in zip(margin, config.shape))
     rows = []
@@ -470,6 +486,7 @@ def fill_array(
         for origin, patch, fraction in sample_region(region, count, config, _rng(config.seed, domain, split, name),
                                                      where, margin):
             array[len(rows)] = patch
+            room[len(rows)] = [(o, n - o - p) for o, p, n in zip(origin, config.shape, region.stack.data.shape)]
             patch = patch[centre]
             p1, p99 = np.percentile(patch, [1, 99])
             rows.append(dict(zip(MANIFEST_COLUMNS, (
@@ -543,7 +560,8 @@ def _extract(
             count = config.n_train if split == "train" else config.n_val
             array = group.create_array(f"{domain}_{split}", shape=(count, *window_shape), dtype="float32",
                                        chunks=(1, *window_shape))
-            rows += fill_array(array, parts, config, domain, split, campaign, margin)
+            room = group.create_array(f"{domain}_{split}{ROOM_SUFFIX}", shape=(count, 3, 2), dtype="int32")
+            rows += fill_array(array, room, parts, config, domain, split, campaign, margin)
             log.info("campaign %s: %s_%s %d patches from %s", campaign, domain, split, count,
                      sorted({r.stack.sample.name for r in parts}))
         group.attrs.update({

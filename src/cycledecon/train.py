@@ -39,6 +39,7 @@ from cycledecon.model.psf_layer import PsfLayer, crop_margin, kernel_ncc
 from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import receptive_field
 from cycledecon.noise import estimate_noise
+from cycledecon.patches import ROOM_SUFFIX
 from cycledecon.precision import resolve_precision
 from cycledecon.psf import gaussian_psf, normalize_psf, psf_from_optics
 from cycledecon.psf_sanity import log_psf_sanity, psf_sanity
@@ -59,6 +60,7 @@ class PatchStore:
     """The unpaired patch sets (n, z, y, x) and the attrs training needs."""
 
     arrays: dict[str, np.ndarray]
+    rooms: dict[str, np.ndarray]  # per array that has one: each patch's distance to its stack's faces
     voxel_size: VoxelSize
     patch_shape: tuple[int, int, int]
     margin: tuple[int, int, int]  # context voxels on each side of every patch (arrays hold both)
@@ -73,7 +75,9 @@ class PatchStore:
             group = zarr.open_group(str(path), mode="r")
             attrs = dict(group.attrs)
             arrays = {name: np.asarray(group[name][...], dtype=np.float32) for name in ARRAYS}
-            store = cls(arrays, VoxelSize(*attrs["voxel_size_um"]), tuple(attrs["patch_shape"]),
+            rooms = {name: np.asarray(group[name + ROOM_SUFFIX][...]) for name in ARRAYS
+                     if name + ROOM_SUFFIX in group}
+            store = cls(arrays, rooms, VoxelSize(*attrs["voxel_size_um"]), tuple(attrs["patch_shape"]),
                         tuple(attrs.get("context_voxels", (0, 0, 0))), str(attrs.get("campaign", "")), dict(attrs.get("normalization") or {}),
                         attrs.get("optics"))
         except (OSError, KeyError, ValueError, TypeError, zarr.errors.BaseZarrError) as error:
@@ -319,6 +323,12 @@ class Run:
         self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in (self.opt_g, self.opt_d)]
         self.sampler = torch.Generator().manual_seed(cfg.seed)
         self.training_sets = {name: resident(store.arrays[name], device) for name in ("A_train", "B_train")}
+        self.rooms = {}
+        if cfg.ring_at_faces == "mirror":
+            if "B_train" not in store.rooms:
+                raise CycledeconError("train.ring_at_faces: mirror needs a patch store that records each patch's "
+                                      "room to its stack's faces; rerun the patches rule")
+            self.rooms["B_train"] = torch.from_numpy(store.rooms["B_train"])
         self.step = 0
         self.rows: list[dict[str, float]] = []
         self.precision = resolve_precision(cfg.precision, device)
@@ -376,14 +386,16 @@ class Run:
                     "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None},
         }, path)
 
-    def batch(self, name: str) -> torch.Tensor:
+    def batch(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A random batch of a training set, and its patches' room to the faces when training uses it."""
         patches = self.training_sets[name]
         index = torch.randint(len(patches), (self.cfg.optim.batch_size,), generator=self.sampler)
         batch = patches[index.to(patches.device)]
+        room = self.rooms[name][index] if name in self.rooms else None
         if self.cfg.augment == "lateral":
             square = math.isclose(self.store.voxel_size.y, self.store.voxel_size.x, rel_tol=1e-3)
-            batch = lateral_symmetries(batch, self.sampler, swap_yx=square)
-        return self.precision.layout(batch[:, None].to(self.device))
+            batch, room = lateral_symmetries(batch, self.sampler, swap_yx=square, room=room)
+        return self.precision.layout(batch[:, None].to(self.device)), room
 
     def loop(self, out_dir: Path) -> None:
         steps = self.cfg.optim.steps
@@ -393,7 +405,8 @@ class Run:
             for opt, bases in zip((self.opt_g, self.opt_d), self.base_lrs):
                 for group, base in zip(opt.param_groups, bases):
                     group["lr"] = base * lr_factor(self.step, self.cfg.optim)
-            terms = train_step(self, self.batch("A_train"), self.batch("B_train"))
+            (y, _), (x, x_room) = self.batch("A_train"), self.batch("B_train")
+            terms = train_step(self, y, x, x_room)
             check_finite(terms, self.step + 1)
             self.step += 1
             if self.step % self.cfg.log_every == 0 or self.step % self.cfg.val_every == 0 \
@@ -479,11 +492,11 @@ def check_finite(terms: dict[str, float], step: int) -> None:
                               "try train.precision: fp32 or a lower learning rate")
 
 
-def train_step(run: Run, y: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
+def train_step(run: Run, y: torch.Tensor, x: torch.Tensor, x_room: torch.Tensor | None = None) -> dict[str, float]:
     """One Adam step of G/F, then one of both discriminators; returns the loss terms."""
     model, cfg = run.model, run.cfg
     with run.precision.autocast(run.device):
-        total, terms, fakes = model.generator_losses(y, x, cfg.loss)
+        total, terms, fakes = model.generator_losses(y, x, cfg.loss, x_room)
     run.opt_g.zero_grad(set_to_none=True)
     total.backward()
     grad_norm = clip_generator_gradient(model.g, cfg.optim.generator_grad_clip)
