@@ -34,7 +34,8 @@ from suite import CASES, deep_update
 
 from cycledecon.demo import DemoSettings, sample_rng, true_psf, widefield_stack
 from cycledecon.model.config import parse_config
-from cycledecon.infer import halo_voxels, reference_output
+from cycledecon.infer import face_padding_voxels, reference_output
+from cycledecon.infer_config import parse_inference_config
 from cycledecon.model.unet import UNet3d
 from cycledecon.normalize import normalize_array
 from cycledecon.patches import PatchConfig, foreground_level, parse_patch_config
@@ -108,9 +109,10 @@ def train_oracle(config: dict[str, Any], patches: PatchConfig, pairs: list[Pair]
 
 
 def deconvolved(g: torch.nn.Module, data: CaseData, config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """G on each whole normalized stack, reflect-padded by its halo as blockwise inference pads it."""
-    halo = halo_voxels(config["train"]["generator"])
-    return {sample: reference_output(normalize_array(raw, data.voxel_size, config["normalize"])[0], g, halo)
+    """G on each whole normalized stack, reflect-padded at its faces as blockwise inference pads it."""
+    requested = parse_inference_config(config.get("deconvolve")).face_padding_voxels
+    face = face_padding_voxels(config["train"]["generator"], requested)
+    return {sample: reference_output(normalize_array(raw, data.voxel_size, config["normalize"])[0], g, face)
             for sample, raw in data.raws.items()}
 
 
