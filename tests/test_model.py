@@ -12,6 +12,7 @@ from cycledecon.model import (
     PsfLayer, UNet3d, build_model, fft_convolve, kernel_ncc, load_model, parse_config,
     receptive_field, save_model,
 )
+from cycledecon.model.cyclegan import Faces
 from cycledecon.model.config import DiscriminatorConfig, GeneratorConfig
 from cycledecon.model.discriminator import PatchDiscriminator3d
 from cycledecon.model.psf_layer import fft_convolve_valid
@@ -165,28 +166,34 @@ def test_ring_past_a_face_is_the_mirror_inference_pads_with():
                         margin=(3, 4, 4))
     ringed = torch.rand(2, 1, 12, 22, 22)  # patch (8, 16, 16) with a (2, 3, 3) ring
     room = torch.tensor([[[0, 5], [1, 9], [9, 2]], [[9, 9], [9, 9], [9, 9]]])
-    out = model.mirrored_past_faces(ringed, room)
+    out = model.past_faces(ringed, room, "mirror")
     # the first patch's ring reaches 2 voxels past the stack before it in z and y, 1 after it in x
     inside = ringed[0, 0, 2:, 2:, :21].numpy()
     expected = np.pad(inside, [(2, 0), (2, 0), (0, 1)], mode="reflect")
     np.testing.assert_array_equal(out[0, 0].numpy(), expected)
     assert not torch.equal(out[0], ringed[0])
     assert torch.equal(out[1], ringed[1])  # room on every side: nothing changes
+    zeroed = model.past_faces(ringed, room, "zero")
+    np.testing.assert_array_equal(zeroed[0, 0].numpy(), np.pad(inside, [(2, 0), (2, 0), (0, 1)]))
+    assert torch.equal(zeroed[1], ringed[1])
 
 
-def test_generator_losses_use_the_room_to_mirror_the_blurred_ring():
+def test_generator_losses_refill_the_ring_past_the_faces():
     config = small_config(generator_context=[1, 2, 2])
     model = build_model(config, gaussian_psf((3, 5, 5), (1.0, 1.5, 1.5)), margin=(2, 4, 4))
     model.g = ShapeRecorder()
     y, x = torch.rand(2, 1, 12, 24, 24), torch.rand(2, 1, 12, 24, 24)
     far, at_face = torch.full((2, 3, 2), 9), torch.zeros((2, 3, 2), dtype=torch.long)
     with torch.no_grad():
-        plain = model.generator_losses(y, x, config.loss)[1]["cycle_sharp"]
-        far_terms = model.generator_losses(y, x, config.loss, far)[1]["cycle_sharp"]
-        face_terms = model.generator_losses(y, x, config.loss, at_face)[1]["cycle_sharp"]
-    assert float(far_terms) == pytest.approx(float(plain), rel=1e-6)
-    # the stand-in G mixes its whole input (ring included) into every voxel through its mean
-    assert abs(float(face_terms) - float(plain)) > 1e-5 * float(plain)
+        plain = model.generator_losses(y, x, config.loss)[1]
+        for fill, changed in (("mirror", ["cycle_sharp"]), ("zero", ["cycle_sharp", "cycle_blurred"])):
+            far_terms = model.generator_losses(y, x, config.loss, Faces(fill, far, far))[1]
+            face_terms = model.generator_losses(y, x, config.loss, Faces(fill, at_face, at_face))[1]
+            for name in ("cycle_sharp", "cycle_blurred"):
+                assert float(far_terms[name]) == pytest.approx(float(plain[name]), rel=1e-6)
+                # the stand-in G mixes its whole input (ring included) into every voxel through its mean
+                moved = abs(float(face_terms[name]) - float(plain[name])) > 1e-5 * float(plain[name])
+                assert moved == (name in changed), (fill, name)
 
 
 @pytest.mark.parametrize("distance", ["l1", "l2"])

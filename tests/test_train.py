@@ -291,9 +291,10 @@ def test_generator_context_trains_with_a_kernel_inside_the_margin_less_the_ring(
     assert meta["config"]["generator_context"] == [1, 2, 2]
 
 
-def test_ring_mirrored_at_faces_needs_the_room_and_trains_with_it(context_store, tmp_path):
-    config = TINY | {"generator_context": [1, 2, 2], "ring_at_faces": "mirror", "augment": "lateral"}
-    with pytest.raises(CycledeconError, match=r"train\.ring_at_faces.*rerun the patches rule"):
+@pytest.mark.parametrize("fill", ["mirror", "zero"])
+def test_ring_refilled_at_faces_needs_the_room_and_trains_with_it(context_store, tmp_path, fill):
+    config = TINY | {"generator_context": [1, 2, 2], "ring_at_faces": fill, "augment": "lateral"}
+    with pytest.raises(CycledeconError, match=rf"train\.ring_at_faces: {fill} .*rerun the patches rule"):
         training.train(context_store, tmp_path / "without", config)
     store = shutil.copytree(context_store, tmp_path / "patches.zarr")
     group = zarr.open_group(str(store), mode="a")
@@ -301,7 +302,7 @@ def test_ring_mirrored_at_faces_needs_the_room_and_trains_with_it(context_store,
         group.create_array(name + ROOM_SUFFIX, data=np.zeros((group[name].shape[0], 3, 2), np.int32))
     training.train(store, tmp_path / "with", config)
     _, meta = load_model(tmp_path / "with" / "model.pt")
-    assert meta["config"]["ring_at_faces"] == "mirror"
+    assert meta["config"]["ring_at_faces"] == fill
 
 
 @pytest.mark.parametrize("ring", [[4, 0, 0], [0, 7, 7]])

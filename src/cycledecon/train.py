@@ -34,7 +34,7 @@ from cycledecon.errors import CycledeconError
 from cycledecon.io import atomic_path, write_ome_tiff
 from cycledecon.model.checkpoint import atomic_save, load_failure, save_model
 from cycledecon.model.config import PsfConfig, RefineConfig, TrainConfig, parse_config
-from cycledecon.model.cyclegan import CycleModel, build_model
+from cycledecon.model.cyclegan import CycleModel, Faces, build_model
 from cycledecon.model.psf_layer import PsfLayer, crop_margin, kernel_ncc
 from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import receptive_field
@@ -324,11 +324,11 @@ class Run:
         self.sampler = torch.Generator().manual_seed(cfg.seed)
         self.training_sets = {name: resident(store.arrays[name], device) for name in ("A_train", "B_train")}
         self.rooms = {}
-        if cfg.ring_at_faces == "mirror":
-            if "B_train" not in store.rooms:
-                raise CycledeconError("train.ring_at_faces: mirror needs a patch store that records each patch's "
-                                      "room to its stack's faces; rerun the patches rule")
-            self.rooms["B_train"] = torch.from_numpy(store.rooms["B_train"])
+        if cfg.ring_at_faces != "blur":
+            if any(name not in store.rooms for name in ("A_train", "B_train")):
+                raise CycledeconError(f"train.ring_at_faces: {cfg.ring_at_faces} needs a patch store that records "
+                                      "each patch's room to its stack's faces; rerun the patches rule")
+            self.rooms = {name: torch.from_numpy(store.rooms[name]) for name in ("A_train", "B_train")}
         self.step = 0
         self.rows: list[dict[str, float]] = []
         self.precision = resolve_precision(cfg.precision, device)
@@ -405,8 +405,9 @@ class Run:
             for opt, bases in zip((self.opt_g, self.opt_d), self.base_lrs):
                 for group, base in zip(opt.param_groups, bases):
                     group["lr"] = base * lr_factor(self.step, self.cfg.optim)
-            (y, _), (x, x_room) = self.batch("A_train"), self.batch("B_train")
-            terms = train_step(self, y, x, x_room)
+            (y, y_room), (x, x_room) = self.batch("A_train"), self.batch("B_train")
+            faces = Faces(self.cfg.ring_at_faces, y_room, x_room) if self.rooms else None
+            terms = train_step(self, y, x, faces)
             check_finite(terms, self.step + 1)
             self.step += 1
             if self.step % self.cfg.log_every == 0 or self.step % self.cfg.val_every == 0 \
@@ -492,11 +493,11 @@ def check_finite(terms: dict[str, float], step: int) -> None:
                               "try train.precision: fp32 or a lower learning rate")
 
 
-def train_step(run: Run, y: torch.Tensor, x: torch.Tensor, x_room: torch.Tensor | None = None) -> dict[str, float]:
+def train_step(run: Run, y: torch.Tensor, x: torch.Tensor, faces: Faces | None = None) -> dict[str, float]:
     """One Adam step of G/F, then one of both discriminators; returns the loss terms."""
     model, cfg = run.model, run.cfg
     with run.precision.autocast(run.device):
-        total, terms, fakes = model.generator_losses(y, x, cfg.loss, x_room)
+        total, terms, fakes = model.generator_losses(y, x, cfg.loss, faces)
     run.opt_g.zero_grad(set_to_none=True)
     total.backward()
     grad_norm = clip_generator_gradient(model.g, cfg.optim.generator_grad_clip)

@@ -194,10 +194,12 @@ class TrainConfig:
     generator_context: (z, y, x) voxels of each patch's context margin that G sees around the
         patch in training (its losses stay on the patch), so that it learns to use the context it
         always has at inference. The PSF kernel must fit the margin less this ring.
-    ring_at_faces: what G's ring holds around a sharp patch where it reaches past its stack:
-        ``blur``, F of the context cut there (the stack mirrored); ``mirror``, F(x) of the stack's
+    ring_at_faces: what G's ring holds where it reaches past its patch's stack: ``blur``, for a
+        sharp patch F of the context cut there (the stack mirrored); ``mirror``, F(x) of the stack's
         inside mirrored at its face, which is what inference's reflect padding shows G at a
-        widefield stack's faces (needs patch stores that record each patch's room to the faces).
+        widefield stack's faces; ``zero``, nothing, around widefield and sharp patches alike, which
+        is what inference shows G without face padding (deconvolve.face_padding_voxels 0). The last
+        two need patch stores that record each patch's room to the faces.
     """
 
     model: Literal["psf_layer", "two_generators"] = "psf_layer"
@@ -216,7 +218,7 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     augment: Literal["lateral", "none"] = "none"
     generator_context: tuple[int, int, int] = (0, 0, 0)
-    ring_at_faces: Literal["blur", "mirror"] = "blur"
+    ring_at_faces: Literal["blur", "mirror", "zero"] = "blur"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as stored in model.pt and accepted by parse."""

@@ -30,7 +30,7 @@ Losses (weights from LossConfig):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -48,6 +48,15 @@ from cycledecon.noise import NoiseModel
 
 SHARP_DISTANCE = {"l1": F.l1_loss, "l2": F.mse_loss}  # LossConfig.cycle_sharp_distance
 SPATIAL_DIMS = (-3, -2, -1)
+
+
+class Faces(NamedTuple):
+    """What G's ring holds past a stack's faces in training (TrainConfig.ring_at_faces) and each
+    patch's room to its faces, (n, 3, 2), for the widefield (y) and the reference (x) batch."""
+
+    fill: str
+    y_room: torch.Tensor
+    x_room: torch.Tensor
 
 
 class CycleModel(nn.Module):
@@ -117,34 +126,45 @@ class CycleModel(nn.Module):
         """F(x) plus, when the model has one, simulated widefield noise (see cycledecon.noise)."""
         return self.noisy(self.forward_blur(x))
 
-    def mirrored_past_faces(self, volume: torch.Tensor, room: torch.Tensor) -> torch.Tensor:
-        """Patches with G's ring where the ring's part past the stack is replaced by the mirror
-        (numpy ``reflect``, as inference pads) of what lies inside; `room` (n, 3, 2) is each
-        patch's distance to its stack's faces (z, y, x; before, after)."""
+    def past_faces(self, volume: torch.Tensor, room: torch.Tensor, fill: str) -> torch.Tensor:
+        """Patches with G's ring where the ring's part past the stack holds `fill`: ``mirror``, the
+        inside reflected at the face (numpy ``reflect``, as inference pads), or ``zero``, nothing
+        (as inference without face padding); `room` (n, 3, 2) is each patch's distance to its
+        stack's faces (z, y, x; before, after)."""
         out = volume.clone()
         for i, sample_room in enumerate(room.tolist()):
             for dim, ((before, after), ring) in zip(SPATIAL_DIMS, zip(sample_room, self.ring)):
                 size = out.shape[dim]
-                if (k := ring - before) > 0:
-                    out[i].narrow(dim, 0, k).copy_(out[i].narrow(dim, k + 1, k).flip(dim))
-                if (k := ring - after) > 0:
-                    out[i].narrow(dim, size - k, k).copy_(out[i].narrow(dim, size - 2 * k - 1, k).flip(dim))
+                # (first voxel past the face, first voxel of its mirror image inside) on each side
+                for k, past, mirror in ((ring - before, 0, ring - before + 1), (ring - after, size - ring + after,
+                                                                                  size - 2 * (ring - after) - 1)):
+                    if k <= 0:
+                        continue
+                    target = out[i].narrow(dim, past, k)
+                    if fill == "mirror":
+                        target.copy_(out[i].narrow(dim, mirror, k).flip(dim))
+                    else:
+                        target.zero_()
         return out
 
     def generator_losses(
-        self, y: torch.Tensor, x: torch.Tensor, weights: LossConfig, x_room: torch.Tensor | None = None
+        self, y: torch.Tensor, x: torch.Tensor, weights: LossConfig, faces: Faces | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         """Total G/F loss, its named terms, and the fakes (F(x), G(y)) for the discriminator step.
 
         y and x carry the context margin; both of F's inputs go through it in one call, so the
-        closed-form intensity map is computed once per step. With `x_room` (see
-        `mirrored_past_faces`), G's ring around F(x) is mirrored where it reaches past the stack."""
+        closed-form intensity map is computed once per step. With `faces` (see `past_faces`), G's
+        ring around F(x) (``mirror``), or around both F(x) and y (``zero``), is refilled where it
+        reaches past the stack."""
         y_centre, x_centre = self.centre(y), self.centre(x)
-        fake_b = self.deblur(self.g, self.with_ring(y))
+        y_ring = self.with_ring(y)
+        if faces is not None and faces.fill == "zero" and any(self.ring):
+            y_ring = self.past_faces(y_ring, faces.y_room, "zero")
+        fake_b = self.deblur(self.g, y_ring)
         blurred = self.forward_blur(torch.cat([x, self.with_centre(y, fake_b)]), self.g_margin)
         fake_a_ring = self.noisy(blurred[: len(x)])
-        if x_room is not None and any(self.ring):
-            fake_a_ring = self.mirrored_past_faces(fake_a_ring, x_room)
+        if faces is not None and any(self.ring):
+            fake_a_ring = self.past_faces(fake_a_ring, faces.x_room, faces.fill)
         fake_a, cycled_a = crop_margin(fake_a_ring, self.ring), crop_margin(blurred[len(x) :], self.ring)
         terms = {
             "adv_a": lsgan_loss(self.d_a(fake_a), real=True),
