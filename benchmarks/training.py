@@ -77,10 +77,11 @@ class StepTimer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def __call__(self, run: training.Run, y: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
+    def __call__(self, run: training.Run, y: torch.Tensor, x: torch.Tensor,
+                 faces: training.Faces | None = None) -> dict[str, float]:
         self._sync()
         start = time.perf_counter()
-        terms = self.step(run, y, x)
+        terms = self.step(run, y, x, faces)
         self._sync()
         self.seconds.append(time.perf_counter() - start)
         return terms

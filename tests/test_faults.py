@@ -56,10 +56,10 @@ main(sys.argv[2:])
 STOP_TRAINING = PROLOGUE + """
 import cycledecon.train as train
 original = train.train_step
-def step(run, y, x):
+def step(run, y, x, faces=None):
     if run.step == 3:
         stop_here()
-    return original(run, y, x)
+    return original(run, y, x, faces)
 train.train_step = step
 from cycledecon.cli import main
 main(sys.argv[2:])
