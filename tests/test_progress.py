@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import logging
+import sys
 
 import pytest
 from tqdm import tqdm
 
+from cycledecon.boundary import user_errors_exit
 from cycledecon.progress import ProgressEcho
 from helpers import make_workdir, run_snakemake
 
@@ -68,3 +71,15 @@ def test_snakemake_shows_training_and_deconvolution_progress_and_the_logs_keep_t
         assert len(lines) >= 2 and "  0%" in lines[0] and total in lines[-1], terminal[-40:]
     assert "train: 100%" in (work / "logs" / "train" / "demo.log").read_text()
     assert "deconvolve: 100%" in (work / "logs" / "deconvolve" / "wf_01.log").read_text()
+
+
+def test_a_rule_log_keeps_both_the_progress_bar_and_the_log_lines(tmp_path):
+    """Both reach the same file through two handles; neither may write over the other."""
+    log = tmp_path / "rule.log"
+    log.write_text("an earlier run's log\n")
+    with user_errors_exit(log):
+        print("deconvolve: 100%|██████████| 1/1", file=sys.stderr, flush=True)
+        logging.getLogger("cycledecon.test").info("a log line longer than the progress bar written before it")
+    text = log.read_text()
+    assert "deconvolve: 100%" in text and "longer than the progress bar" in text
+    assert "earlier run" not in text

@@ -30,7 +30,10 @@ def setup_logging(log_path: str | Path | None = None, level: int = logging.INFO)
         handler = logging.StreamHandler(sys.stderr)
     else:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_path, mode="w")
+        Path(log_path).write_text("")
+        # appending, as the stderr that user_errors_exit sends to the same file does: two handles
+        # that each keep their own offset would overwrite each other's lines
+        handler = logging.FileHandler(log_path, mode="a")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
