@@ -135,9 +135,10 @@ class CycleModel(nn.Module):
         for i, sample_room in enumerate(room.tolist()):
             for dim, ((before, after), ring) in zip(SPATIAL_DIMS, zip(sample_room, self.ring)):
                 size = out.shape[dim]
-                # (first voxel past the face, first voxel of its mirror image inside) on each side
-                for k, past, mirror in ((ring - before, 0, ring - before + 1), (ring - after, size - ring + after,
-                                                                                  size - 2 * (ring - after) - 1)):
+                k_before, k_after = ring - before, ring - after  # ring voxels past each face
+                # (voxels past the face, the first of them, the first of their mirror image inside)
+                sides = ((k_before, 0, k_before + 1), (k_after, size - k_after, size - 2 * k_after - 1))
+                for k, past, mirror in sides:
                     if k <= 0:
                         continue
                     target = out[i].narrow(dim, past, k)
