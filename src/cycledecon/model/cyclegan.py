@@ -47,7 +47,6 @@ from cycledecon.noise import NoiseModel
 
 
 SHARP_DISTANCE = {"l1": F.l1_loss, "l2": F.mse_loss}  # LossConfig.cycle_sharp_distance
-SPATIAL_DIMS = (-3, -2, -1)
 
 
 class Faces(NamedTuple):
@@ -131,22 +130,15 @@ class CycleModel(nn.Module):
         inside reflected at the face (numpy ``reflect``, as inference pads), or ``zero``, nothing
         (as inference without face padding); `room` (n, 3, 2) is each patch's distance to its
         stack's faces (z, y, x; before, after)."""
-        out = volume.clone()
-        for i, sample_room in enumerate(room.tolist()):
-            for dim, ((before, after), ring) in zip(SPATIAL_DIMS, zip(sample_room, self.ring)):
-                size = out.shape[dim]
-                k_before, k_after = ring - before, ring - after  # ring voxels past each face
-                # (voxels past the face, the first of them, the first of their mirror image inside)
-                sides = ((k_before, 0, k_before + 1), (k_after, size - k_after, size - 2 * k_after - 1))
-                for k, past, mirror in sides:
-                    if k <= 0:
-                        continue
-                    target = out[i].narrow(dim, past, k)
-                    if fill == "mirror":
-                        target.copy_(out[i].narrow(dim, mirror, k).flip(dim))
-                    else:
-                        target.zero_()
-        return out
+        mode = "reflect" if fill == "mirror" else "constant"
+        out = []
+        for sample, sample_room in zip(volume, room.tolist()):
+            # ring voxels past each face, (z before, z after, y before, …), then cut and padded back
+            past = [max(0, ring - side) for sides, ring in zip(sample_room, self.ring) for side in sides]
+            inside = sample[..., past[0] : sample.shape[-3] - past[1], past[2] : sample.shape[-2] - past[3],
+                            past[4] : sample.shape[-1] - past[5]]
+            out.append(F.pad(inside[None], (past[4], past[5], past[2], past[3], past[0], past[1]), mode=mode)[0])
+        return torch.stack(out)
 
     def generator_losses(
         self, y: torch.Tensor, x: torch.Tensor, weights: LossConfig, faces: Faces | None = None
