@@ -109,16 +109,16 @@ class Preset:
 
 #: The whole widefield PSF, in every preset: the true PSF is formed at 33 × 65 × 65 voxels (±4 µm
 #: axially, ±3.2 µm laterally: a widefield PSF spreads its light over many planes, not around a
-#: focus); patches are cut with a context margin of that PSF's radius, so the PSF layer (the pupil model
-#: started from the sheet's optics, as large as holds 95 % of the theoretical PSF's energy) and the
-#: non-blind method's frozen true PSF fit uncropped; RL runs with every PSF at its full extent, at the
+#: focus); patches are cut with config/config.yaml's context margin (that PSF's radius plus G's ring),
+#: so the PSF layer (the pupil model started from the sheet's optics, as large as holds 95 % of the
+#: theoretical PSF's energy) and the non-blind method's frozen true PSF fit uncropped; RL runs with every PSF at its full extent, at the
 #: workflow's iteration count (config/config.yaml) and at the oracle's.
 PSF_SHAPE = [33, 65, 65]
 VOXEL_SIZE_UM = [0.25, 0.1, 0.1]
 _COMMON = {
     "demo": {"seed": 0, "voxel_size_um": VOXEL_SIZE_UM, "psf_shape": PSF_SHAPE, "reference_peak_photons": 1000.0,
              "read_noise_e": 2.0},
-    "patches": {"seed": 0, "val_fraction": 0.34, "context_um": [4.0, 3.2, 3.2]},
+    "patches": {"seed": 0, "val_fraction": 0.34},
     "train": {"psf": {"parameterization": "pupil", "energy": 0.95}},
     "evaluate": {"theoretical_psf_shape": PSF_SHAPE},  # rl_iterations: the workflow's
 }
