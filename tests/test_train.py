@@ -134,6 +134,26 @@ def test_generator_gradient_is_clipped_only_when_asked(max_norm):
         assert norm > 10 * max_norm and float(after) == pytest.approx(max_norm, rel=1e-4)
 
 
+def test_psf_gradient_is_scaled_with_the_generators():
+    """A spike in G's gradient must not reach the PSF unscaled (Adam would carry it for thousands of
+    steps); F's gradient shrinks by G's clipping factor, and stays as it is when G is not clipped."""
+    torch.manual_seed(0)
+    g, f = torch.nn.Conv3d(1, 2, 3), torch.nn.Conv3d(2, 1, 1)
+    f(g(torch.rand(1, 1, 5, 5, 5))).square().sum().backward()
+    g_before = torch.cat([p.grad.ravel().clone() for p in g.parameters()])
+    f_before = [p.grad.clone() for p in f.parameters()]
+    max_norm = float(torch.linalg.vector_norm(g_before)) / 8
+    training.clip_generator_gradient(g, max_norm, f)
+    g_after = torch.cat([p.grad.ravel() for p in g.parameters()])
+    factor = float(torch.linalg.vector_norm(g_after) / torch.linalg.vector_norm(g_before))
+    assert factor == pytest.approx(1 / 8, rel=1e-4)  # clip_grad_norm_'s factor, max_norm / (norm + 1e-6)
+    for before, p in zip(f_before, f.parameters()):
+        torch.testing.assert_close(p.grad, before * factor)
+    unclipped = [p.grad.clone() for p in f.parameters()]
+    training.clip_generator_gradient(g, 1e6, f)
+    assert all(torch.equal(b, p.grad) for b, p in zip(unclipped, f.parameters()))
+
+
 def test_training_log_records_the_generator_gradient_norm(tiny_store, tmp_path):
     training.train(tiny_store, tmp_path, TINY | {"optim": {"steps": 4, "batch_size": 2,
                                                           "generator_grad_clip": 1e-3}})

@@ -300,12 +300,18 @@ def lr_factor(step: int, optim: Any) -> float:
     return max(0.0, (optim.steps - step) / max(1, optim.steps - start))
 
 
-def clip_generator_gradient(g: torch.nn.Module, max_norm: float) -> float:
-    """Clip G's gradient to `max_norm` (0: leave it) and return its norm before clipping."""
-    parameters = [p for p in g.parameters() if p.grad is not None]
+def clip_generator_gradient(g: torch.nn.Module, max_norm: float, f: torch.nn.Module | None = None) -> float:
+    """Clip G's gradient to `max_norm` (0: leave it), scale F's by the same factor, and return G's
+    norm before clipping.
+
+    A batch that sends G's gradient up by orders of magnitude sends the PSF's up with it; unscaled,
+    that one step fills Adam's second-moment estimate of the PSF's parameters for thousands of steps,
+    which holds the PSF wherever the spike pushed it."""
+    norm = torch.nn.utils.get_total_norm([p.grad for p in g.parameters() if p.grad is not None])
     if max_norm > 0:
-        return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
-    return float(torch.nn.utils.get_total_norm([p.grad for p in parameters]))
+        scaled = [*g.parameters(), *(f.parameters() if f is not None else ())]
+        torch.nn.utils.clip_grads_with_norm_([p for p in scaled if p.grad is not None], max_norm, norm)
+    return float(norm)
 
 
 class Run:
@@ -500,7 +506,7 @@ def train_step(run: Run, y: torch.Tensor, x: torch.Tensor, faces: Faces | None =
         total, terms, fakes = model.generator_losses(y, x, cfg.loss, faces)
     run.opt_g.zero_grad(set_to_none=True)
     total.backward()
-    grad_norm = clip_generator_gradient(model.g, cfg.optim.generator_grad_clip)
+    grad_norm = clip_generator_gradient(model.g, cfg.optim.generator_grad_clip, model.f)
     run.opt_g.step()
     with run.precision.autocast(run.device):
         d_total, d_terms = model.discriminator_losses(y, x, *fakes, cfg.loss)

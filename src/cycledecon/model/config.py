@@ -137,10 +137,11 @@ class OptimConfig:
     scored 0.28 dB more than the last G on each of three seeds; at 1000 photons it was neutral
     (+0.04 dB, one seed) and halved the seed spread of the benchmark's filaments case.
 
-    generator_grad_clip: largest L2 norm of G's gradient in one step (0: no clipping). A single
-    batch can send G's gradient norm up by orders of magnitude; unclipped, such a step can leave
-    G in a state it does not recover from. `grad_norm_g` in the training log is the norm before
-    clipping, to see the spikes and choose a value."""
+    generator_grad_clip: largest L2 norm of G's gradient in one step (0: no clipping); F's gradient
+    is scaled by the same factor. A single batch can send G's gradient norm up by orders of
+    magnitude; unclipped, such a step can leave G (and the PSF) in a state it does not recover
+    from. `grad_norm_g` in the training log is the norm before clipping, to see the spikes and
+    choose a value."""
 
     lr_g: float = 1e-3
     lr_d: float = 2e-4
