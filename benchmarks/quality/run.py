@@ -1,6 +1,6 @@
 """Quality benchmark (issue 7): blind cycledecon against raw, Richardson–Lucy and a two-generator CycleGAN.
 
-    .venv/bin/python benchmarks/quality/run.py --quick      # 2 CPU cores (2 jobs × 1 thread), about 45 minutes
+    .venv/bin/python benchmarks/quality/run.py --quick      # 2 CPU cores (2 jobs × 1 thread), about 70 minutes
     .venv/bin/python benchmarks/quality/run.py              # one GPU, the full sizes
     .venv/bin/python benchmarks/quality/run.py --quick --cases filaments puncta
     .venv/bin/python benchmarks/quality/run.py --quick --work /tmp/rerun --out /tmp/rerun-results \\
@@ -48,7 +48,7 @@ RUNNERS = {"snakemake": pipeline.train_and_deconvolve, "in-process": pipeline.tr
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the 2-core CPU preset (about 45 minutes)")
+    parser.add_argument("--quick", action="store_true", help="the 2-core CPU preset (about 70 minutes)")
     parser.add_argument("--cases", nargs="+", choices=[c.name for c in CASES], help="a subset of the cases")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "quality")
     parser.add_argument("--out", type=Path, help="receives quality.md and quality/ (default: benchmarks/results "

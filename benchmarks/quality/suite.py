@@ -124,7 +124,7 @@ _COMMON = {
 }
 
 PRESETS: dict[str, Preset] = {
-    # 2 CPU cores, about 45 minutes: stacks a little thicker than the PSF (so a 16-plane patch and its
+    # 2 CPU cores, about 70 minutes: stacks a little thicker than the PSF (so a 16-plane patch and its
     # context lie mostly inside one), and the default config's training as it is (U-Net, steps,
     # patches): the benchmark scores what `make demo` trains. One seed; the two-generator ablation
     # and the seed spread are the full preset's.
