@@ -22,7 +22,7 @@ from cycledecon.errors import CycledeconError
 from cycledecon.infer import (
     GIB, BlockPredictor, axis_blocks, block_for_budget, block_layout, block_peak_bytes, check_voxel_size,
     default_memory_gb, deconvolve_file, deconvolve_lazy, face_padding_voxels, halo_voxels, normalized_input,
-    parse_inference_config, reference_output, reflect_pad, resolve_device,
+    parse_inference_config, reference_output, pad_faces, resolve_device,
 )
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.model import UNet3d, load_model, save_model
@@ -63,11 +63,11 @@ def write_model(path, channels: int = 1, normalization=NORMALIZATION):
     return save_model(path, tiny_generator(), metadata, learned_psf=None)
 
 
-def blockwise(volume: np.ndarray, halo, block, face=None, batch_size: int = 4) -> np.ndarray:
+def blockwise(volume: np.ndarray, halo, block, face=None, batch_size: int = 4, mode: str = "reflect") -> np.ndarray:
     """Blockwise fp32 output of the tiny G; `face` padding defaults to the halo."""
     predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "fp32")
     face = halo if face is None else face
-    out = deconvolve_lazy(da.from_array(volume, chunks=(5, 7, 9)), predictor, block, batch_size, halo, face)
+    out = deconvolve_lazy(da.from_array(volume, chunks=(5, 7, 9)), predictor, block, batch_size, halo, face, mode)
     with dask.config.set(scheduler="synchronous"):
         return out.compute()
 
@@ -147,10 +147,23 @@ def test_blocks_read_the_halo_between_them_and_the_face_padding_at_the_faces():
     assert blocks[-1] == (100, 104, 88, 108) and blocks[-1].crop == slice(12, 16)
 
 
-def test_reflect_pad_matches_numpy_even_past_the_axis_length():
+@pytest.mark.parametrize("mode", ["reflect", "edge"])
+def test_face_padding_matches_numpy_even_past_the_axis_length(mode):
     data = np.arange(3 * 5 * 6, dtype=np.float32).reshape(3, 5, 6)
-    padded = reflect_pad(da.from_array(data, chunks=2), (7, 2, 0)).compute()
-    np.testing.assert_array_equal(padded, np.pad(data, [(7, 7), (2, 2), (0, 0)], mode="reflect"))
+    padded = pad_faces(da.from_array(data, chunks=2), (7, 2, 0), mode).compute()
+    np.testing.assert_array_equal(padded, np.pad(data, [(7, 7), (2, 2), (0, 0)], mode=mode))
+
+
+@pytest.mark.parametrize("block", SPLITS)
+def test_edge_padded_blocks_equal_the_whole_edge_padded_volume(volume, block):
+    """deconvolve.face_padding_mode: edge is as seam-free as reflect, and it does reach G: the
+    faces' output differs from the reflect-padded one."""
+    halo, face = halo_voxels(GENERATOR), (12, 12, 12)
+    expected = reference_output(volume, tiny_generator(), face, "edge")
+    out = blockwise(volume, halo, block, face, mode="edge")
+    np.testing.assert_allclose(out, expected, rtol=0, atol=TOLERANCE)
+    reflected = reference_output(volume, tiny_generator(), face)
+    assert np.abs(out[0] - reflected[0]).max() > 10 * TOLERANCE
 
 
 def test_blocks_are_whole_chunks_and_pooling_cells():
@@ -167,6 +180,9 @@ def test_face_padding_config_takes_one_number_or_three():
         parse_inference_config({"face_padding_voxels": [8, -8, 8]})
     with pytest.raises(CycledeconError, match="deconvolve.face_padding_voxels: expected a list of 3"):
         parse_inference_config({"face_padding_voxels": True})
+    assert parse_inference_config({}).face_padding_mode == "reflect"
+    with pytest.raises(CycledeconError, match="deconvolve.face_padding_mode"):
+        parse_inference_config({"face_padding_mode": "wrap"})
 
 
 def test_config_names_an_unknown_or_bad_key():
@@ -330,7 +346,16 @@ def test_output_is_an_ome_zarr_with_voxel_size_and_model_identity(files):
     assert record["cycledecon_version"]
     assert record["halo_voxels"] == [28, 28, 28]
     assert record["face_padding_voxels"] == list(face_padding_voxels(GENERATOR))
+    assert record["boundary"] == "reflect"
     assert record["precision"] == "fp32"
+
+
+def test_edge_face_padding_reaches_the_output_and_its_record(tmp_path, files):
+    out = deconvolve_file(files["tiff"], files["model"], tmp_path / "edge.ome.zarr",
+                          TWO_BLOCKS | {"face_padding_mode": "edge"}, progress=False)
+    assert zarr.open_group(str(out), mode="r").attrs["cycledecon"]["deconvolution"]["boundary"] == "edge"
+    edge, reflected = read_ome_zarr(out)[0], read_ome_zarr(files["out"])[0]
+    assert np.abs(edge[0] - reflected[0]).max() > 0  # the first plane sees what lies past the face
 
 
 def test_raw_input_gets_the_models_normalization(tmp_path, files):

@@ -176,6 +176,9 @@ def test_ring_past_a_face_is_the_mirror_inference_pads_with():
     zeroed = model.past_faces(ringed, room, "zero")
     np.testing.assert_array_equal(zeroed[0, 0].numpy(), np.pad(inside, [(2, 0), (2, 0), (0, 1)]))
     assert torch.equal(zeroed[1], ringed[1])
+    repeated = model.past_faces(ringed, room, "edge")  # deconvolve.face_padding_mode: edge
+    np.testing.assert_array_equal(repeated[0, 0].numpy(), np.pad(inside, [(2, 0), (2, 0), (0, 1)], mode="edge"))
+    assert torch.equal(repeated[1], ringed[1])
 
 
 def test_generator_losses_refill_the_ring_past_the_faces():

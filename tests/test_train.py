@@ -311,7 +311,7 @@ def test_generator_context_trains_with_a_kernel_inside_the_margin_less_the_ring(
     assert meta["config"]["generator_context"] == [1, 2, 2]
 
 
-@pytest.mark.parametrize("fill", ["mirror", "zero"])
+@pytest.mark.parametrize("fill", ["mirror", "edge", "zero"])
 def test_ring_refilled_at_faces_needs_the_room_and_trains_with_it(context_store, tmp_path, fill):
     config = TINY | {"generator_context": [1, 2, 2], "ring_at_faces": fill, "augment": "lateral"}
     with pytest.raises(CycledeconError, match=rf"train\.ring_at_faces: {fill} .*rerun the patches rule"):

@@ -2,8 +2,8 @@
 
 How blocks stay seam-free
 -------------------------
-The volume is reflect-padded lazily by a face padding ``e`` on every side (numpy/torch
-``reflect``: the edge voxel is not repeated). Output blocks of ``block_size`` tile the *unpadded*
+The volume is padded lazily by a face padding ``e`` on every side (numpy ``reflect``, the edge
+voxel not repeated, or ``edge``, the face's voxels repeated: deconvolve.face_padding_mode). Output blocks of ``block_size`` tile the *unpadded*
 volume; each block reads its region plus a halo ``h`` on every side, clipped to the padded volume,
 runs G, and keeps its region. The reference this reproduces is G applied once to the whole padded
 volume, cropped back (`reference_output`):
@@ -70,6 +70,7 @@ from cycledecon.infer_config import (
     DEFAULT_FACE_PADDING_VOXELS,
     DEFAULT_UINT16_SCALE,
     MEMORY_CAP_GB,
+    FaceMode,
     InferenceConfig,
     parse_inference_config,
 )
@@ -307,8 +308,9 @@ def _free_memory_bytes(device: torch.device) -> int | None:
     return None
 
 
-def reflect_pad(data: da.Array, width: Sequence[int]) -> da.Array:
-    """Lazily reflect-pad each axis by `width` voxels (numpy ``reflect``), even past the axis length.
+def pad_faces(data: da.Array, width: Sequence[int], mode: FaceMode = "reflect") -> da.Array:
+    """Lazily pad each axis by `width` voxels with numpy's `mode` (``reflect`` or ``edge``), even
+    past the axis length.
 
     `dask.array.pad` silently truncates a reflection wider than the axis; here the indices come
     from numpy, which reflects back and forth as often as needed (short z stacks, wide halos).
@@ -316,7 +318,7 @@ def reflect_pad(data: da.Array, width: Sequence[int]) -> da.Array:
     for axis, w in enumerate(width):
         if w == 0:
             continue
-        index = np.pad(np.arange(data.shape[axis]), w, mode="reflect")
+        index = np.pad(np.arange(data.shape[axis]), w, mode=mode)
         pieces = [da.take(data, index[:w], axis=axis), data, da.take(data, index[-w:], axis=axis)]
         data = da.concatenate(pieces, axis=axis)
     return data
@@ -382,13 +384,14 @@ def deconvolve_lazy(
     batch_size: int,
     halo: Sequence[int],
     face_padding: Sequence[int],
+    face_mode: FaceMode = "reflect",
 ) -> da.Array:
     """G over a (z, y, x) volume as a lazy float32 dask array chunked by `block_size`: the volume
-    reflect-padded by `face_padding`, each block read with `halo` (see the module docstring)."""
-    padded = reflect_pad(data.astype(np.float32), face_padding)
+    padded by `face_padding` (`face_mode`), each block read with `halo` (see the module docstring)."""
+    padded = pad_faces(data.astype(np.float32), face_padding, face_mode)
     axes = [axis_blocks(n, b, h, e) for n, b, h, e in zip(data.shape, block_size, halo, face_padding)]
     outputs = np.empty([len(a) for a in axes], dtype=object)
-    token = dask.base.tokenize(data.name, predictor, tuple(block_size), tuple(halo), tuple(face_padding))
+    token = dask.base.tokenize(data.name, predictor, tuple(block_size), tuple(halo), tuple(face_padding), face_mode)
     for number, group in enumerate(_batches(axes, batch_size)):
         inputs = [padded[tuple(slice(a[i].read_start, a[i].read_stop) for a, i in zip(axes, index))]
                   for index in group]  # fmt: skip
@@ -417,10 +420,11 @@ def _batches(axes: Sequence[list[AxisBlock]], batch_size: int) -> list[list[tupl
     return [members[i : i + batch_size] for members in by_shape.values() for i in range(0, len(members), batch_size)]
 
 
-def reference_output(volume: np.ndarray, generator: nn.Module, face_padding: Sequence[int]) -> np.ndarray:
-    """G in one pass on the whole volume reflect-padded by `face_padding`, cropped: what blockwise
-    output with that face padding equals."""
-    padded = np.pad(volume.astype(np.float32), [(e, e) for e in face_padding], mode="reflect")
+def reference_output(volume: np.ndarray, generator: nn.Module, face_padding: Sequence[int],
+                     face_mode: FaceMode = "reflect") -> np.ndarray:
+    """G in one pass on the whole volume padded by `face_padding` (`face_mode`), cropped: what
+    blockwise output with that face padding equals."""
+    padded = np.pad(volume.astype(np.float32), [(e, e) for e in face_padding], mode=face_mode)
     with torch.inference_mode():
         out = generator(torch.from_numpy(padded)[None, None])[0, 0].numpy()
     return out[tuple(slice(e, e + n) for e, n in zip(face_padding, volume.shape))]
@@ -745,14 +749,15 @@ def deconvolve_file(
         "device": str(device), "precision": precision.name, "halo_voxels": list(halo),
         "face_padding_voxels": list(face), "block_size": list(block),
         "memory_gb": budget, "estimated_peak_gb": round(peak / GIB, 3),
-        "boundary": "reflect", "output_dtype": config.output_dtype, "uint16_scale": scale, "intensity": intensity,
+        "boundary": config.face_padding_mode, "output_dtype": config.output_dtype, "uint16_scale": scale, "intensity": intensity,
     }  # fmt: skip
     out_attrs = {**attrs, "normalization": normalization, "deconvolution": record}
     with tqdm(total=blocks, unit="block", desc="deconvolve", disable=not progress) as bar, \
             torch_threads(config.threads or threads or torch.get_num_threads()), \
             dask.config.set(scheduler="synchronous"):  # fmt: skip
         predictor = BlockPredictor(generator, device, precision, on_batch=bar.update)
-        volume = to_output(deconvolve_lazy(data, predictor, block, config.batch_size, halo, face), inverse,
+        lazy = deconvolve_lazy(data, predictor, block, config.batch_size, halo, face, config.face_padding_mode)
+        volume = to_output(lazy, inverse,
                            clip_negative, scale, tally)  # fmt: skip
         written = write_ome_zarr(volume, output_path, voxel_size, out_attrs, chunks, overwrite=overwrite,
                                  name=input_name(input_path, attrs), ngff_version=config.ngff_version)  # fmt: skip

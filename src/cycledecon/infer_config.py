@@ -18,6 +18,8 @@ OUTPUT_DTYPES: tuple[str, ...] = get_args(OutputDtype)
 #: cycledecon.io.NGFF_FORMATS spelled out so that parsing the config does not import zarr.
 NgffVersion = Literal["0.5", "0.4"]
 NGFF_VERSIONS: tuple[str, ...] = get_args(NgffVersion)
+#: deconvolve.face_padding_mode values: numpy padding modes of the stack's outer faces.
+FaceMode = Literal["reflect", "edge"]
 #: deconvolve.uint16_scale when unset, per unit of the output: whole counts in the input's units
 #: (the raw stack's own numbers); steps of 1e-4 up to 6.5 in normalized units, where the input
 #: lies in [0, 1] and sharpening raises peaks above 1.
@@ -49,6 +51,10 @@ class InferenceConfig:
         gives the same output). Blocks always read the full halo from each other; this only sets
         how much mirrored context G gets at the stack's faces, and face blocks cost G less work the
         smaller it is. Default (null): DEFAULT_FACE_PADDING_VOXELS.
+    face_padding_mode: ``reflect`` (the stack mirrored at its faces, the face plane not repeated)
+        or ``edge`` (the face plane repeated). Haze from structure beyond a face rises towards it;
+        mirrored, it peaks on the face plane as an in-focus structure would, repeated it does not.
+        Train with the matching train.ring_at_faces (``mirror`` or ``edge``).
     batch_size: blocks of equal shape per forward pass (helps a GPU with small blocks).
     device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     precision: ``auto`` (bf16 autocast with channels-last where the CPU or GPU runs bf16
@@ -73,6 +79,7 @@ class InferenceConfig:
     block_size: tuple[int, int, int] | None = None
     memory_gb: float | None = None
     face_padding_voxels: tuple[int, int, int] | None = None
+    face_padding_mode: FaceMode = "reflect"
     batch_size: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"

@@ -198,9 +198,11 @@ class TrainConfig:
     ring_at_faces: what G's ring holds where it reaches past its patch's stack: ``blur``, for a
         sharp patch F of the context cut there (the stack mirrored); ``mirror``, F(x) of the stack's
         inside mirrored at its face, which is what inference's reflect padding shows G at a
-        widefield stack's faces; ``zero``, nothing, around widefield and sharp patches alike, which
-        is what inference shows G without face padding (deconvolve.face_padding_voxels 0). The last
-        two need patch stores that record each patch's room to the faces.
+        widefield stack's faces; ``edge``, the face's voxels repeated, around widefield and sharp
+        patches alike, as inference pads with deconvolve.face_padding_mode ``edge``; ``zero``,
+        nothing, around both, which is what inference shows G without face padding
+        (deconvolve.face_padding_voxels 0). All but ``blur`` need patch stores that record each
+        patch's room to the faces.
     """
 
     model: Literal["psf_layer", "two_generators"] = "psf_layer"
@@ -219,7 +221,7 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     augment: Literal["lateral", "none"] = "none"
     generator_context: tuple[int, int, int] = (0, 0, 0)
-    ring_at_faces: Literal["blur", "mirror", "zero"] = "blur"
+    ring_at_faces: Literal["blur", "mirror", "edge", "zero"] = "blur"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as stored in model.pt and accepted by parse."""

@@ -47,6 +47,8 @@ from cycledecon.noise import NoiseModel
 
 
 SHARP_DISTANCE = {"l1": F.l1_loss, "l2": F.mse_loss}  # LossConfig.cycle_sharp_distance
+#: torch padding mode of each TrainConfig.ring_at_faces fill, as numpy's reflect / edge / zeros at inference
+FACE_FILL_MODE = {"mirror": "reflect", "edge": "replicate", "zero": "constant"}
 
 
 class Faces(NamedTuple):
@@ -127,10 +129,11 @@ class CycleModel(nn.Module):
 
     def past_faces(self, volume: torch.Tensor, room: torch.Tensor, fill: str) -> torch.Tensor:
         """Patches with G's ring where the ring's part past the stack holds `fill`: ``mirror``, the
-        inside reflected at the face (numpy ``reflect``, as inference pads), or ``zero``, nothing
+        inside reflected at the face (numpy ``reflect``), ``edge``, the face's voxels repeated
+        (numpy ``edge``), as inference pads with deconvolve.face_padding_mode, or ``zero``, nothing
         (as inference without face padding); `room` (n, 3, 2) is each patch's distance to its
         stack's faces (z, y, x; before, after)."""
-        mode = "reflect" if fill == "mirror" else "constant"
+        mode = FACE_FILL_MODE[fill]
         out = []
         for sample, sample_room in zip(volume, room.tolist()):
             # ring voxels past each face, (z before, z after, y before, …), then cut and padded back
@@ -147,12 +150,12 @@ class CycleModel(nn.Module):
 
         y and x carry the context margin; both of F's inputs go through it in one call, so the
         closed-form intensity map is computed once per step. With `faces` (see `past_faces`), G's
-        ring around F(x) (``mirror``), or around both F(x) and y (``zero``), is refilled where it
-        reaches past the stack."""
+        ring around F(x) (``mirror``: widefield patches hold their stack mirrored already), or
+        around both F(x) and y (``edge``, ``zero``), is refilled where it reaches past the stack."""
         y_centre, x_centre = self.centre(y), self.centre(x)
         y_ring = self.with_ring(y)
-        if faces is not None and faces.fill == "zero" and any(self.ring):
-            y_ring = self.past_faces(y_ring, faces.y_room, "zero")
+        if faces is not None and faces.fill != "mirror" and any(self.ring):
+            y_ring = self.past_faces(y_ring, faces.y_room, faces.fill)
         fake_b = self.deblur(self.g, y_ring)
         blurred = self.forward_blur(torch.cat([x, self.with_centre(y, fake_b)]), self.g_margin)
         fake_a_ring = self.noisy(blurred[: len(x)])
