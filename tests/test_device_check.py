@@ -21,7 +21,7 @@ SCRIPT = ROOT / "benchmarks" / "device" / "check.py"
 #: depth-2 G so that its halo stays small, one timed G-alone pass; one torch thread, as tests/conftest.py
 #: sets (two spin against other processes on a shared 2-core machine).
 TINY = ["--device", "cpu", "--steps", "2", "--warmup", "1", "--repeats", "1", "--volume", "16", "64", "64",
-        "--stack", "16", "64", "64", "--patch", "16", "32", "32", "--context-um", "1", "0.8", "0.8",
+        "--stack", "16", "64", "64", "--patch", "16", "32", "32", "--context-um", "1", "0.8", "0.8", "--ring", "0", "0", "0",
         "--depth", "2", "--channels", "4", "--threads", "1"]  # fmt: skip
 ROWS = [("train", "auto"), ("train", "fp32"), ("G alone", "bf16"), ("G alone", "fp32"),
         ("deconvolve", "bf16"), ("deconvolve", "fp32")]  # fmt: skip

@@ -148,6 +148,7 @@ def gpu_preset(opts: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {"demo": {}, "patches": {}, "train": {"generator": {}, "optim": {}}}
     for value, section, key in ((opts.stack, changes["demo"], "shape"), (opts.patch, changes["patches"], "shape"),
                                 (opts.context_um, changes["patches"], "context_um"),
+                                (opts.ring, changes["train"], "generator_context"),
                                 (opts.depth, changes["train"]["generator"], "depth"),
                                 (opts.channels, changes["train"]["generator"], "base_channels"),
                                 (opts.batch_size, changes["train"]["optim"], "batch_size")):  # fmt: skip
@@ -528,6 +529,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--patch", **size, default=None, help="patches.shape (default: the preset's)")
     parser.add_argument("--context-um", nargs=3, type=float, metavar=("Z", "Y", "X"), default=None,
                         help="patches.context_um (default: the preset's)")  # fmt: skip
+    parser.add_argument("--ring", nargs=3, type=int, metavar=("Z", "Y", "X"), default=None,
+                        help="train.generator_context, voxels (default: the preset's)")  # fmt: skip
     parser.add_argument("--depth", type=int, default=None, help="G's depth (default: the preset's)")
     parser.add_argument("--channels", type=int, default=None, help="G's base_channels (default: the preset's)")
     parser.add_argument("--batch-size", type=int, default=None, help="train.optim.batch_size (default: the preset's)")

@@ -247,7 +247,7 @@ def check_kernel_fits(shape: tuple[int, ...], store: PatchStore, key: str, room:
         short = [n // 2 > m for n, m in zip(shape, room)]
         limit = f"the patches' context margin {store.margin} voxels (patches.context_um)"
         if room != store.margin:
-            limit += f" less train.generator_context, {room}"
+            limit += f" less train.generator_context ({room} left)"
     else:
         short = [n // 2 >= p for n, p in zip(shape, store.patch_shape)]
         limit = f"patches {store.patch_shape} (radius must be below the patch size)"
