@@ -757,8 +757,7 @@ def deconvolve_file(
             dask.config.set(scheduler="synchronous"):  # fmt: skip
         predictor = BlockPredictor(generator, device, precision, on_batch=bar.update)
         lazy = deconvolve_lazy(data, predictor, block, config.batch_size, halo, face, config.face_padding_mode)
-        volume = to_output(lazy, inverse,
-                           clip_negative, scale, tally)  # fmt: skip
+        volume = to_output(lazy, inverse, clip_negative, scale, tally)
         written = write_ome_zarr(volume, output_path, voxel_size, out_attrs, chunks, overwrite=overwrite,
                                  name=input_name(input_path, attrs), ngff_version=config.ngff_version)  # fmt: skip
     report_clipping(tally.counts, intensity)
