@@ -63,7 +63,7 @@ def write_model(path, channels: int = 1, normalization=NORMALIZATION):
     return save_model(path, tiny_generator(), metadata, learned_psf=None)
 
 
-def blockwise(volume: np.ndarray, halo, block, face=None, batch_size: int = 4, mode: str = "reflect") -> np.ndarray:
+def blockwise(volume: np.ndarray, halo, block, face=None, batch_size: int = 4, mode: str = "edge") -> np.ndarray:
     """Blockwise fp32 output of the tiny G; `face` padding defaults to the halo."""
     predictor = BlockPredictor(tiny_generator(), torch.device("cpu"), "fp32")
     face = halo if face is None else face
@@ -105,7 +105,7 @@ SPLITS = [(4, 8, 8), (8, 12, 8)]
 @pytest.mark.parametrize("face", [(0, 0, 0), (4, 4, 4), (12, 12, 12), (28, 28, 28), (0, 8, 20)])
 def test_blocks_equal_the_whole_volume_for_any_face_padding(volume, face, block):
     """Interior borders keep the full halo, the faces only `face`: blockwise still equals G on the
-    volume reflect-padded by `face`, at block borders and faces alike."""
+    volume padded by `face`, at block borders and faces alike."""
     halo = halo_voxels(GENERATOR)
     expected = reference_output(volume, tiny_generator(), face)
     np.testing.assert_allclose(blockwise(volume, halo, block, face), expected, rtol=0, atol=TOLERANCE)
@@ -155,15 +155,15 @@ def test_face_padding_matches_numpy_even_past_the_axis_length(mode):
 
 
 @pytest.mark.parametrize("block", SPLITS)
-def test_edge_padded_blocks_equal_the_whole_edge_padded_volume(volume, block):
-    """deconvolve.face_padding_mode: edge is as seam-free as reflect, and it does reach G: the
-    faces' output differs from the reflect-padded one."""
+def test_reflect_padded_blocks_equal_the_whole_reflect_padded_volume(volume, block):
+    """deconvolve.face_padding_mode: reflect is as seam-free as edge, and it does reach G: the
+    faces' output differs from the edge-padded one."""
     halo, face = halo_voxels(GENERATOR), (12, 12, 12)
-    expected = reference_output(volume, tiny_generator(), face, "edge")
-    out = blockwise(volume, halo, block, face, mode="edge")
+    expected = reference_output(volume, tiny_generator(), face, "reflect")
+    out = blockwise(volume, halo, block, face, mode="reflect")
     np.testing.assert_allclose(out, expected, rtol=0, atol=TOLERANCE)
-    reflected = reference_output(volume, tiny_generator(), face)
-    assert np.abs(out[0] - reflected[0]).max() > 10 * TOLERANCE
+    edge = reference_output(volume, tiny_generator(), face, "edge")
+    assert np.abs(out[0] - edge[0]).max() > 10 * TOLERANCE
 
 
 def test_blocks_are_whole_chunks_and_pooling_cells():
@@ -180,7 +180,7 @@ def test_face_padding_config_takes_one_number_or_three():
         parse_inference_config({"face_padding_voxels": [8, -8, 8]})
     with pytest.raises(CycledeconError, match="deconvolve.face_padding_voxels: expected a list of 3"):
         parse_inference_config({"face_padding_voxels": True})
-    assert parse_inference_config({}).face_padding_mode == "reflect"
+    assert parse_inference_config({}).face_padding_mode == "edge"
     with pytest.raises(CycledeconError, match="deconvolve.face_padding_mode"):
         parse_inference_config({"face_padding_mode": "wrap"})
 
@@ -346,15 +346,15 @@ def test_output_is_an_ome_zarr_with_voxel_size_and_model_identity(files):
     assert record["cycledecon_version"]
     assert record["halo_voxels"] == [28, 28, 28]
     assert record["face_padding_voxels"] == list(face_padding_voxels(GENERATOR))
-    assert record["boundary"] == "reflect"
+    assert record["boundary"] == "edge"
     assert record["precision"] == "fp32"
 
 
-def test_edge_face_padding_reaches_the_output_and_its_record(tmp_path, files):
-    out = deconvolve_file(files["tiff"], files["model"], tmp_path / "edge.ome.zarr",
-                          TWO_BLOCKS | {"face_padding_mode": "edge"}, progress=False)
-    assert zarr.open_group(str(out), mode="r").attrs["cycledecon"]["deconvolution"]["boundary"] == "edge"
-    edge, reflected = read_ome_zarr(out)[0], read_ome_zarr(files["out"])[0]
+def test_reflect_face_padding_reaches_the_output_and_its_record(tmp_path, files):
+    out = deconvolve_file(files["tiff"], files["model"], tmp_path / "reflect.ome.zarr",
+                          TWO_BLOCKS | {"face_padding_mode": "reflect"}, progress=False)
+    assert zarr.open_group(str(out), mode="r").attrs["cycledecon"]["deconvolution"]["boundary"] == "reflect"
+    reflected, edge = read_ome_zarr(out)[0], read_ome_zarr(files["out"])[0]
     assert np.abs(edge[0] - reflected[0]).max() > 0  # the first plane sees what lies past the face
 
 

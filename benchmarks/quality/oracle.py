@@ -109,10 +109,11 @@ def train_oracle(config: dict[str, Any], patches: PatchConfig, pairs: list[Pair]
 
 
 def deconvolved(g: torch.nn.Module, data: CaseData, config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """G on each whole normalized stack, reflect-padded at its faces as blockwise inference pads it."""
-    requested = parse_inference_config(config.get("deconvolve")).face_padding_voxels
-    face = face_padding_voxels(config["train"]["generator"], requested)
-    return {sample: reference_output(normalize_array(raw, data.voxel_size, config["normalize"])[0], g, face)
+    """G on each whole normalized stack, padded at its faces as blockwise inference pads it."""
+    inference = parse_inference_config(config.get("deconvolve"))
+    face = face_padding_voxels(config["train"]["generator"], inference.face_padding_voxels)
+    return {sample: reference_output(normalize_array(raw, data.voxel_size, config["normalize"])[0], g, face,
+                                     inference.face_padding_mode)
             for sample, raw in data.raws.items()}
 
 

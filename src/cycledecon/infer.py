@@ -2,9 +2,9 @@
 
 How blocks stay seam-free
 -------------------------
-The volume is padded lazily by a face padding ``e`` on every side (numpy ``reflect``, the edge
-voxel not repeated, or ``edge``, the face's voxels repeated: deconvolve.face_padding_mode). Output blocks of ``block_size`` tile the *unpadded*
-volume; each block reads its region plus a halo ``h`` on every side, clipped to the padded volume,
+The volume is padded lazily by a face padding ``e`` on every side (numpy ``edge``, the face's
+voxels repeated, or ``reflect``, the face voxel not repeated: deconvolve.face_padding_mode). Output
+blocks of ``block_size`` tile the *unpadded* volume; each block reads its region plus a halo ``h`` on every side, clipped to the padded volume,
 runs G, and keeps its region. The reference this reproduces is G applied once to the whole padded
 volume, cropped back (`reference_output`):
 
@@ -27,11 +27,11 @@ round differently. With ``norm: instance`` every tile is normalized by its own s
 guarantee is lost.
 
 The halo is what keeps blocks from seeing each other's edges; ``e`` only defines the output at the
-volume's faces (how much mirrored context G gets there before its own zero padding), and it costs
+volume's faces (how much padded context G gets there before its own zero padding), and it costs
 G work on every face block. Any ``e`` from 0 up is seam-free; from ``h`` up the output no longer
 changes (a kept voxel never reaches further), so `face_padding_voxels` caps it there. G is trained
 on patches with a thin context ring or none, its convolutions zero-padding at the patch edge, so a
-little mirrored context at a face serves it as well as a full halo: the default,
+little padded context at a face serves it as well as a full halo: the default,
 DEFAULT_FACE_PADDING_VOXELS, is the smallest that scored as well as ``e = h`` against the demo's
 ground truth, at the faces and over the whole stack.
 
@@ -67,6 +67,7 @@ from tqdm.auto import tqdm
 import cycledecon
 from cycledecon.errors import CycledeconError
 from cycledecon.infer_config import (
+    DEFAULT_FACE_MODE,
     DEFAULT_FACE_PADDING_VOXELS,
     DEFAULT_UINT16_SCALE,
     MEMORY_CAP_GB,
@@ -308,7 +309,7 @@ def _free_memory_bytes(device: torch.device) -> int | None:
     return None
 
 
-def pad_faces(data: da.Array, width: Sequence[int], mode: FaceMode = "reflect") -> da.Array:
+def pad_faces(data: da.Array, width: Sequence[int], mode: FaceMode = DEFAULT_FACE_MODE) -> da.Array:
     """Lazily pad each axis by `width` voxels with numpy's `mode` (``reflect`` or ``edge``), even
     past the axis length.
 
@@ -384,7 +385,7 @@ def deconvolve_lazy(
     batch_size: int,
     halo: Sequence[int],
     face_padding: Sequence[int],
-    face_mode: FaceMode = "reflect",
+    face_mode: FaceMode = DEFAULT_FACE_MODE,
 ) -> da.Array:
     """G over a (z, y, x) volume as a lazy float32 dask array chunked by `block_size`: the volume
     padded by `face_padding` (`face_mode`), each block read with `halo` (see the module docstring)."""
@@ -421,7 +422,7 @@ def _batches(axes: Sequence[list[AxisBlock]], batch_size: int) -> list[list[tupl
 
 
 def reference_output(volume: np.ndarray, generator: nn.Module, face_padding: Sequence[int],
-                     face_mode: FaceMode = "reflect") -> np.ndarray:
+                     face_mode: FaceMode = DEFAULT_FACE_MODE) -> np.ndarray:
     """G in one pass on the whole volume padded by `face_padding` (`face_mode`), cropped: what
     blockwise output with that face padding equals."""
     padded = np.pad(volume.astype(np.float32), [(e, e) for e in face_padding], mode=face_mode)

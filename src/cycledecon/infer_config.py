@@ -20,6 +20,9 @@ NgffVersion = Literal["0.5", "0.4"]
 NGFF_VERSIONS: tuple[str, ...] = get_args(NgffVersion)
 #: deconvolve.face_padding_mode values: numpy padding modes of the stack's outer faces.
 FaceMode = Literal["reflect", "edge"]
+#: deconvolve.face_padding_mode when unset: the face plane repeated, so haze from beyond a face
+#: does not peak there as in-focus structure would.
+DEFAULT_FACE_MODE: FaceMode = "edge"
 #: deconvolve.uint16_scale when unset, per unit of the output: whole counts in the input's units
 #: (the raw stack's own numbers); steps of 1e-4 up to 6.5 in normalized units, where the input
 #: lies in [0, 1] and sharpening raises peaks above 1.
@@ -46,13 +49,13 @@ class InferenceConfig:
         `block_peak_bytes`), used to choose the block. Default (null): `default_memory_gb`, half
         the memory free on the device (host MemAvailable, or free GPU memory), at most
         MEMORY_CAP_GB.
-    face_padding_voxels: (z, y, x) voxels of reflect padding at the volume's outer faces, or one
+    face_padding_voxels: (z, y, x) voxels of padding at the volume's outer faces, or one
         number for all three axes; rounded up to a multiple of 2**depth, at most the halo (more
         gives the same output). Blocks always read the full halo from each other; this only sets
-        how much mirrored context G gets at the stack's faces, and face blocks cost G less work the
+        how much padded context G gets at the stack's faces, and face blocks cost G less work the
         smaller it is. Default (null): DEFAULT_FACE_PADDING_VOXELS.
-    face_padding_mode: ``reflect`` (the stack mirrored at its faces, the face plane not repeated)
-        or ``edge`` (the face plane repeated). Haze from structure beyond a face rises towards it;
+    face_padding_mode: ``edge`` (the face plane repeated; DEFAULT_FACE_MODE) or ``reflect`` (the
+        stack mirrored at its faces, the face plane not repeated). Haze from structure beyond a face rises towards it;
         mirrored, it peaks on the face plane as an in-focus structure would, repeated it does not.
         Train with the matching train.ring_at_faces (``mirror`` or ``edge``).
     batch_size: blocks of equal shape per forward pass (helps a GPU with small blocks).
@@ -79,7 +82,7 @@ class InferenceConfig:
     block_size: tuple[int, int, int] | None = None
     memory_gb: float | None = None
     face_padding_voxels: tuple[int, int, int] | None = None
-    face_padding_mode: FaceMode = "reflect"
+    face_padding_mode: FaceMode = DEFAULT_FACE_MODE
     batch_size: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
