@@ -31,6 +31,7 @@ import cycledecon
 from cycledecon import figures
 from cycledecon.augment import lateral_symmetries
 from cycledecon.errors import CycledeconError
+from cycledecon.host_memory import reuse_freed_memory
 from cycledecon.io import atomic_path, write_ome_tiff
 from cycledecon.model.checkpoint import atomic_save, load_failure, save_model
 from cycledecon.model.config import PsfConfig, RefineConfig, TrainConfig, parse_config
@@ -106,6 +107,7 @@ def train(
     stage, whose kernel is the blind one frozen (RefineConfig); each stage resumes on its own.
     """
     cfg = parse_config(config)
+    reuse_freed_memory()
     patches_path, out_dir = Path(patches_path), Path(out_dir)
     if cfg.refine.steps == 0:
         return train_stage(patches_path, out_dir, cfg, reference_psf)
