@@ -20,9 +20,7 @@ G's forward passes is measured on the side ("G alone": output voxels per second 
   both with one explicit deconvolve.block_size (`--block`, or the block the budget chose for the
   1× stack): both runs then compute blocks of the same size, so their peak RSS should be similar.
 * Richardson–Lucy is `cycledecon.baselines.richardson_lucy` (scikit-image's, with offset handling),
-  20 iterations with the true PSF, in this process, its FFTs given the same thread count: once as
-  users run it, then once with malloc reusing freed blocks as cycledecon sets it
-  (cycledecon.host_memory), so neither side has an allocator the other lacks.
+  20 iterations with the true PSF, in this process, its FFTs given the same thread count.
 
 Every row records the block it used, whether the budget chose it, and the voxels G computes per
 output voxel (the halo's overhead). Writes benchmarks/results/inference.md.
@@ -53,7 +51,6 @@ import yaml
 from scipy.signal import fftconvolve
 
 from cycledecon.baselines import richardson_lucy
-from cycledecon.host_memory import reuse_freed_memory
 from cycledecon.infer import axis_blocks, face_padding_voxels, halo_voxels
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.model import UNet3d, receptive_field, save_model
@@ -237,13 +234,12 @@ def table(rows: list[dict[str, Any]], header: str, halo: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary(timed: dict[str, dict[str, Any]], pair: list[dict[str, Any]], rl_s: float, rl_reuse_s: float) -> str:
+def summary(timed: dict[str, dict[str, Any]], pair: list[dict[str, Any]], rl_s: float) -> str:
     """The ratios the issue's acceptance asks about: against RL, default against fp32, RSS 8× / 1×."""
     fp32, default = timed["fp32"], timed["auto"]
     return (
         f"\ncycledecon / Richardson–Lucy throughput on the 1× stack: fp32 {rl_s / fp32['wall_s']:.2f}×, "
-        f"default ({default['resolved']}) {rl_s / default['wall_s']:.2f}× "
-        f"({rl_reuse_s / default['wall_s']:.2f}× against RL with the same malloc setting). "
+        f"default ({default['resolved']}) {rl_s / default['wall_s']:.2f}×. "
         f"Default / fp32: end to end {fp32['wall_s'] / default['wall_s']:.2f}×, "
         f"G alone {fp32['model_s'] / default['model_s']:.2f}×. "
         f"Peak RSS 8× / 1× with block {'×'.join(map(str, pair[1]['block']))} given for both: "
@@ -295,12 +291,9 @@ def main() -> None:
                          face_padding_voxels=list(halo))
                 for n, store, run_shape in ((1, small, shape), (8, large, tuple(2 * n for n in shape)))]  # fmt: skip
         rl_s = time_richardson_lucy(stack, psf, opts.threads)
-        reuse_freed_memory()  # as deconvolve_file sets it: RL given the same allocator, after RL as users run it
-        rl_reuse_s = time_richardson_lucy(stack, psf, opts.threads)
-        rl = f"Richardson–Lucy, {RL_ITERATIONS} iterations, true PSF {PSF_SHAPE}"
-        rows = [*runs.rows, {"run": rl, "shape": shape, "wall_s": rl_s},
-                {"run": f"{rl}, malloc reusing freed blocks", "shape": shape, "wall_s": rl_reuse_s}]  # fmt: skip
-        print(rows[-2:], flush=True)
+        rows = [*runs.rows, {"run": f"Richardson–Lucy, {RL_ITERATIONS} iterations, true PSF {PSF_SHAPE}",
+                             "shape": shape, "wall_s": rl_s}]  # fmt: skip
+        print(rows[-1], flush=True)
 
     header = (
         f"# Inference benchmark\n\n`{command_line('inference.py')}` on {machine()}; threads {opts.threads} "
@@ -314,7 +307,7 @@ def main() -> None:
         "padding."
     )
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(table(rows, header, halo) + summary(timed, pair, rl_s, rl_reuse_s))
+    opts.out.write_text(table(rows, header, halo) + summary(timed, pair, rl_s))
     print(opts.out.read_text())
 
 

@@ -7,7 +7,7 @@ import platform
 import numpy as np
 import pytest
 
-from cycledecon.host_memory import reuse_freed_memory
+from cycledecon.host_memory import reusing_freed_memory
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 BLOCK = 64 * 2**20  # twice glibc's largest default mmap threshold
@@ -32,16 +32,20 @@ def heap_after_malloc_and_free(size: int) -> tuple[MallInfo2, MallInfo2]:
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
-def test_a_large_block_comes_from_the_heap_and_stays_there_when_freed():
-    """Without the setting glibc maps such a block on its own (hblkhd) and unmaps it on free; with
-    it, the block is heap memory (arena) and its bytes remain free in the heap (fordblks)."""
-    assert reuse_freed_memory() is True
-    held, freed = heap_after_malloc_and_free(BLOCK)
+def test_inside_a_large_block_comes_from_the_heap_and_stays_there_when_freed():
+    """By default glibc maps such a block on its own (hblkhd) and unmaps it on free; inside, the
+    block is heap memory (arena) and its bytes stay free in the heap (fordblks); after leaving,
+    large blocks are mapped again and the heap's free pages are given back."""
+    with reusing_freed_memory() as applied:
+        held, freed = heap_after_malloc_and_free(BLOCK)
+    assert applied is True
     assert held.hblkhd < BLOCK <= held.arena
     assert freed.fordblks >= BLOCK
+    held_after, _ = heap_after_malloc_and_free(BLOCK)
+    assert held_after.hblkhd >= BLOCK
 
 
-def test_setting_it_twice_is_harmless_and_arrays_still_work():
-    first = reuse_freed_memory()
-    assert reuse_freed_memory() == first
+def test_arrays_work_inside_and_after():
+    with reusing_freed_memory():
+        assert np.ones(10_000_000).sum() == 10_000_000
     assert np.ones(10_000_000).sum() == 10_000_000

@@ -66,7 +66,6 @@ from tqdm.auto import tqdm
 
 import cycledecon
 from cycledecon.errors import CycledeconError
-from cycledecon.host_memory import reuse_freed_memory
 from cycledecon.infer_config import (
     DEFAULT_FACE_MODE,
     DEFAULT_FACE_PADDING_VOXELS,
@@ -716,7 +715,6 @@ def deconvolve_file(
     overwrite : replace whatever is at `output_path` (never an input).
     """
     config = parse_inference_config(config)
-    reuse_freed_memory()
     input_path, model_path = Path(input_path), Path(model_path)
     check_output(output_path, [input_path, model_path], overwrite=overwrite)
     device = resolve_device(config.device)
