@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import cycledecon.precision as precision
+from cycledecon.model.float32 import run_in_float32
 from cycledecon.precision import CHOICES, Precision, resolve_precision
 
 CPU = torch.device("cpu")
@@ -74,3 +75,14 @@ def test_fp32_changes_nothing():
     with policy.autocast(CPU):
         assert conv(batch).dtype == torch.float32
     assert CHOICES == ("auto", "bf16", "fp32")
+
+
+def test_float32_parts_run_in_float32_only_while_gradients_are_computed():
+    """run_in_float32 guards bf16 backward passes; inference keeps bf16 (and its fast kernels)."""
+    conv = torch.nn.Conv3d(2, 3, 3)
+    batch = torch.rand(1, 2, 4, 5, 6)
+    with Precision(bf16=True).autocast(CPU):
+        assert run_in_float32(conv, batch).dtype == torch.float32
+        with torch.inference_mode():
+            assert run_in_float32(conv, batch).dtype == torch.bfloat16
+    assert run_in_float32(conv, batch).dtype == torch.float32  # no autocast: as it comes

@@ -31,6 +31,7 @@ import cycledecon
 from cycledecon import figures
 from cycledecon.augment import lateral_symmetries
 from cycledecon.errors import CycledeconError
+from cycledecon.host_memory import reusing_freed_memory
 from cycledecon.io import atomic_path, write_ome_tiff
 from cycledecon.model.checkpoint import atomic_save, load_failure, save_model
 from cycledecon.model.config import PsfConfig, RefineConfig, TrainConfig, parse_config
@@ -107,11 +108,12 @@ def train(
     """
     cfg = parse_config(config)
     patches_path, out_dir = Path(patches_path), Path(out_dir)
-    if cfg.refine.steps == 0:
-        return train_stage(patches_path, out_dir, cfg, reference_psf)
-    blind = out_dir / BLIND_STAGE
-    train_stage(patches_path, blind, dataclasses.replace(cfg, refine=RefineConfig()), reference_psf)
-    return train_stage(patches_path, out_dir, second_stage(cfg, blind / LEARNED_PSF), reference_psf)
+    with reusing_freed_memory():  # every step allocates the same large tensors
+        if cfg.refine.steps == 0:
+            return train_stage(patches_path, out_dir, cfg, reference_psf)
+        blind = out_dir / BLIND_STAGE
+        train_stage(patches_path, blind, dataclasses.replace(cfg, refine=RefineConfig()), reference_psf)
+        return train_stage(patches_path, out_dir, second_stage(cfg, blind / LEARNED_PSF), reference_psf)
 
 
 def second_stage(cfg: TrainConfig, learned_psf: Path) -> TrainConfig:

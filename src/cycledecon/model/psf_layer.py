@@ -53,29 +53,74 @@ def fft_convolve_valid(volume: torch.Tensor, kernel: torch.Tensor, margin: Margi
     volume less `margin` voxels on each side, each at least the kernel's radius there.
 
     A circular FFT convolution of the volume's own size is exact on that centre (overlap-save), so
-    nothing is padded; float32 whatever the autocast state.
+    nothing is padded; float32 (or float64) whatever the autocast state.
     """
-    with torch.autocast(volume.device.type, enabled=False):
-        spectrum = torch.fft.rfftn(volume.float(), dim=SPATIAL)
-    return convolve_spectrum_valid(spectrum, tuple(volume.shape[-3:]), kernel, margin)
+    _check_room(kernel, margin)
+    return _ValidFftConvolution.apply(volume, None, kernel, tuple(volume.shape[-3:]), tuple(margin))
 
 
 def convolve_spectrum_valid(spectrum: torch.Tensor, size: tuple[int, int, int], kernel: torch.Tensor,
                             margin: Margin) -> torch.Tensor:
-    """`fft_convolve_valid` of volumes of spatial `size` given by their rfftn `spectrum`, so a fixed
-    volume convolved with a changing kernel is transformed once."""
+    """`fft_convolve_valid` of fixed volumes of spatial `size` given by their rfftn `spectrum`, so
+    they are transformed once for every kernel they meet (no gradient flows to them)."""
+    _check_room(kernel, margin)
+    return _ValidFftConvolution.apply(None, spectrum, kernel, tuple(size), tuple(margin))
+
+
+def _check_room(kernel: torch.Tensor, margin: Margin) -> None:
     radius = [s // 2 for s in kernel.shape]
     if any(r > m for r, m in zip(radius, margin)):
         raise ValueError(f"kernel radius {tuple(radius)} exceeds the context margin {tuple(margin)}")
-    with torch.autocast(spectrum.device.type, enabled=False):
-        kernel = kernel.float()
-        embedded = F.pad(kernel, (0, size[2] - kernel.shape[2], 0, size[1] - kernel.shape[1],
-                                  0, size[0] - kernel.shape[0]))
-        full = torch.fft.irfftn(spectrum * torch.fft.rfftn(embedded, dim=SPATIAL), s=size, dim=SPATIAL)
-        # the centred output at position p is the linear convolution's sample p + radius
-        return full[..., margin[0] + radius[0] : size[0] - margin[0] + radius[0],
-                    margin[1] + radius[1] : size[1] - margin[1] + radius[1],
-                    margin[2] + radius[2] : size[2] - margin[2] + radius[2]]
+
+
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+
+
+class _ValidFftConvolution(torch.autograd.Function):
+    """The valid FFT convolution with its gradients written out as FFT correlations.
+
+    Forward: the kernel, zero-padded to the volume's size, and the volume are multiplied as rfftn
+    spectra and transformed back; the centred output at position p is the circular convolution's
+    sample p + radius, exact on the centre. Backward, with g the output's gradient placed in that
+    window: the volume's gradient is g correlated with the kernel, the kernel's is g correlated with
+    the volume (summed over the batch), both one rfftn of g and one irfftn each. Autograd's own
+    backward of rfftn takes a full complex transform plus copies, for the same result.
+    """
+
+    @staticmethod
+    def forward(ctx, volume: torch.Tensor | None, spectrum: torch.Tensor | None, kernel: torch.Tensor,
+                size: tuple[int, int, int], margin: Margin) -> torch.Tensor:
+        with torch.autocast(kernel.device.type, enabled=False):
+            if spectrum is None:
+                spectrum = torch.fft.rfftn(_at_least_float32(volume), dim=SPATIAL)
+            kernel_spectrum = torch.fft.rfftn(_at_least_float32(kernel), s=size, dim=SPATIAL)
+            window = tuple(slice(m + k // 2, n - m + k // 2) for n, m, k in zip(size, margin, kernel.shape))
+            out = torch.fft.irfftn(spectrum * kernel_spectrum, s=size, dim=SPATIAL)[(..., *window)]
+        ctx.save_for_backward(spectrum, kernel_spectrum)
+        ctx.size, ctx.window, ctx.kernel_shape = size, window, tuple(kernel.shape)
+        ctx.volume_dtype, ctx.kernel_dtype = None if volume is None else volume.dtype, kernel.dtype
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        spectrum, kernel_spectrum = ctx.saved_tensors
+        grad_volume = grad_kernel = None
+        with torch.autocast(grad_out.device.type, enabled=False):
+            grad_out = grad_out.to(kernel_spectrum.real.dtype)
+            placed = grad_out.new_zeros((*grad_out.shape[:-3], *ctx.size))
+            placed[(..., *ctx.window)] = grad_out
+            grad_spectrum = torch.fft.rfftn(placed, dim=SPATIAL)
+            if ctx.needs_input_grad[0]:
+                grad_volume = torch.fft.irfftn(grad_spectrum * kernel_spectrum.conj(), s=ctx.size, dim=SPATIAL)
+                grad_volume = grad_volume.to(ctx.volume_dtype)
+            if ctx.needs_input_grad[2]:
+                batch_dims = tuple(range(grad_spectrum.dim() - 3))
+                summed = (grad_spectrum * spectrum.conj()).sum(dim=batch_dims)
+                full = torch.fft.irfftn(summed, s=ctx.size, dim=SPATIAL)
+                grad_kernel = full[tuple(slice(0, k) for k in ctx.kernel_shape)].to(ctx.kernel_dtype)
+        return grad_volume, None, grad_kernel, None, None
 
 
 def crop_margin(volume: torch.Tensor, margin: Margin) -> torch.Tensor:

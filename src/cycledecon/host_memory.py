@@ -1,0 +1,54 @@
+"""Reuse of freed host memory between the networks' large CPU tensors (glibc's malloc).
+
+PyTorch takes CPU tensors from malloc. glibc maps every block above its mmap threshold (at most
+32 MiB by default) afresh and unmaps it on free, so each large intermediate of a forward or
+backward pass pays a page fault per 4 KiB page on first touch — on a CPU that costs about as much
+as the element-wise operations themselves. Inside `reusing_freed_memory` the mmap and trim
+thresholds are raised, so such blocks come from the heap and stay there after a free, and one
+arena serves all threads. On leaving, the thresholds go back to those glibc settles on by itself for
+large blocks and the heap's free pages are handed back. Training uses it (every step allocates the
+same tensors); blockwise inference does not: beside the differently sized arrays of reading and
+writing blocks, the kept memory raised peak RSS above deconvolve.memory_gb's estimate. Written here because neither
+PyTorch (its CPU caching allocator is for mobile builds) nor another library exposes it; a no-op
+where the C library has no `mallopt` (macOS, musl, Windows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+from collections.abc import Iterator
+
+#: mallopt parameters (glibc's malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+#: mallopt takes an int: inside, blocks up to 2 GiB come from the heap and stay there when freed.
+REUSE = {M_MMAP_THRESHOLD: 2**31 - 1, M_TRIM_THRESHOLD: 2**31 - 1, M_ARENA_MAX: 1}
+#: After: glibc's largest dynamic mmap threshold, its trim threshold at twice that (as glibc sets
+#: it), and the default number of arenas.
+AFTER = {M_MMAP_THRESHOLD: 32 * 2**20, M_TRIM_THRESHOLD: 64 * 2**20, M_ARENA_MAX: 0}
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def _set(settings: dict[int, int]) -> bool:
+    mallopt = getattr(_libc(), "mallopt", None)
+    return mallopt is not None and all([mallopt(parameter, value) == 1 for parameter, value in settings.items()])
+
+
+@contextlib.contextmanager
+def reusing_freed_memory() -> Iterator[bool]:
+    """Large freed blocks are kept in the heap and reused while inside (module doc); yields
+    whether glibc took the setting."""
+    applied = _set(REUSE)
+    try:
+        yield applied
+    finally:
+        if applied:
+            _set(AFTER)
+            _libc().malloc_trim(0)
