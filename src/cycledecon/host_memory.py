@@ -2,15 +2,15 @@
 
 PyTorch takes CPU tensors from malloc. glibc maps every block above its mmap threshold (at most
 32 MiB by default) afresh and unmaps it on free, so each large intermediate of a forward or
-backward pass pays a page fault per 4 KiB page on first touch — on a CPU that costs about as much
-as the element-wise operations themselves. Inside `reusing_freed_memory` the mmap and trim
-thresholds are raised, so such blocks come from the heap and stay there after a free, and one
-arena serves all threads. On leaving, the thresholds go back to those glibc settles on by itself for
-large blocks and the heap's free pages are handed back. Training uses it (every step allocates the
-same tensors); blockwise inference does not: beside the differently sized arrays of reading and
-writing blocks, the kept memory raised peak RSS above deconvolve.memory_gb's estimate. Written here because neither
-PyTorch (its CPU caching allocator is for mobile builds) nor another library exposes it; a no-op
-where the C library has no `mallopt` (macOS, musl, Windows).
+backward pass pays a page fault per 4 KiB page on first touch, which on a CPU can cost as much as
+the element-wise arithmetic. Inside `reusing_freed_memory` the mmap and trim thresholds are raised,
+so such blocks come from the heap and stay there after a free, and one arena serves all threads.
+On leaving, the thresholds and the arena limit go back to what glibc settles on by itself and the
+heap's free pages are handed back. Training uses it, as every step allocates the same tensors;
+blockwise inference does not, as tensors of changing sizes leave fragments that raise its peak
+memory above the block budget's estimate. Written here because neither PyTorch (its CPU caching
+allocator is for mobile builds) nor another library exposes it; a no-op where the C library has no
+`mallopt` (macOS, musl, Windows).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import os
 from collections.abc import Iterator
 
 #: mallopt parameters (glibc's malloc.h).
@@ -26,8 +27,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 #: mallopt takes an int: inside, blocks up to 2 GiB come from the heap and stay there when freed.
 REUSE = {M_MMAP_THRESHOLD: 2**31 - 1, M_TRIM_THRESHOLD: 2**31 - 1, M_ARENA_MAX: 1}
 #: After: glibc's largest dynamic mmap threshold, its trim threshold at twice that (as glibc sets
-#: it), and the default number of arenas.
-AFTER = {M_MMAP_THRESHOLD: 32 * 2**20, M_TRIM_THRESHOLD: 64 * 2**20, M_ARENA_MAX: 0}
+#: it), and glibc's default arena limit on 64-bit systems, 8 per core (mallopt ignores 0).
+AFTER = {M_MMAP_THRESHOLD: 32 * 2**20, M_TRIM_THRESHOLD: 64 * 2**20, M_ARENA_MAX: 8 * (os.cpu_count() or 1)}
 
 
 @functools.cache
@@ -38,6 +39,7 @@ def _libc() -> ctypes.CDLL | None:
 
 def _set(settings: dict[int, int]) -> bool:
     mallopt = getattr(_libc(), "mallopt", None)
+    # a list, not a generator: every setting is applied even if one is refused
     return mallopt is not None and all([mallopt(parameter, value) == 1 for parameter, value in settings.items()])
 
 

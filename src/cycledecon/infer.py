@@ -4,8 +4,8 @@ How blocks stay seam-free
 -------------------------
 The volume is padded lazily by a face padding ``e`` on every side (numpy ``edge``, the face's
 voxels repeated, or ``reflect``, the face voxel not repeated: deconvolve.face_padding_mode). Output
-blocks of ``block_size`` tile the *unpadded* volume; each block reads its region plus a halo ``h`` on every side, clipped to the padded volume,
-runs G, and keeps its region. The reference this reproduces is G applied once to the whole padded
+blocks of ``block_size`` tile the *unpadded* volume; each block reads its region plus a halo ``h``
+on every side, clipped to the padded volume, runs G, and keeps its region. The reference this reproduces is G applied once to the whole padded
 volume, cropped back (`reference_output`):
 
 * A side of a block's input clipped to the padded volume (a face side) ends where the reference's

@@ -197,9 +197,9 @@ class TrainConfig:
         always has at inference. The PSF kernel must fit the margin less this ring.
     ring_at_faces: what G's ring holds where it reaches past its patch's stack: ``blur``, for a
         sharp patch F of the context cut there (the stack mirrored); ``mirror``, F(x) of the stack's
-        inside mirrored at its face, which is what inference's reflect padding shows G at a
-        widefield stack's faces; ``edge``, the face's voxels repeated, around widefield and sharp
-        patches alike, as inference pads with deconvolve.face_padding_mode ``edge``; ``zero``,
+        inside mirrored at its face, which is what inference shows G at a widefield stack's faces
+        with deconvolve.face_padding_mode ``reflect``; ``edge``, the face's voxels repeated, around
+        widefield and sharp patches alike, as inference pads by default (``edge``); ``zero``,
         nothing, around both, which is what inference shows G without face padding
         (deconvolve.face_padding_voxels 0). All but ``blur`` need patch stores that record each
         patch's room to the faces.
