@@ -39,6 +39,26 @@ def test_generator_keeps_odd_and_even_shapes(shape):
     assert g(torch.rand(2, 1, *shape)).shape == (2, 1, *shape)
 
 
+@pytest.mark.parametrize("norm", ["batch", "instance", "none"])
+@pytest.mark.parametrize("activation", ["leaky_relu", "relu"])
+def test_in_place_activations_give_the_out_of_place_output_and_gradients(norm, activation):
+    """G's activations overwrite their input; autograd must still see the values it saved."""
+    g = UNet3d(GeneratorConfig(depth=2, base_channels=4, norm=norm, activation=activation))
+    assert all(m.inplace for m in g.modules() if isinstance(m, (torch.nn.LeakyReLU, torch.nn.ReLU)))
+    reference = UNet3d(g.config)
+    reference.load_state_dict(g.state_dict())
+    for m in reference.modules():
+        if isinstance(m, (torch.nn.LeakyReLU, torch.nn.ReLU)):
+            m.inplace = False
+    volume = torch.rand(2, 1, 8, 16, 16)
+    outputs = [net(volume) for net in (g, reference)]
+    for out in outputs:
+        (out**2).sum().backward()
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    for p, q in zip(g.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("norm", ["batch", "none"])
 @pytest.mark.parametrize("depth", [1, 2])
 def test_receptive_field_bounds_the_reach_of_one_voxel(norm, depth):

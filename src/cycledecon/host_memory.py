@@ -1,4 +1,4 @@
-"""Reuse of freed host memory between the networks' large CPU tensors (glibc's malloc).
+"""Cheap first touches of the networks' large CPU tensors: huge pages, and reuse of freed memory.
 
 PyTorch takes CPU tensors from malloc. glibc maps every block above its mmap threshold (at most
 32 MiB by default) afresh and unmaps it on free, so each large intermediate of a forward or
@@ -11,6 +11,10 @@ blockwise inference does not, as tensors of changing sizes leave fragments that 
 memory above the block budget's estimate. Written here because neither PyTorch (its CPU caching
 allocator is for mobile builds) nor another library exposes it; a no-op where the C library has no
 `mallopt` (macOS, musl, Windows).
+
+Everywhere, `use_huge_pages_for_tensors` turns on PyTorch's own switch for transparent huge pages
+on CPU tensors of 2 MiB and more, so a fresh tensor costs one page fault per 2 MiB; it keeps no
+freed memory, so it suits inference too. It has no effect where the kernel's THP setting is `never`.
 """
 
 from __future__ import annotations
@@ -54,3 +58,15 @@ def reusing_freed_memory() -> Iterator[bool]:
         if applied:
             _set(AFTER)
             _libc().malloc_trim(0)
+
+
+#: PyTorch's switch (read by its CPU allocator at its first allocation of 2 MiB or more).
+TORCH_HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"
+
+
+def use_huge_pages_for_tensors() -> None:
+    """Back PyTorch's large CPU tensors with transparent huge pages unless the user set the switch.
+
+    PyTorch reads it once, so this must run before the process's first large tensor.
+    """
+    os.environ.setdefault(TORCH_HUGE_PAGES, "1")

@@ -30,7 +30,9 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 def _activation(kind: str) -> nn.Module:
-    return {"leaky_relu": lambda: nn.LeakyReLU(0.2), "relu": nn.ReLU, "gelu": nn.GELU}[kind]()
+    # in place where torch allows it: no new full-size tensor per activation, in training or inference
+    return {"leaky_relu": lambda: nn.LeakyReLU(0.2, inplace=True), "relu": lambda: nn.ReLU(inplace=True),
+            "gelu": nn.GELU}[kind]()
 
 
 def _conv_block(c_in: int, c_out: int, config: GeneratorConfig) -> nn.Sequential:
