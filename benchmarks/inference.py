@@ -180,10 +180,15 @@ class Runs:
     base: dict[str, Any]  # the deconvolve: settings every run shares
     rows: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, name: str, store: Path | None, shape: tuple[int, ...], model: Path, **config: Any) -> dict[str, Any]:
-        """Run `deconvolve_file` on `store` with `config` over the shared settings; its row."""
-        result = deconvolve_run(store, model, {**self.base, **config}, self.threads, self.work)
-        self.rows.append({"run": name, "shape": shape, **result})
+    def add(self, name: str, store: Path | None, shape: tuple[int, ...], model: Path, repeats: int = 1,
+            **config: Any) -> dict[str, Any]:
+        """Run `deconvolve_file` on `store` with `config` over the shared settings, `repeats` times in
+        fresh processes; its row is the run of median wall time, with the range of all."""
+        results = [deconvolve_run(store, model, {**self.base, **config}, self.threads, self.work)
+                   for _ in range(repeats)]  # fmt: skip
+        walls = sorted(r["wall_s"] for r in results)
+        result = next(r for r in results if r["wall_s"] == walls[len(walls) // 2])
+        self.rows.append({"run": name, "shape": shape, **result, "wall_range": (walls[0], walls[-1])})
         print(self.rows[-1], flush=True)
         return self.rows[-1]
 
@@ -195,12 +200,15 @@ def computed_per_kept(shape: Sequence[int], block: Sequence[int], halo: Sequence
     return computed / math.prod(shape)
 
 
-def time_richardson_lucy(stack: np.ndarray, psf: np.ndarray, threads: int) -> float:
-    """Wall seconds of Richardson–Lucy on `stack` with its FFTs on `threads` workers."""
-    start = time.perf_counter()
-    with scipy.fft.set_workers(threads):
-        richardson_lucy(stack, psf, iterations=RL_ITERATIONS)
-    return time.perf_counter() - start
+def time_richardson_lucy(stack: np.ndarray, psf: np.ndarray, threads: int, repeats: int) -> list[float]:
+    """Wall seconds of `repeats` Richardson–Lucy runs on `stack`, its FFTs on `threads` workers."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with scipy.fft.set_workers(threads):
+            richardson_lucy(stack, psf, iterations=RL_ITERATIONS)
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def mvoxels_per_s(row: dict[str, Any], seconds_key: str = "wall_s") -> float | None:
@@ -211,6 +219,13 @@ def mvoxels_per_s(row: dict[str, Any], seconds_key: str = "wall_s") -> float | N
 
 def _fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
+
+
+def wall_text(row: dict[str, Any]) -> str:
+    """The row's wall seconds, with the range over its repeats when there were several."""
+    low, high = row.get("wall_range", (row["wall_s"], row["wall_s"]))
+    text = _fmt(row["wall_s"] or None, ".2f")
+    return text if low == high else f"{text} ({low:.2f}–{high:.2f})"
 
 
 def table(rows: list[dict[str, Any]], header: str, halo: Sequence[int]) -> str:
@@ -227,7 +242,7 @@ def table(rows: list[dict[str, Any]], header: str, halo: Sequence[int]) -> str:
             f"| {row['run']} | {row.get('precision', '–')} | {'×'.join(map(str, row['shape']))} | "
             f"{'–' if block is None else '×'.join(map(str, block))} | {source} | "
             f"{_fmt(computed_per_kept(row['shape'], block, halo, row['face']) if block else None, '.2f')} | "
-            f"{_fmt(row['wall_s'] or None, '.1f')} | {_fmt(mvoxels_per_s(row), '.3f')} | "
+            f"{wall_text(row)} | {_fmt(mvoxels_per_s(row), '.3f')} | "
             f"{_fmt(mvoxels_per_s(row, 'model_s'), '.3f')} | {_fmt(share, '.0%')} | "
             f"{_fmt(row.get('peak_rss_mib'), '.0f')} |"
         )
@@ -256,6 +271,8 @@ def main() -> None:
     parser.add_argument("--memory-gb", type=float, default=None, help="deconvolve.memory_gb (default: the library's)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each 1× throughput row and of RL; the median is compared (the rest once)")
     parser.add_argument("--quick", action="store_true", help="16×128×128 and a depth-2, 4-channel G: a smoke run")
     parser.add_argument("--big", action="store_true", help="also time a generator twice as wide (default precision)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -279,7 +296,8 @@ def main() -> None:
         runs = Runs(work, opts.threads, base)
         label = f"G (depth {generator['depth']}, {generator['base_channels']} ch)"
         runs.add("python + torch + cycledecon imported, nothing run", None, shape, model)
-        timed = {p: runs.add(f"{label}, 1×", small, shape, model, precision=p, **blocks) for p in PRECISIONS}
+        timed = {p: runs.add(f"{label}, 1×", small, shape, model, opts.repeats, precision=p, **blocks)
+                 for p in PRECISIONS}
         if opts.big:
             wide = {**generator, "base_channels": 2 * generator["base_channels"]}
             runs.add(f"G (depth {wide['depth']}, {wide['base_channels']} ch), 1×", small, shape,
@@ -290,9 +308,10 @@ def main() -> None:
         pair = [runs.add(f"{label}, {n}× (bounded memory)", store, run_shape, model, precision="auto", block_size=given,
                          face_padding_voxels=list(halo))
                 for n, store, run_shape in ((1, small, shape), (8, large, tuple(2 * n for n in shape)))]  # fmt: skip
-        rl_s = time_richardson_lucy(stack, psf, opts.threads)
+        rl_runs = sorted(time_richardson_lucy(stack, psf, opts.threads, opts.repeats))
+        rl_s = rl_runs[len(rl_runs) // 2]
         rows = [*runs.rows, {"run": f"Richardson–Lucy, {RL_ITERATIONS} iterations, true PSF {PSF_SHAPE}",
-                             "shape": shape, "wall_s": rl_s}]  # fmt: skip
+                             "shape": shape, "wall_s": rl_s, "wall_range": (rl_runs[0], rl_runs[-1])}]  # fmt: skip
         print(rows[-1], flush=True)
 
     header = (
@@ -303,8 +322,9 @@ def main() -> None:
         "shown). cycledecon wall time is end to end (read, halo, G, pyramid, write); 'G Mvoxel/s' is "
         "output voxels per second spent in G's forward passes, 'G share' their part of the wall time; "
         "'computed / kept' is the voxels G computes per output voxel (halo and face padding). Peak RSS is each run's own "
-        "process. The bounded-memory pair runs with the same explicit block_size and the whole halo as face "
-        "padding."
+        f"process. The 1× throughput rows and RL ran {opts.repeats} times each: the median, (min–max); ratios "
+        "use the medians. The bounded-memory pair runs once each, with the same explicit block_size and the "
+        "whole halo as face padding."
     )
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(table(rows, header, halo) + summary(timed, pair, rl_s))
