@@ -17,6 +17,7 @@ from cycledecon.model.config import DiscriminatorConfig, GeneratorConfig
 from cycledecon.model.discriminator import PatchDiscriminator3d
 from cycledecon.model.psf_layer import convolve_spectrum_valid, fft_convolve_valid
 from cycledecon.model.pupil import PupilPsf
+from cycledecon.model.unet import NearestUpConv3d
 from cycledecon.noise import NoiseModel
 from cycledecon.psf import gaussian_psf
 
@@ -37,6 +38,32 @@ def small_config(**overrides):
 def test_generator_keeps_odd_and_even_shapes(shape):
     g = UNet3d(GeneratorConfig(depth=2, base_channels=4)).eval()
     assert g(torch.rand(2, 1, *shape)).shape == (2, 1, *shape)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5), (1, 6, 2)])
+def test_folded_up_convolution_is_nearest_upsampling_then_the_convolution(shape):
+    """Exact in float64 (sums regrouped only), gradients included, at the borders too."""
+    up = NearestUpConv3d(3, 2).double()
+    volume = torch.randn(2, 3, *shape, dtype=torch.float64, requires_grad=True)
+    expected = up.conv(F.interpolate(volume, scale_factor=2, mode="nearest"))
+    got = up(volume)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    weights = torch.randn_like(expected)
+    grads = [torch.autograd.grad((out * weights).sum(), (volume, up.conv.weight, up.conv.bias))
+             for out in (got, expected)]  # fmt: skip
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_a_generator_saved_with_upsample_then_conv_modules_loads_unchanged():
+    """Models saved before the folded up-convolution kept its weights under `up.N.1.*`."""
+    g = UNet3d(GeneratorConfig(depth=2, base_channels=4)).eval()
+    old = {k.replace(".conv.", ".1.") if k.startswith("up.") else k: v for k, v in g.state_dict().items()}
+    assert any(k.startswith("up.0.1.") for k in old)
+    loaded = UNet3d(GeneratorConfig(depth=2, base_channels=4)).eval()
+    loaded.load_state_dict(old)
+    volume = torch.rand(1, 1, 8, 16, 16)
+    torch.testing.assert_close(loaded(volume), g(volume), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance", "none"])

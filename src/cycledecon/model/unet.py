@@ -1,9 +1,10 @@
 """The generator: a 3D U-Net for single-channel volumes, and its receptive field for tiled inference.
 
 Each level has two 3³ convolutions (norm, activation); levels are joined by 2× max pooling on the
-way down and nearest-neighbour 2× upsampling followed by a 3³ convolution on the way up (a
-stride-2 transposed convolution printed a 2-voxel checkerboard on the demo), with skip connections. The output
-is residual (input + correction) when configured, so an untrained G is close to the identity.
+way down and nearest-neighbour 2× upsampling followed by a 3³ convolution on the way up (a freely
+learned stride-2 transposed convolution printed a 2-voxel checkerboard on the demo), with skip
+connections. The output is residual (input + correction) when configured, so an untrained G is close
+to the identity.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from cycledecon.model.float32 import run_in_float32
 
 KERNEL = 3
 CONVS_PER_LEVEL = 2
+#: Per axis, the taps of a 4-tap stride-2 transposed convolution from those of a 3-tap convolution
+#: applied after nearest 2× upsampling: output 2m sums inputs m-1 (tap 3) and m (tap 1), output
+#: 2m+1 sums inputs m (tap 2) and m+1 (tap 0), each input tap the sum of the 3-tap weights that
+#: land on it.
+FOLD = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -46,6 +52,30 @@ def _conv_block(c_in: int, c_out: int, config: GeneratorConfig) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
+class NearestUpConv3d(nn.Module):
+    """Nearest-neighbour 2× upsampling followed by a 3³ convolution (zero padding 1), computed as one
+    stride-2 transposed convolution with the 4³ kernel folded from the 3³ one (`FOLD` per axis):
+    the same function, without the upsampled tensor and with 8 instead of 27 taps per output voxel."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(c_in, c_out, KERNEL, padding=KERNEL // 2)
+        self.register_load_state_dict_pre_hook(_from_upsample_then_conv)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        fold = FOLD.to(self.conv.weight)
+        # (out, in, 3, 3, 3) -> (in, out, 4, 4, 4), the transposed convolution's weight layout
+        weight = torch.einsum("ai,bj,ck,oxijk->xoabc", fold, fold, fold, self.conv.weight)
+        return F.conv_transpose3d(volume, weight, self.conv.bias, stride=2, padding=1)
+
+
+def _from_upsample_then_conv(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Load models saved when this step was nn.Sequential(Upsample, Conv3d): same weights, keys `1.*`."""
+    for name in ("weight", "bias"):
+        if f"{prefix}1.{name}" in state_dict:
+            state_dict[f"{prefix}conv.{name}"] = state_dict.pop(f"{prefix}1.{name}")
+
+
 class UNet3d(nn.Module):
     """3D U-Net mapping (n, 1, z, y, x) to the same shape; any spatial size of at least 2**depth.
 
@@ -63,13 +93,7 @@ class UNet3d(nn.Module):
             for level in range(config.depth)
         )
         self.bottom = _conv_block(widths[-2], widths[-1], config)
-        self.up = nn.ModuleList(
-            nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv3d(widths[level + 1], widths[level], KERNEL, padding=KERNEL // 2),
-            )
-            for level in range(config.depth)
-        )
+        self.up = nn.ModuleList(NearestUpConv3d(widths[level + 1], widths[level]) for level in range(config.depth))
         self.merge = nn.ModuleList(
             _conv_block(2 * widths[level], widths[level], config) for level in range(config.depth)
         )
