@@ -78,6 +78,20 @@ def _set(*keys: str, value: Any) -> Callable[[dict], None]:
     return forge
 
 
+def test_models_saved_before_the_folded_up_convolution_load(tmp_path):
+    """Their up-steps' weights are under `up.N.1.*` (nn.Sequential(Upsample, Conv3d))."""
+    path = write_model(tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    current = dict(payload["generator_state"])
+    payload["generator_state"] = {k.replace(".conv.", ".1.") if k.startswith("up.") else k: v
+                                  for k, v in current.items()}  # fmt: skip
+    assert any(k.startswith("up.0.1.") for k in payload["generator_state"])
+    torch.save(payload, path)
+    generator, _ = load_model(path)
+    assert generator.state_dict().keys() == current.keys()
+    assert all(torch.equal(generator.state_dict()[k], v) for k, v in current.items())
+
+
 def _state(edit: Callable[[dict], None]) -> Callable[[dict], None]:
     def forge(payload: dict) -> None:
         edit(payload["generator_state"])

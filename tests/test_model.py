@@ -64,6 +64,10 @@ def test_a_generator_saved_with_upsample_then_conv_modules_loads_unchanged():
     loaded.load_state_dict(old)
     volume = torch.rand(1, 1, 8, 16, 16)
     torch.testing.assert_close(loaded(volume), g(volume), rtol=0, atol=0)
+    # inside a larger model, as a training checkpoint holds it
+    outer = torch.nn.ModuleDict({"g": UNet3d(GeneratorConfig(depth=2, base_channels=4))})
+    outer.load_state_dict({f"g.{k}": v for k, v in old.items()})
+    torch.testing.assert_close(outer["g"].eval()(volume), g(volume), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance", "none"])

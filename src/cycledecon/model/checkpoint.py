@@ -30,7 +30,7 @@ from torch import nn
 from cycledecon.configparse import parse_section
 from cycledecon.errors import CycledeconError
 from cycledecon.model.config import GeneratorConfig
-from cycledecon.model.unet import UNet3d
+from cycledecon.model.unet import UNet3d, rename_upsample_then_conv_keys
 from cycledecon.normalize import NormalizeConfig, parse_normalize_config
 
 FORMAT = "cycledecon-model"
@@ -199,6 +199,8 @@ def check_generator_state(state: Any, config: GeneratorConfig, path: Path) -> di
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):  # fmt: skip
         raise CycledeconError(f"{path}: generator_state: expected a mapping of names to tensors, got {short(state)}")
+    state = dict(state)
+    rename_upsample_then_conv_keys(state)
     expected = expected_state(config)
     names = sorted(set(expected) ^ set(state))
     if names:

@@ -9,6 +9,7 @@ to the identity.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -60,7 +61,6 @@ class NearestUpConv3d(nn.Module):
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.conv = nn.Conv3d(c_in, c_out, KERNEL, padding=KERNEL // 2)
-        self.register_load_state_dict_pre_hook(_from_upsample_then_conv)
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         fold = FOLD.to(self.conv.weight)
@@ -69,11 +69,21 @@ class NearestUpConv3d(nn.Module):
         return F.conv_transpose3d(volume, weight, self.conv.bias, stride=2, padding=1)
 
 
-def _from_upsample_then_conv(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
-    """Load models saved when this step was nn.Sequential(Upsample, Conv3d): same weights, keys `1.*`."""
-    for name in ("weight", "bias"):
-        if f"{prefix}1.{name}" in state_dict:
-            state_dict[f"{prefix}conv.{name}"] = state_dict.pop(f"{prefix}1.{name}")
+#: The up-steps' weights as saved when each was nn.Sequential(Upsample, Conv3d).
+_UPSAMPLE_THEN_CONV_KEY = re.compile(r"^up\.(\d+)\.1\.(weight|bias)$")
+
+
+def rename_upsample_then_conv_keys(state: dict[str, Any], prefix: str = "") -> None:
+    """Rename, in place, the keys of a G state dict (under `prefix`) saved with the earlier layout of
+    the up-steps (`up.N.1.*`) to this one (`up.N.conv.*`): the weights are the same."""
+    for key in [k for k in state if k.startswith(prefix)]:
+        renamed = _UPSAMPLE_THEN_CONV_KEY.sub(r"up.\1.conv.\2", key[len(prefix):])
+        if renamed != key[len(prefix):]:
+            state[prefix + renamed] = state.pop(key)
+
+
+def _rename_on_load(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
+    rename_upsample_then_conv_keys(state, prefix)
 
 
 class UNet3d(nn.Module):
@@ -98,6 +108,7 @@ class UNet3d(nn.Module):
             _conv_block(2 * widths[level], widths[level], config) for level in range(config.depth)
         )
         self.head = nn.Conv3d(widths[0], 1, 1)
+        self.register_load_state_dict_pre_hook(_rename_on_load)
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         size = volume.shape[-3:]
