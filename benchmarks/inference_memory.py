@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from cycledecon.infer import FIXED_BYTES, activation_bytes_per_voxel, block_peak_bytes, halo_voxels
+from cycledecon.infer import FIXED_BYTES, activation_bytes_per_voxel, block_peak_bytes, halo_voxels, largest_read
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.model import UNet3d, receptive_field, save_model
 from cycledecon.voxel import VoxelSize
@@ -100,7 +100,6 @@ def deconvolve_rows(
 ) -> list[dict[str, Any]]:
     """`deconvolve_file` with the block chosen for each budget, fp32 and bf16, against block_peak_bytes."""
     model = write_model(work / "model.pt", generator)
-    halo = halo_voxels(generator)
     rows = []
     for number, (volume, memory_gb) in enumerate(cases):
         rng = np.random.default_rng(number)
@@ -113,7 +112,7 @@ def deconvolve_rows(
                                "output": str(output), "config": config, "threads": threads})  # fmt: skip
             block = read_ome_zarr(output)[2]["deconvolution"]["block_size"]
             estimate = block_peak_bytes(block, volume, generator, precision == "bf16")
-            halod = [min(b, n) + 2 * h for b, n, h in zip(block, volume, halo)]
+            halod = largest_read(block, volume, generator)
             rows.append({"run": f"deconvolve, memory_gb {memory_gb:g}", "precision": precision, "volume": volume,
                          "block": block, "halod": halod, "estimate": estimate, **marks})  # fmt: skip
             print(rows[-1], flush=True)
@@ -132,7 +131,7 @@ def table(rows: list[dict[str, Any]], header: str) -> str:
     """Markdown table of the measurements."""
     shape = lambda s: "×".join(map(str, s)) if isinstance(s, (list, tuple)) else s  # noqa: E731
     lines = [header, "",
-             "| run | precision | volume | block | halo'd block | Mvoxel | measured MiB | bytes/voxel | "
+             "| run | precision | volume | block | G's input | Mvoxel | measured MiB | bytes/voxel | "
              "estimate MiB | estimate / measured |",
              "|---|---|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for row in rows:
@@ -164,7 +163,9 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, CPU, {opts.threads} threads; generator {generator} "
         f"(halo {list(halo_voxels(generator))}). 'measured' is peak RSS above the process's RSS after its imports "
         f"(at most {baseline:.0f} MiB); 'estimate' is what cycledecon.infer expects: G alone "
-        "FIXED_BYTES + halo'd voxels × activation_bytes_per_voxel, deconvolve block_peak_bytes (buffers included)."
+        "FIXED_BYTES + halo'd voxels × activation_bytes_per_voxel, deconvolve block_peak_bytes (buffers included). "
+        "'G's input' is the largest volume G gets: the block plus its halo (G alone), or the largest region a "
+        "block reads, halo clipped to the face padding (deconvolve, `cycledecon.infer.largest_read`)."
     )
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(table(rows, header))

@@ -219,11 +219,20 @@ def block_peak_bytes(
     activations and the pipeline's float32 buffers (BUFFER_BYTES), times the batch; plus G's fixed
     workspace (FIXED_BYTES), which does not grow with the block.
     """
-    halo = halo_voxels(generator_config)
-    face = face_padding_voxels(generator_config, face_padding)
-    voxels = math.prod(max(a.extent for a in axis_blocks(n, b, h, e)) for b, n, h, e in zip(block, shape, halo, face))
+    voxels = math.prod(largest_read(block, shape, generator_config, face_padding))
     per_voxel = activation_bytes_per_voxel(generator_config, bf16) + BUFFER_BYTES
     return FIXED_BYTES + batch_size * voxels * per_voxel
+
+
+def largest_read(
+    block: Sequence[int], shape: Sequence[int], generator_config: Mapping[str, Any],
+    face_padding: Sequence[int] | None = None,
+) -> tuple[int, ...]:
+    """Per axis, the longest input G gets for blocks of `block` output voxels in a volume of `shape`:
+    a block's region plus the halo, clipped to the volume padded by `face_padding`."""
+    halo = halo_voxels(generator_config)
+    face = face_padding_voxels(generator_config, face_padding)
+    return tuple(max(a.extent for a in axis_blocks(n, b, h, e)) for b, n, h, e in zip(block, shape, halo, face))
 
 
 def block_for_budget(
