@@ -12,9 +12,10 @@ memory above the block budget's estimate. Written here because neither PyTorch (
 allocator is for mobile builds) nor another library exposes it; a no-op where the C library has no
 `mallopt` (macOS, musl, Windows).
 
-Everywhere, `use_huge_pages_for_tensors` turns on PyTorch's own switch for transparent huge pages
-on CPU tensors of 2 MiB and more, so a fresh tensor costs one page fault per 2 MiB; it keeps no
-freed memory, so it suits inference too. It has no effect where the kernel's THP setting is `never`.
+`use_huge_pages_for_tensors`, called when cycledecon is imported, turns on PyTorch's own switch for
+transparent huge pages on CPU tensors of 2 MiB and more (Linux), so a fresh tensor costs one page
+fault per 2 MiB; it keeps no freed memory, so it suits inference too. It has no effect where the
+kernel's THP setting is `never`.
 """
 
 from __future__ import annotations
