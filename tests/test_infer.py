@@ -125,13 +125,13 @@ def test_face_padding_reaches_g_at_the_faces(volume, reference):
 def test_face_padding_is_rounded_to_the_pooling_grid_and_capped_at_the_halo():
     assert face_padding_voxels(GENERATOR, (0, 5, 100)) == (0, 8, 28)
     assert face_padding_voxels(GENERATOR, (4, 4, 4)) == (4, 4, 4)
-    assert face_padding_voxels(GENERATOR) == tuple(min(_default_face(), 28) for _ in range(3))
+    assert face_padding_voxels(GENERATOR) == tuple(min(e, 28) for e in _default_face())
     assert face_padding_voxels({"depth": 3, "base_channels": 8}, (8, 16, 0)) == (8, 16, 0)
 
 
-def _default_face() -> int:
+def _default_face() -> tuple[int, ...]:
     """DEFAULT_FACE_PADDING_VOXELS rounded up to the tiny G's pooling grid."""
-    return -(-infer.DEFAULT_FACE_PADDING_VOXELS // 4) * 4
+    return tuple(-(-e // 4) * 4 for e in infer.DEFAULT_FACE_PADDING_VOXELS)
 
 
 def test_blocks_read_the_halo_between_them_and_the_face_padding_at_the_faces():
@@ -289,19 +289,24 @@ def test_blocks_chosen_for_a_budget_equal_the_whole_volume(volume, reference):
 
 
 def test_budget_and_the_block_chosen_for_it_are_recorded_and_logged(tmp_path, files, caplog):
-    shape = files["raw"].shape
-    memory_gb = round((budget_gb((4, 4, 4), shape) + budget_gb(shape, shape)) / 2, 3)
+    shape, face = files["raw"].shape, (16, 16, 16)  # padding wide enough that small blocks read less
+    memory_gb = round((budget_gb((4, 4, 4), shape, face=face) + budget_gb(shape, shape, face=face)) / 2, 3)
     with caplog.at_level(logging.INFO, logger="cycledecon.infer"):
         out = deconvolve_file(files["tiff"], files["model"], tmp_path / "out.ome.zarr",
-                              {"memory_gb": memory_gb, "precision": "fp32"}, progress=False)  # fmt: skip
+                              {"memory_gb": memory_gb, "precision": "fp32", "face_padding_voxels": list(face)},
+                              progress=False)  # fmt: skip
     data, _, attrs = read_ome_zarr(out)
     record = attrs["deconvolution"]
-    assert record["block_size"] == list(block_for_budget(shape, GENERATOR, memory_gb, bf16=False)) == [12, 8, 12]
+    chosen = block_for_budget(shape, GENERATOR, memory_gb, bf16=False, face_padding=face)
+    assert record["block_size"] == list(chosen) == [12, 8, 12]
     assert record["memory_gb"] == memory_gb
     assert 0 < record["estimated_peak_gb"] <= memory_gb
     assert f"20 blocks of (12, 8, 12) (for a budget of {memory_gb:.2f} GiB)" in caplog.text
-    # twenty budget blocks give what two configured ones gave: both equal the whole-volume output
-    np.testing.assert_allclose(data.compute(), read_ome_zarr(files["out"])[0].compute(), rtol=0, atol=TOLERANCE)
+    # twenty budget blocks give what one block of the whole volume gives, with the same face padding
+    whole = deconvolve_file(files["tiff"], files["model"], tmp_path / "whole.ome.zarr",
+                            {"block_size": list(shape), "precision": "fp32", "face_padding_voxels": list(face)},
+                            progress=False)  # fmt: skip
+    np.testing.assert_allclose(data.compute(), read_ome_zarr(whole)[0].compute(), rtol=0, atol=TOLERANCE)
 
 
 def test_explicit_block_size_wins_over_the_budget(tmp_path, files):

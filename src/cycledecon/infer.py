@@ -32,7 +32,7 @@ G work on every face block. Any ``e`` from 0 up is seam-free; from ``h`` up the 
 changes (a kept voxel never reaches further), so `face_padding_voxels` caps it there. G is trained
 on patches with a thin context ring or none, its convolutions zero-padding at the patch edge, so a
 little padded context at a face serves it as well as a full halo: the default,
-DEFAULT_FACE_PADDING_VOXELS, is the smallest that scored as well as ``e = h`` against the demo's
+DEFAULT_FACE_PADDING_VOXELS, is per axis the smallest that scored as well as ``e = h`` against
 ground truth, at the faces and over the whole stack.
 
 Any block that keeps these rules is seam-free, so its size only trades memory for speed: each block
@@ -131,10 +131,10 @@ def halo_voxels(generator_config: Mapping[str, Any]) -> tuple[int, int, int]:
 def face_padding_voxels(
     generator_config: Mapping[str, Any], requested: Sequence[int] | None = None
 ) -> tuple[int, int, int]:
-    """Per-axis reflect padding at the volume's faces: `requested` (None: DEFAULT_FACE_PADDING_VOXELS)
+    """Per-axis padding at the volume's faces: `requested` (None: DEFAULT_FACE_PADDING_VOXELS)
     rounded up to a multiple of 2**depth, at most the halo (wider padding gives the same output)."""
     multiple = 2 ** parse_generator_config(generator_config).depth
-    wanted = (DEFAULT_FACE_PADDING_VOXELS,) * 3 if requested is None else requested
+    wanted = DEFAULT_FACE_PADDING_VOXELS if requested is None else requested
     return tuple(min(_round_up(w, multiple), h) for w, h in zip(wanted, halo_voxels(generator_config)))
 
 
