@@ -107,7 +107,7 @@ GIB = 2**30
 # Memory estimate of a block (`block_peak_bytes`), calibrated so that it bounds the peak RSS measured
 # by benchmarks/inference_memory.py, a little above it (table in benchmarks/results/inference_memory.md).
 #: Full-resolution feature maps alive at G's peak, in units of base_channels, per precision.
-PEAK_CHANNELS = {"fp32": 7.5, "bf16": 5.0}
+PEAK_CHANNELS = {"fp32": 6.0, "bf16": 4.0}
 #: G's float32 input, head output and residual sum, bytes per voxel.
 FLOAT32_IO_BYTES = 12.0
 #: The pipeline's copies outside G (the halo'd input assembled by dask, input chunks kept for the

@@ -122,7 +122,9 @@ class UNet3d(nn.Module):
             h = F.max_pool3d(h, 2)
         h = run_in_float32(self.bottom, h)  # see cycledecon.model.float32
         for level in reversed(range(self.config.depth)):
-            h = self.merge[level](torch.cat([self.up[level](h), skips[level]], dim=1))
+            h = torch.cat([self.up[level](h), skips.pop()], dim=1)
+            for layer in self.merge[level]:  # one by one, so that each input is freed once used
+                h = layer(h)
         out = self.head(h)[..., : size[0], : size[1], : size[2]]
         return volume + out if self.config.residual else out
 
