@@ -17,7 +17,7 @@ from cycledecon.model.config import DiscriminatorConfig, GeneratorConfig
 from cycledecon.model.discriminator import PatchDiscriminator3d
 from cycledecon.model.psf_layer import convolve_spectrum_valid, fft_convolve_valid
 from cycledecon.model.pupil import PupilPsf
-from cycledecon.model.unet import NearestUpConv3d
+from cycledecon.model.unet import NearestUpConv3d, max_pool_2x
 from cycledecon.noise import NoiseModel
 from cycledecon.psf import gaussian_psf
 
@@ -578,3 +578,18 @@ def test_weight_average_starts_where_the_learning_rates_decay():
     # steps 3 and 4 averaged: 0.5·3 + 0.5·4
     for averaged in model.deblurrer.parameters():
         assert torch.allclose(averaged, torch.full_like(averaged, 3.5))
+
+
+@pytest.mark.parametrize("dtype, layout", [(torch.float32, torch.contiguous_format),
+                                           (torch.bfloat16, torch.channels_last_3d)])  # fmt: skip
+def test_max_pool_2x_equals_max_pool3d_with_and_without_gradients(dtype, layout):
+    """Exactly equal values (a maximum is exact in any precision); with gradients the pooling is
+    max_pool3d's, whose backward gives a tied maximum's gradient to one voxel (ties are made here by
+    rounding, so a pairwise-maximum backward would split it and differ)."""
+    volume = torch.randint(0, 4, (2, 3, 4, 6, 8)).to(dtype).contiguous(memory_format=layout)
+    with torch.no_grad():
+        assert torch.equal(max_pool_2x(volume), F.max_pool3d(volume, 2))
+    ours, theirs = volume.clone().requires_grad_(), volume.clone().requires_grad_()
+    max_pool_2x(ours).sum().backward()
+    F.max_pool3d(theirs, 2).sum().backward()
+    assert torch.equal(ours.grad, theirs.grad)

@@ -69,6 +69,18 @@ class NearestUpConv3d(nn.Module):
         return F.conv_transpose3d(volume, weight, self.conv.bias, stride=2, padding=1)
 
 
+def max_pool_2x(volume: torch.Tensor) -> torch.Tensor:
+    """2× max pooling of (n, c, z, y, x) with even sizes. Without gradients it is three pairwise
+    maxima over strided views: the same values, and several times faster on CPU than max_pool3d;
+    with gradients max_pool3d, whose backward sends a tied maximum's gradient to one voxel."""
+    if torch.is_grad_enabled():
+        return F.max_pool3d(volume, 2)
+    pairs = volume.unflatten(2, (-1, 2)).unflatten(4, (-1, 2)).unflatten(6, (-1, 2))  # (n, c, z, 2, y, 2, x, 2)
+    pairs = torch.maximum(pairs[:, :, :, 0], pairs[:, :, :, 1])
+    pairs = torch.maximum(pairs[:, :, :, :, 0], pairs[:, :, :, :, 1])
+    return torch.maximum(pairs[..., 0], pairs[..., 1])
+
+
 #: The up-steps' weights as saved when each was nn.Sequential(Upsample, Conv3d).
 _UPSAMPLE_THEN_CONV_KEY = re.compile(r"^up\.(\d+)\.1\.(weight|bias)$")
 
@@ -119,7 +131,7 @@ class UNet3d(nn.Module):
         for block in self.down:
             h = block(h)
             skips.append(h)
-            h = F.max_pool3d(h, 2)
+            h = max_pool_2x(h)
         h = run_in_float32(self.bottom, h)  # see cycledecon.model.float32
         for level in reversed(range(self.config.depth)):
             h = torch.cat([self.up[level](h), skips.pop()], dim=1)
