@@ -154,6 +154,18 @@ def test_deconvolve_precision_flag_is_recorded_and_overrides_the_config(tmp_path
     assert not np.array_equal(outputs["fp32"], outputs["bf16"])  # bf16 did run
 
 
+def test_deconvolve_does_not_import_dask_distributed(tmp_path):
+    """Looking a dask scheduler up by name imports dask.distributed (installed with bioio), a tenth
+    of a second or more of start-up for a cluster no command uses."""
+    raw, model = tiny_model(tmp_path)
+    code = ("import sys; from cycledecon.cli import main; main(sys.argv[1:]); "
+            "print('distributed' in sys.modules)")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code, "deconvolve", str(raw), "--model", str(model), "-o",
+                             str(tmp_path / "out.ome.zarr")], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_deconvolve_memory_gb_flag_sets_the_budget_and_a_too_small_one_is_one_line(tmp_path):
     from cycledecon.io import read_ome_zarr
 

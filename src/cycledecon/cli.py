@@ -23,6 +23,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import dask
+import dask.threaded
 import yaml
 
 from cycledecon import __version__
@@ -259,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    with user_errors_exit():
+    # dask's default scheduler given as a function: one given by name, or none, makes dask import
+    # dask.distributed (installed with bioio) to look for a cluster, which a command never has
+    with user_errors_exit(), dask.config.set(scheduler=dask.threaded.get):
         args.run(args)
 
 

@@ -59,6 +59,7 @@ from typing import Any, NamedTuple
 
 import dask
 import dask.array as da
+import dask.local
 import numpy as np
 import torch
 from torch import nn
@@ -764,7 +765,7 @@ def deconvolve_file(
     out_attrs = {**attrs, "normalization": normalization, "deconvolution": record}
     with tqdm(total=blocks, unit="block", desc="deconvolve", disable=not progress) as bar, \
             torch_threads(config.threads or threads or torch.get_num_threads()), \
-            dask.config.set(scheduler="synchronous"):  # fmt: skip
+            dask.config.set(scheduler=dask.local.get_sync):  # fmt: skip
         predictor = BlockPredictor(generator, device, precision, on_batch=bar.update)
         lazy = deconvolve_lazy(data, predictor, block, config.batch_size, halo, face, config.face_padding_mode)
         volume = to_output(lazy, inverse, clip_negative, scale, tally)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dask.array as da
+import dask.local
 import numpy as np
 from skimage.exposure import rescale_intensity
 from skimage.exposure._adapthist import NR_OF_GRAY, _clahe
@@ -251,7 +252,7 @@ def blockwise_clahe(
     def equalize_block(block_info: dict | None = None) -> np.ndarray:
         location = block_info[None]["array-location"]
         halo = tuple(slice(max(a - k, 0), min(b + k, n)) for (a, b), k, n in zip(location, kernel, data.shape))
-        raw = data[halo].compute(scheduler="synchronous")
+        raw = data[halo].compute(scheduler=dask.local.get_sync)
         out = clahe(rescale(raw, low, high, clip=True), kernel, clip_limit, nbins)
         return out[tuple(slice(a - h.start, b - h.start) for (a, b), h in zip(location, halo))]
 

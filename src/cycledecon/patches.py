@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dask.array as da
+import dask.local
 import numpy as np
 import pandas as pd
 import zarr
@@ -456,8 +457,8 @@ def read_window(data: da.Array, origin: tuple[int, ...], shape: tuple[int, ...],
     if fill == "wrap" and any(p != (0, 0) for p in pad):
         for axis, (a, b, n) in enumerate(zip(start, stop, data.shape)):
             data = da.take(data, np.arange(a, b) % n, axis=axis)
-        return np.asarray(data.compute(scheduler="synchronous"), dtype=np.float32)
-    block = np.asarray(data[inside].compute(scheduler="synchronous"), dtype=np.float32)
+        return np.asarray(data.compute(scheduler=dask.local.get_sync), dtype=np.float32)
+    block = np.asarray(data[inside].compute(scheduler=dask.local.get_sync), dtype=np.float32)
     return np.pad(block, pad, mode="symmetric") if any(p != (0, 0) for p in pad) else block
 
 

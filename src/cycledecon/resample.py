@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dask.array as da
+import dask.local
 import numpy as np
 import zarr
 from scipy.ndimage import gaussian_filter, map_coordinates
@@ -108,7 +109,7 @@ def read_psf_on_grid(path: str | Path, grid: VoxelSize, voxel_size: VoxelSize | 
     made on the campaign's widefield grid); on another grid it is resampled to `grid`.
     """
     stack = read_stack(path, voxel_size=voxel_size, default_voxel_size=grid)
-    psf = np.asarray(stack.data.compute(scheduler="synchronous"), dtype=np.float32)
+    psf = np.asarray(stack.data.compute(scheduler=dask.local.get_sync), dtype=np.float32)
     if not same_voxel_size(stack.voxel_size, grid):
         psf = psf_to_grid(psf, stack.voxel_size, grid)
     total = float(psf.sum())
