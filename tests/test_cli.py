@@ -155,13 +155,16 @@ def test_deconvolve_precision_flag_is_recorded_and_overrides_the_config(tmp_path
 
 
 def test_deconvolve_does_not_import_dask_distributed(tmp_path):
-    """Looking a dask scheduler up by name imports dask.distributed (installed with bioio), a tenth
-    of a second or more of start-up for a cluster no command uses."""
-    raw, model = tiny_model(tmp_path)
+    """Looking a dask scheduler up by name, or choosing a rechunk method, imports dask.distributed
+    (installed with bioio): a tenth of a second or more of start-up for a cluster no command uses."""
+    raw, model = tiny_model(tmp_path, shape=(8, 128, 128))  # wide enough for a pyramid level
+    config = tmp_path / "config.yaml"
+    config.write_text("deconvolve:\n  block_size: [8, 64, 64]\n")  # blocks unlike the store's chunks: a rechunk
     code = ("import sys; from cycledecon.cli import main; main(sys.argv[1:]); "
             "print('distributed' in sys.modules)")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code, "deconvolve", str(raw), "--model", str(model), "-o",
-                             str(tmp_path / "out.ome.zarr")], capture_output=True, text=True)  # fmt: skip
+                             str(tmp_path / "out.ome.zarr"), "--config", str(config)],
+                            capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
 
