@@ -156,7 +156,7 @@ def test_deconvolve_precision_flag_is_recorded_and_overrides_the_config(tmp_path
 
 def test_deconvolve_does_not_import_dask_distributed(tmp_path):
     """Looking a dask scheduler up by name, or choosing a rechunk method, imports dask.distributed
-    (installed with bioio): a tenth of a second or more of start-up for a cluster no command uses."""
+    (installed with bioio, slow to import) for a cluster no command uses."""
     raw, model = tiny_model(tmp_path, shape=(8, 128, 128))  # wide enough for a pyramid level
     config = tmp_path / "config.yaml"
     config.write_text("deconvolve:\n  block_size: [8, 64, 64]\n")  # blocks unlike the store's chunks: a rechunk
@@ -167,6 +167,17 @@ def test_deconvolve_does_not_import_dask_distributed(tmp_path):
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_rule_script_runs_dask_without_importing_dask_distributed(tmp_path):
+    """Snakemake scripts enter `user_errors_exit` with their log: a compute and a rechunk inside."""
+    code = ("import sys, dask.array as da; from cycledecon.boundary import user_errors_exit\n"
+            "with user_errors_exit(sys.argv[1]):\n"
+            "    da.ones((8, 8), chunks=4).rechunk(8).sum().compute()\n"
+            "print('distributed' in sys.modules)")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "rule.log")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 def test_deconvolve_memory_gb_flag_sets_the_budget_and_a_too_small_one_is_one_line(tmp_path):

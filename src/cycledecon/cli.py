@@ -23,8 +23,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import dask
-import dask.threaded
 import yaml
 
 from cycledecon import __version__
@@ -261,10 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    # dask's default scheduler given as a function and its rechunk method for want of a cluster:
-    # otherwise dask imports dask.distributed (installed with bioio) to look for a cluster, which a
-    # command never has
-    with user_errors_exit(), dask.config.set({"scheduler": dask.threaded.get, "array.rechunk.method": "tasks"}):
+    with user_errors_exit():
         args.run(args)
 
 
