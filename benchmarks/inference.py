@@ -143,17 +143,23 @@ def write_model(path: Path, generator_config: dict[str, Any]) -> Path:
     return save_model(path, UNet3d(generator_config).eval(), metadata, learned_psf=None)
 
 
-def run_child(args: dict[str, Any], work: Path) -> dict[str, float]:
-    """Run CHILD in a fresh process under /usr/bin/time: its timings plus its own peak RSS in MiB.
+def run_measured(arguments: list[str], work: Path) -> tuple[str, float]:
+    """Run `python arguments…` in a fresh process under /usr/bin/time: its stdout and its own peak
+    RSS in MiB.
 
     /usr/bin/time is a small process that forks the child: rusage taken from this (large) process
     would count the pages the child shared with it between fork and exec.
     """
     rss_file = work / "rss.txt"
-    command = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), sys.executable, "-c", CHILD, json.dumps(args)]
+    command = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), sys.executable, *arguments]
     output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
-    peak_kib = int(rss_file.read_text().split()[-1])
-    return {**json.loads(output.strip().splitlines()[-1]), "peak_rss_mib": peak_kib / 1024}
+    return output, int(rss_file.read_text().split()[-1]) / 1024
+
+
+def run_child(args: dict[str, Any], work: Path) -> dict[str, float]:
+    """Run CHILD in a fresh process: its timings plus its own peak RSS in MiB."""
+    output, peak_mib = run_measured(["-c", CHILD, json.dumps(args)], work)
+    return {**json.loads(output.strip().splitlines()[-1]), "peak_rss_mib": peak_mib}
 
 
 def deconvolve_run(store: Path | None, model: Path, config: dict[str, Any], threads: int, work: Path) -> dict[str, Any]:
@@ -171,15 +177,12 @@ def deconvolve_run(store: Path | None, model: Path, config: dict[str, Any], thre
 def command_line_run(tiff: Path, model: Path, config: dict[str, Any], threads: int, work: Path) -> dict[str, Any]:
     """One `cycledecon deconvolve` of a raw TIFF as a user types it: wall time from the command's
     start (imports, reading and normalizing the TIFF included) and its peak RSS in MiB."""
-    output, settings, rss_file = work / "cli.ome.zarr", work / "cli.yaml", work / "cli_rss.txt"
+    output, settings = work / "cli.ome.zarr", work / "cli.yaml"
     settings.write_text(yaml.safe_dump({"deconvolve": {**config, "threads": threads}}))
-    command = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), sys.executable, "-m", "cycledecon.cli",
-               "deconvolve", str(tiff), "--model", str(model), "-o", str(output), "--config", str(settings)]  # fmt: skip
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    wall = time.perf_counter() - start
-    peak_mib = int(rss_file.read_text().split()[-1]) / 1024
-    return {"wall_s": wall, "peak_rss_mib": peak_mib, **output_record(output, config)}
+    _, peak_mib = run_measured(["-m", "cycledecon.cli", "deconvolve", str(tiff), "--model", str(model),
+                                "-o", str(output), "--config", str(settings)], work)  # fmt: skip
+    return {"wall_s": time.perf_counter() - start, "peak_rss_mib": peak_mib, **output_record(output, config)}
 
 
 def output_record(output: Path, config: dict[str, Any]) -> dict[str, Any]:

@@ -584,8 +584,8 @@ def test_weight_average_starts_where_the_learning_rates_decay():
                                            (torch.bfloat16, torch.channels_last_3d)])  # fmt: skip
 def test_max_pool_2x_equals_max_pool3d_with_and_without_gradients(dtype, layout):
     """Exactly equal values (a maximum is exact in any precision); with gradients the pooling is
-    max_pool3d's, whose backward gives a tied maximum's gradient to one voxel (ties are made here by
-    rounding, so a pairwise-maximum backward would split it and differ)."""
+    max_pool3d's, whose backward gives a tied maximum's gradient to one voxel (the integers 0–3 drawn
+    here tie often, so a pairwise-maximum backward would split it and differ)."""
     volume = torch.randint(0, 4, (2, 3, 4, 6, 8)).to(dtype).contiguous(memory_format=layout)
     with torch.no_grad():
         assert torch.equal(max_pool_2x(volume), F.max_pool3d(volume, 2))
