@@ -42,10 +42,8 @@ def fft_convolve(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
                                   0, size[0] - kernel.shape[0]))
         centred = torch.roll(embedded, shifts=[-r for r in radius], dims=SPATIAL)
         spectrum = torch.fft.rfftn(padded, dim=SPATIAL) * torch.fft.rfftn(centred, dim=SPATIAL)
-        full = torch.fft.irfftn(spectrum, s=size, dim=SPATIAL)
-        n = volume.shape[-3:]
-        return full[..., radius[0] : radius[0] + n[0], radius[1] : radius[1] + n[1],
-                    radius[2] : radius[2] + n[2]]
+        window = tuple(slice(r, r + n) for r, n in zip(radius, volume.shape[-3:]))
+        return _irfftn_window(spectrum, tuple(size), window)
 
 
 def fft_convolve_valid(volume: torch.Tensor, kernel: torch.Tensor, margin: Margin) -> torch.Tensor:
@@ -77,15 +75,25 @@ def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
+def _irfftn_window(spectrum: torch.Tensor, size: tuple[int, int, int],
+                   window: tuple[slice, slice, slice]) -> torch.Tensor:
+    """irfftn over the last three axes (real `size`), computed only on `window`: each axis is
+    transformed back once the axes before it were cut to the window, so discarded rows cost nothing."""
+    partial = torch.fft.ifft(spectrum, dim=-3)[..., window[0], :, :]
+    partial = torch.fft.ifft(partial, dim=-2)[..., window[1], :]
+    return torch.fft.irfft(partial, n=size[2], dim=-1)[..., window[2]]
+
+
 class _ValidFftConvolution(torch.autograd.Function):
     """The valid FFT convolution with its gradients written out as FFT correlations.
 
     Forward: the kernel, zero-padded to the volume's size, and the volume are multiplied as rfftn
     spectra and transformed back; the centred output at position p is the circular convolution's
-    sample p + radius, exact on the centre. Backward, with g the output's gradient placed in that
-    window: the volume's gradient is g correlated with the kernel, the kernel's is g correlated with
-    the volume (summed over the batch), both one rfftn of g and one irfftn each. Autograd's own
-    backward of rfftn takes a full complex transform plus copies, for the same result.
+    sample p + radius, exact on the centre, and only that window is transformed back. Backward, with
+    g the output's gradient placed in that window: the volume's gradient is g correlated with the
+    kernel, the kernel's is g correlated with the volume (summed over the batch, transformed back on
+    the kernel's support only), both one rfftn of g and one irfftn each. Autograd's own backward of
+    rfftn takes a full complex transform plus copies, for the same result.
     """
 
     @staticmethod
@@ -96,7 +104,7 @@ class _ValidFftConvolution(torch.autograd.Function):
                 spectrum = torch.fft.rfftn(_at_least_float32(volume), dim=SPATIAL)
             kernel_spectrum = torch.fft.rfftn(_at_least_float32(kernel), s=size, dim=SPATIAL)
             window = tuple(slice(m + k // 2, n - m + k // 2) for n, m, k in zip(size, margin, kernel.shape))
-            out = torch.fft.irfftn(spectrum * kernel_spectrum, s=size, dim=SPATIAL)[(..., *window)]
+            out = _irfftn_window(spectrum * kernel_spectrum, size, window)
         ctx.save_for_backward(spectrum, kernel_spectrum)
         ctx.size, ctx.window, ctx.kernel_shape = size, window, tuple(kernel.shape)
         ctx.volume_dtype, ctx.kernel_dtype = None if volume is None else volume.dtype, kernel.dtype
@@ -118,8 +126,8 @@ class _ValidFftConvolution(torch.autograd.Function):
             if ctx.needs_input_grad[2]:
                 batch_dims = tuple(range(grad_spectrum.dim() - 3))
                 summed = (grad_spectrum * spectrum.conj()).sum(dim=batch_dims)
-                full = torch.fft.irfftn(summed, s=ctx.size, dim=SPATIAL)
-                grad_kernel = full[tuple(slice(0, k) for k in ctx.kernel_shape)].to(ctx.kernel_dtype)
+                kernel_window = tuple(slice(0, k) for k in ctx.kernel_shape)
+                grad_kernel = _irfftn_window(summed, ctx.size, kernel_window).to(ctx.kernel_dtype)
         return grad_volume, None, grad_kernel, None, None
 
 
