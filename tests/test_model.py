@@ -15,7 +15,7 @@ from cycledecon.model import (
 from cycledecon.model.cyclegan import Faces
 from cycledecon.model.config import DiscriminatorConfig, GeneratorConfig
 from cycledecon.model.discriminator import PatchDiscriminator3d
-from cycledecon.model.psf_layer import convolve_spectrum_valid, fft_convolve_valid
+from cycledecon.model.psf_layer import convolve_spectrum_valid, fft_convolve_valid, with_centre
 from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import NearestUpConv3d, max_pool_2x
 from cycledecon.noise import NoiseModel
@@ -153,6 +153,24 @@ def test_valid_convolution_gradients_match_finite_differences():
     assert torch.autograd.gradcheck(lambda v, k: fft_convolve_valid(v, k, margin), (volume, kernel))
     spectrum = torch.fft.rfftn(volume.detach(), dim=(-3, -2, -1))
     assert torch.autograd.gradcheck(lambda k: convolve_spectrum_valid(spectrum, (9, 10, 11), k, margin), (kernel,))
+
+
+def test_valid_convolution_with_a_centre_equals_the_composed_volume_and_its_gradients():
+    """A centre given to the convolution is placed in the volumes' middles first: the result must be
+    the convolution of the composed volume, and the gradients (the centre's from its own window, the
+    volume's with the middle left out) must match finite differences, in float64."""
+    generator = torch.Generator().manual_seed(1)
+    volume = torch.rand(2, 1, 9, 10, 11, dtype=torch.float64, generator=generator, requires_grad=True)
+    centre = torch.rand(2, 1, 5, 4, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    kernel = torch.rand(3, 5, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    margin = (2, 2, 3)
+    composed = with_centre(volume.detach(), centre.detach())
+    assert torch.equal(composed[..., 2:7, 3:7, 3:8], centre.detach())
+    torch.testing.assert_close(fft_convolve_valid(volume, kernel, margin, centre),
+                               fft_convolve_valid(composed, kernel, margin), rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda v, c, k: fft_convolve_valid(v, k, margin, c), (volume, centre, kernel))
+    fft_convolve_valid(volume, kernel, margin, centre).sum().backward()
+    assert float(volume.grad[..., 2:7, 3:7, 3:8].abs().max()) == 0  # the middle came from the centre
 
 
 def test_light_from_the_margin_reaches_the_patch():

@@ -40,7 +40,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cycledecon.model.config import LossConfig, OptimConfig, PsfConfig, TrainConfig
 from cycledecon.model.discriminator import PatchDiscriminator3d, lsgan_loss
-from cycledecon.model.psf_layer import NO_MARGIN, Margin, PsfLayer, crop_margin
+from cycledecon.model.psf_layer import NO_MARGIN, Margin, PsfLayer, crop_margin, with_centre
 from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import UNet3d
 from cycledecon.noise import NoiseModel
@@ -94,12 +94,15 @@ class CycleModel(nn.Module):
         """The patch without its context margin."""
         return crop_margin(volume, self.margin)
 
-    def forward_blur(self, volume: torch.Tensor, margin: Margin | None = None) -> torch.Tensor:
-        """F of patches with their margin, cropped by `margin` (default: the whole margin)."""
+    def forward_blur(self, volume: torch.Tensor, margin: Margin | None = None,
+                     centre: torch.Tensor | None = None) -> torch.Tensor:
+        """F of patches with their margin, cropped by `margin` (default: the whole margin); with
+        `centre`, of the patches whose centre it replaces (the PSF layer then carries gradients to
+        `centre` only)."""
         margin = self.margin if margin is None else margin
         if isinstance(self.f, PsfLayer):
-            return self.f(volume, margin)
-        return crop_margin(self.f(volume), margin)
+            return self.f(volume, margin, centre)
+        return crop_margin(self.f(volume if centre is None else with_centre(volume, centre)), margin)
 
     def with_ring(self, volume: torch.Tensor) -> torch.Tensor:
         """The patch with G's context ring, from the patch with its whole margin."""
@@ -108,16 +111,6 @@ class CycleModel(nn.Module):
     def deblur(self, g: nn.Module, volume: torch.Tensor) -> torch.Tensor:
         """`g` on a patch with G's ring, cropped to the patch."""
         return crop_margin(g(volume), self.ring)
-
-    def with_centre(self, volume: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-        """`volume` (with margin) whose centre is replaced by `centre`."""
-        if not any(self.margin):
-            return centre
-        m = self.margin
-        combined = volume.clone()
-        combined[..., m[0] : volume.shape[-3] - m[0], m[1] : volume.shape[-2] - m[1],
-                 m[2] : volume.shape[-1] - m[2]] = centre
-        return combined
 
     def noisy(self, blurred: torch.Tensor) -> torch.Tensor:
         """Simulated widefield noise added to F's output, when the model has a noise model."""
@@ -157,7 +150,7 @@ class CycleModel(nn.Module):
         if faces is not None and faces.fill != "mirror" and any(self.ring):
             y_ring = self.past_faces(y_ring, faces.y_room, faces.fill)
         fake_b = self.deblur(self.g, y_ring)
-        blurred = self.forward_blur(torch.cat([x, self.with_centre(y, fake_b)]), self.g_margin)
+        blurred = self.forward_blur(torch.cat([x, y]), self.g_margin, centre=torch.cat([x_centre, fake_b]))
         fake_a_ring = self.noisy(blurred[: len(x)])
         if faces is not None and any(self.ring):
             fake_a_ring = self.past_faces(fake_a_ring, faces.x_room, faces.fill)
@@ -255,7 +248,7 @@ class CycleModel(nn.Module):
         """Validation cycle loss ‖F(G(y)) − y‖₁ + ‖G(F(x)) − x‖₁ with the exported G (y, x with margin)."""
         g = self.deblurrer
         y_centre, x_centre = self.centre(y), self.centre(x)
-        cycled = self.forward_blur(self.with_centre(y, self.deblur(g, self.with_ring(y))))
+        cycled = self.forward_blur(y, centre=self.deblur(g, self.with_ring(y)))
         sharp_cycled = self.deblur(g, self.forward_blur(x, self.g_margin))
         return float(F.l1_loss(cycled, y_centre) + F.l1_loss(sharp_cycled, x_centre))
 

@@ -46,15 +46,18 @@ def fft_convolve(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         return _irfftn_window(spectrum, tuple(size), window)
 
 
-def fft_convolve_valid(volume: torch.Tensor, kernel: torch.Tensor, margin: Margin) -> torch.Tensor:
+def fft_convolve_valid(volume: torch.Tensor, kernel: torch.Tensor, margin: Margin,
+                       centre: torch.Tensor | None = None) -> torch.Tensor:
     """Convolution of (..., z, y, x) volumes with an odd kernel, returning only the centre: the
     volume less `margin` voxels on each side, each at least the kernel's radius there.
 
     A circular FFT convolution of the volume's own size is exact on that centre (overlap-save), so
-    nothing is padded; float32 (or float64) whatever the autocast state.
+    nothing is padded; float32 (or float64) whatever the autocast state. With `centre`, the volumes'
+    middles are replaced by it first (`with_centre`); the volumes' gradient then leaves that middle
+    out, and `centre`'s is transformed back on its own window only.
     """
     _check_room(kernel, margin)
-    return _ValidFftConvolution.apply(volume, None, kernel, tuple(volume.shape[-3:]), tuple(margin))
+    return _ValidFftConvolution.apply(volume, None, kernel, tuple(volume.shape[-3:]), tuple(margin), centre)
 
 
 def convolve_spectrum_valid(spectrum: torch.Tensor, size: tuple[int, int, int], kernel: torch.Tensor,
@@ -62,7 +65,18 @@ def convolve_spectrum_valid(spectrum: torch.Tensor, size: tuple[int, int, int], 
     """`fft_convolve_valid` of fixed volumes of spatial `size` given by their rfftn `spectrum`, so
     they are transformed once for every kernel they meet (no gradient flows to them)."""
     _check_room(kernel, margin)
-    return _ValidFftConvolution.apply(None, spectrum, kernel, tuple(size), tuple(margin))
+    return _ValidFftConvolution.apply(None, spectrum, kernel, tuple(size), tuple(margin), None)
+
+
+def with_centre(volume: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """A copy of (..., z, y, x) `volume` whose middle, of `centre`'s spatial size, holds `centre`."""
+    combined = volume.clone()
+    combined[(..., *_middle(volume.shape[-3:], centre.shape[-3:]))] = centre
+    return combined
+
+
+def _middle(size: tuple[int, ...], inner: tuple[int, ...]) -> tuple[slice, slice, slice]:
+    return tuple(slice((n - c) // 2, (n - c) // 2 + c) for n, c in zip(size, inner))
 
 
 def _check_room(kernel: torch.Tensor, margin: Margin) -> None:
@@ -98,9 +112,11 @@ class _ValidFftConvolution(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, volume: torch.Tensor | None, spectrum: torch.Tensor | None, kernel: torch.Tensor,
-                size: tuple[int, int, int], margin: Margin) -> torch.Tensor:
+                size: tuple[int, int, int], margin: Margin, centre: torch.Tensor | None) -> torch.Tensor:
         with torch.autocast(kernel.device.type, enabled=False):
             if spectrum is None:
+                if centre is not None:
+                    volume = with_centre(_at_least_float32(volume), _at_least_float32(centre))
                 spectrum = torch.fft.rfftn(_at_least_float32(volume), dim=SPATIAL)
             kernel_spectrum = torch.fft.rfftn(_at_least_float32(kernel), s=size, dim=SPATIAL)
             window = tuple(slice(m + k // 2, n - m + k // 2) for n, m, k in zip(size, margin, kernel.shape))
@@ -108,27 +124,35 @@ class _ValidFftConvolution(torch.autograd.Function):
         ctx.save_for_backward(spectrum, kernel_spectrum)
         ctx.size, ctx.window, ctx.kernel_shape = size, window, tuple(kernel.shape)
         ctx.volume_dtype, ctx.kernel_dtype = None if volume is None else volume.dtype, kernel.dtype
+        ctx.centre_window = None if centre is None else _middle(size, centre.shape[-3:])
+        ctx.centre_dtype = None if centre is None else centre.dtype
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         spectrum, kernel_spectrum = ctx.saved_tensors
-        grad_volume = grad_kernel = None
+        grad_volume = grad_kernel = grad_centre = None
         with torch.autocast(grad_out.device.type, enabled=False):
             grad_out = grad_out.to(kernel_spectrum.real.dtype)
             placed = grad_out.new_zeros((*grad_out.shape[:-3], *ctx.size))
             placed[(..., *ctx.window)] = grad_out
             grad_spectrum = torch.fft.rfftn(placed, dim=SPATIAL)
+            if ctx.needs_input_grad[0] or ctx.needs_input_grad[5]:
+                correlated = grad_spectrum * kernel_spectrum.conj()
             if ctx.needs_input_grad[0]:
-                grad_volume = torch.fft.irfftn(grad_spectrum * kernel_spectrum.conj(), s=ctx.size, dim=SPATIAL)
+                grad_volume = torch.fft.irfftn(correlated, s=ctx.size, dim=SPATIAL)
+                if ctx.centre_window is not None:
+                    grad_volume[(..., *ctx.centre_window)] = 0  # replaced by the centre
                 grad_volume = grad_volume.to(ctx.volume_dtype)
+            if ctx.needs_input_grad[5]:
+                grad_centre = _irfftn_window(correlated, ctx.size, ctx.centre_window).to(ctx.centre_dtype)
             if ctx.needs_input_grad[2]:
                 batch_dims = tuple(range(grad_spectrum.dim() - 3))
                 summed = (grad_spectrum * spectrum.conj()).sum(dim=batch_dims)
                 kernel_window = tuple(slice(0, k) for k in ctx.kernel_shape)
                 grad_kernel = _irfftn_window(summed, ctx.size, kernel_window).to(ctx.kernel_dtype)
-        return grad_volume, None, grad_kernel, None, None
+        return grad_volume, None, grad_kernel, None, None, grad_centre
 
 
 def crop_margin(volume: torch.Tensor, margin: Margin) -> torch.Tensor:
@@ -137,9 +161,13 @@ def crop_margin(volume: torch.Tensor, margin: Margin) -> torch.Tensor:
                   margin[2] : volume.shape[-1] - margin[2]]
 
 
-def convolve(volume: torch.Tensor, kernel: torch.Tensor, margin: Margin) -> torch.Tensor:
-    """Valid convolution cropped by `margin` when there is one, else the reflect-padded one."""
-    return fft_convolve_valid(volume, kernel, margin) if any(margin) else fft_convolve(volume, kernel)
+def convolve(volume: torch.Tensor, kernel: torch.Tensor, margin: Margin,
+             centre: torch.Tensor | None = None) -> torch.Tensor:
+    """Valid convolution cropped by `margin` when there is one, else the reflect-padded one; with
+    `centre`, of the volumes whose middles it replaces (see fft_convolve_valid)."""
+    if any(margin):
+        return fft_convolve_valid(volume, kernel, margin, centre)
+    return fft_convolve(volume if centre is None else with_centre(volume, centre), kernel)
 
 
 class PsfLayer(nn.Module):
@@ -219,11 +247,13 @@ class PsfLayer(nn.Module):
             self.logits.copy_(torch.log(self._gaussian().clamp_min(1e-12)))
             self.gaussian_phase.fill_(False)
 
-    def forward(self, volume: torch.Tensor, margin: Margin = NO_MARGIN) -> torch.Tensor:
-        """H of (n, 1, z, y, x) volumes; with a margin, only their centre (see the module doc)."""
+    def forward(self, volume: torch.Tensor, margin: Margin = NO_MARGIN,
+                centre: torch.Tensor | None = None) -> torch.Tensor:
+        """H of (n, 1, z, y, x) volumes, with their middles replaced by `centre` when given; with a
+        margin, only their centre (see the module doc)."""
         kernel = self.kernel()
         gain, offset = self.intensity(kernel)
-        return gain * convolve(volume, kernel, margin) + offset
+        return gain * convolve(volume, kernel, margin, centre) + offset
 
     def intensity(self, kernel: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(gain, offset) for `kernel` (default: the current one); (1, 0) before `match_intensity`."""
