@@ -3,7 +3,8 @@
 User problems (CycledeconError) become one clear line and exit status 1, and so do the file
 system's refusals of a named path (no permission, disk full, read-only, a file where a folder
 belongs) that outputs' early checks cannot foresee; programming errors keep their traceback.
-Logging goes to the rule's log file when there is one. dask runs without looking for a cluster.
+Logging goes to the rule's log file when there is one. dask runs without looking for a cluster
+(`local_dask`).
 """
 
 from __future__ import annotations
@@ -15,19 +16,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import dask
-import dask.threaded
-
 from cycledecon.errors import CycledeconError
+from cycledecon.local_dask import local_dask
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: OSErrors on a named path that the user's file system, not the library, causes.
 FILE_SYSTEM_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
                                 errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG})
-#: dask's own choices where no cluster exists (its threaded scheduler, rechunking by tasks), given
-#: outright: left to dask, each makes it import dask.distributed (installed with bioio, slow to
-#: import) to look for a cluster, which no command or rule has.
-LOCAL_DASK = {"scheduler": dask.threaded.get, "array.rechunk.method": "tasks"}
 
 
 def setup_logging(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
@@ -51,11 +46,11 @@ def user_errors_exit(log_path: str | Path | None = None) -> Iterator[None]:
 
     In a Snakemake script, stderr is redirected to the rule's log file too, so progress bars and
     warnings land there; the one-line error still reaches the terminal through the original stderr.
-    dask runs with LOCAL_DASK inside.
+    dask runs inside `local_dask`: no command or rule has a cluster.
     """
     setup_logging(log_path)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(dask.config.set(LOCAL_DASK))
+        stack.enter_context(local_dask())
         if log_path is not None:
             stream = stack.enter_context(open(log_path, "a"))
             stack.enter_context(contextlib.redirect_stderr(stream))

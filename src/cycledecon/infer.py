@@ -85,6 +85,7 @@ from cycledecon.io import (
     read_stack,
     write_ome_zarr,
 )
+from cycledecon.local_dask import local_dask
 from cycledecon.model.checkpoint import load_model
 from cycledecon.model.config import parse_generator_config
 from cycledecon.model.unet import receptive_field
@@ -685,6 +686,7 @@ def to_output(
 
 
 # -------------------------------------------------------------------------------------- entry point
+@local_dask()
 def deconvolve_file(
     input_path: str | Path,
     model_path: str | Path,
