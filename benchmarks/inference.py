@@ -284,14 +284,14 @@ def table(rows: list[dict[str, Any]], header: str, halo: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary(timed: dict[str, dict[str, Any]], typed: dict[str, Any], pair: list[dict[str, Any]],
+def summary(timed: dict[str, dict[str, Any]], command_row: dict[str, Any], pair: list[dict[str, Any]],
             rl_s: float) -> str:
     """The ratios the issue's acceptance asks about: against RL, default against fp32, RSS 8× / 1×."""
     fp32, default = timed["fp32"], timed["auto"]
     return (
         f"\ncycledecon / Richardson–Lucy throughput on the 1× stack: fp32 {rl_s / fp32['wall_s']:.2f}×, "
         f"default ({default['resolved']}) {rl_s / default['wall_s']:.2f}×; the command line, start-up included, "
-        f"{rl_s / typed['wall_s']:.2f}×. "
+        f"{rl_s / command_row['wall_s']:.2f}×. "
         f"Default / fp32: end to end {fp32['wall_s'] / default['wall_s']:.2f}×, "
         f"G alone {fp32['model_s'] / default['model_s']:.2f}×. "
         f"Peak RSS 8× / 1× with block {'×'.join(map(str, pair[1]['block']))} given for both: "
@@ -336,7 +336,7 @@ def main() -> None:
         runs.add("python + torch + cycledecon imported, nothing run", None, shape, model)
         timed = {p: runs.add(f"{label}, 1×", small, shape, model, opts.repeats, precision=p, **blocks)
                  for p in PRECISIONS}
-        typed = runs.add_command_line(
+        command_row = runs.add_command_line(
             "`cycledecon deconvolve` of the raw stack (uint16 OME-TIFF), start-up included", raw_tiff, shape, model,
             opts.repeats, precision="auto", **blocks)  # fmt: skip
         if opts.big:
@@ -370,7 +370,7 @@ def main() -> None:
         "whole halo as face padding."
     )
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(table(rows, header, halo) + summary(timed, typed, pair, rl_s))
+    opts.out.write_text(table(rows, header, halo) + summary(timed, command_row, pair, rl_s))
     print(opts.out.read_text())
 
 

@@ -84,3 +84,12 @@ def tiny_model(directory: Path, shape: tuple[int, int, int] = (8, 24, 24)) -> tu
                 "normalization": {"method": "percentile", "percentiles": [1.0, 99.0], "clip": True},
                 "voxel_size": [0.25, 0.1, 0.1]}  # fmt: skip
     return raw, save_model(directory / "model.pt", UNet3d(generator), metadata, learned_psf=None)
+
+
+def imports_dask_distributed(code: str, *args: str) -> bool:
+    """Whether Python `code`, run in a fresh interpreter with `args`, ends with dask.distributed
+    imported (it fails the test if the code fails)."""
+    probe = code + "\nimport sys; print('distributed' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1] == "True"

@@ -150,6 +150,7 @@ class CycleModel(nn.Module):
         if faces is not None and faces.fill != "mirror" and any(self.ring):
             y_ring = self.past_faces(y_ring, faces.y_room, faces.fill)
         fake_b = self.deblur(self.g, y_ring)
+        # the sharp patches keep their own centre
         blurred = self.forward_blur(torch.cat([x, y]), self.g_margin, centre=torch.cat([x_centre, fake_b]))
         fake_a_ring = self.noisy(blurred[: len(x)])
         if faces is not None and any(self.ring):
