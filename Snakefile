@@ -1,5 +1,5 @@
 # cycledecon: blind deconvolution of 3D widefield stacks with a cycle-consistent CNN and a PSF layer.
-# The stages and their outputs are described in README.md and ../shared/DESIGN.md.
+# The stages and their outputs are described in README.md and DESIGN.md.
 
 
 configfile: "config/config.yaml"
