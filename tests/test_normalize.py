@@ -1,14 +1,21 @@
-"""Normalization: CLAHE range and blockwise exactness, percentile linearity, kernel in voxels, config."""
+"""Normalization: CLAHE against scikit-image, its range and blockwise exactness, percentile linearity,
+kernel in voxels, config."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import re
+
 import numpy as np
 import pytest
-from skimage.exposure import equalize_adapthist, rescale_intensity
+from skimage.exposure import equalize_adapthist
 
 from cycledecon.errors import CycledeconError
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.normalize import (
+    NR_OF_GRAY,
+    clahe,
     kernel_voxels,
     linear_inverse,
     normalize,
@@ -63,14 +70,65 @@ def test_clahe_in_memory_blocks_equal_whole(volume, chunk_voxels):
     np.testing.assert_array_equal(whole, blocked)  # exact: see the test above
 
 
-def test_clahe_is_skimage_equalize_adapthist_up_to_its_final_stretch(volume):
-    out, record = normalize_array(volume, VOXEL, CLAHE)
+def assert_same_levels(ours: np.ndarray, reference: np.ndarray) -> None:
+    """`ours` (14-bit levels / (2¹⁴ − 1)) holds the same levels as skimage's `reference` output.
+
+    equalize_adapthist ends by stretching its levels to [0, 1] by their own min and max, so ours are
+    stretched the same way before comparing. atol 1e-3 on levels: a float32 quotient below 1 is
+    within 2⁻²⁴ of exact, times 2¹⁴ levels. atol 1e-6 after the stretch: float32 rounding of
+    skimage's stretch only, while a single differing level would move a voxel by at least
+    1 / (2¹⁴ − 1) ≈ 6e-5; so this admits rounding, never a different level.
+    """
+    levels = ours.astype(np.float64) * (NR_OF_GRAY - 1)
+    np.testing.assert_allclose(levels, np.rint(levels), rtol=0, atol=1e-3)
+    levels = np.rint(levels)
+    stretched = (levels - levels.min()) / (levels.max() - levels.min())
+    np.testing.assert_allclose(stretched, reference, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("settings", [{}, {"clip_limit": 0.0}, {"clip_limit": 0.002, "nbins": 100}])
+def test_blockwise_clahe_equals_skimage_on_the_whole_volume(volume, settings):
+    """In blocks, with the stack's percentile rescale: equalize_adapthist on the whole rescaled volume."""
+    params = {"clahe": {**CLAHE["clahe"], **settings}, "chunk_voxels": 4000}
+    out, record = normalize_array(volume, VOXEL, params)
+    assert record["applied"]["chunked"]
     low, high = record["applied"]["percentile_values"]
     expected = equalize_adapthist(
-        rescale(volume, low, high, clip=True), kernel_size=record["applied"]["kernel_voxels"], clip_limit=0.01
+        rescale(volume, low, high, clip=True),
+        kernel_size=record["applied"]["kernel_voxels"],
+        clip_limit=record["clahe"]["clip_limit"],
+        nbins=record["clahe"]["nbins"],
     )
-    # 1e-6: same 14-bit levels; only float32 (ours) vs float64 rounding of the min–max stretch differs.
-    np.testing.assert_allclose(rescale_intensity(out.astype(np.float64)), expected, atol=1e-6)
+    assert_same_levels(out, expected)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel", "clip_limit", "nbins"),
+    [
+        ((3, 20, 17), (9, 5, 5), 0.01, 100),  # an axis shorter than its kernel: the end reflection wraps
+        ((4, 9, 10), (1, 1, 3), 0.05, 16),  # one-voxel kernels: no interpolation along z and y
+        ((12, 30, 31), (5, 9, 9), 0.001, 256),  # a limit of 1 count: not all the excess fits back
+        ((10, 16, 16), (4, 8, 6), 1.0, 64),  # even kernels, no clipping
+    ],
+)
+def test_clahe_equals_skimage_on_edge_cases(shape, kernel, clip_limit, nbins):
+    unit = np.clip(np.random.default_rng(0).gamma(2.0, 0.2, shape), 0.0, 1.0).astype(np.float32)
+    unit.flat[:2] = 0.0, 1.0  # spans [0, 1], as a clipped percentile rescale does
+    expected = equalize_adapthist(unit, kernel_size=kernel, clip_limit=clip_limit, nbins=nbins)
+    assert_same_levels(clahe(unit, kernel, clip_limit, nbins), expected)
+
+
+def test_no_private_names_of_dependencies_are_used():
+    """Private modules and functions (a leading underscore) may change in any release."""
+    source = inspect.getsource(inspect.getmodule(clahe))
+    imported = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            imported += [f"{node.module}.{alias.name}" for alias in node.names]
+    assert imported and not [name for name in imported if re.search(r"(^|\.)_", name)]
+    assert not re.search(r"skimage(\.\w+)*\._", source)
 
 
 def test_percentile_mode_is_linear(volume):

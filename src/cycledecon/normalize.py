@@ -6,13 +6,14 @@ Two methods, chosen by ``normalize.method``:
     The volume is rescaled linearly so that its low/high percentiles map to 0/1 and clipped to
     [0, 1]; then contrast-limited adaptive histogram equalization is applied in 3D with a
     contextual-region (kernel) size given in µm and converted to voxels with the stack's voxel
-    size. The CLAHE itself is scikit-image's (``skimage.exposure._adapthist._clahe``, the core of
-    ``equalize_adapthist``) with the same 14-bit quantization; only equalize_adapthist's two
-    *image-dependent* min–max stretches are replaced by fixed ones (input: [0, 1] → [0, 2¹⁴−1];
-    output: divided by 2¹⁴−1). The input stretch is the identity whenever the rescaled volume
-    reaches 0 and 1, which the clipped percentile rescale guarantees; without the output stretch
-    the result is a pure function of the globally rescaled volume, which is what makes blockwise
-    processing exact (see below). Output in [0, 1].
+    size. The CLAHE is this module's own implementation of the algorithm in scikit-image's
+    ``skimage.exposure`` (Zuiderveld's, with the same 14-bit quantization, tile grid, histogram
+    clipping and interpolation; tests check that both give the same levels). It differs only in
+    keeping the intensity scale fixed: scikit-image's public function stretches its input and its
+    output by the image's own min and max, which differ from block to block, so separately
+    equalized blocks would not match. Here the input levels are the [0, 1] volume times 2¹⁴−1 and
+    the output is the equalized levels divided by 2¹⁴−1: a pure function of the globally rescaled
+    volume, which is what makes blockwise processing exact (see below). Output in [0, 1].
 
 ``percentile``
     Only the linear percentile rescale (optionally clipped), so intensities stay proportional to
@@ -23,8 +24,8 @@ Percentiles are computed once per volume: exactly when the volume has at most
 ``percentile_sample_voxels`` voxels, otherwise on a regular strided subsample (every s-th voxel
 along each axis) of at most that many voxels, read from the lazily opened store.
 
-Volumes with more than ``chunk_voxels`` voxels are equalized in blocks. skimage's CLAHE anchors
-its tile grid at the volume origin (tiles ``[j·k, (j+1)·k)`` per axis for kernel ``k``, the last
+Volumes with more than ``chunk_voxels`` voxels are equalized in blocks. The CLAHE anchors its
+tile grid at the volume origin (tiles ``[j·k, (j+1)·k)`` per axis for kernel ``k``, the last
 one completed by reflection) and interpolates each voxel between the two nearest tiles per axis.
 Block cores therefore start and end on multiples of the kernel and are read with one kernel of
 halo on each side (clipped at the volume edge): every tile a core voxel uses is then complete in
@@ -34,6 +35,7 @@ place. The blockwise result equals the whole-volume result exactly (tested bit f
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Mapping
@@ -45,7 +47,6 @@ import dask.array as da
 import dask.local
 import numpy as np
 from skimage.exposure import rescale_intensity
-from skimage.exposure._adapthist import NR_OF_GRAY, _clahe
 from skimage.util import img_as_uint
 
 from cycledecon.configparse import check_ranges, parse_section, plain
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 
 #: Key of the `normalization` record that holds values computed for one stack (not configuration).
 APPLIED_KEY = "applied"
+#: Grey levels CLAHE quantizes the [0, 1] volume to: scikit-image's 14 bits, so that both
+#: implementations bin and map intensities alike.
+NR_OF_GRAY = 2**14
 
 
 @dataclass(frozen=True)
@@ -189,17 +193,150 @@ def clahe(unit: np.ndarray, kernel: tuple[int, int, int], clip_limit: float, nbi
     Parameters
     ----------
     unit : (z, y, x) volume with values in [0, 1].
-    kernel : (z, y, x) contextual-region size in voxels.
-    clip_limit, nbins : as in ``skimage.exposure.equalize_adapthist``.
+    kernel : (z, y, x) contextual-region (tile) size in voxels.
+    clip_limit : normalized clip limit in [0, 1]; 0 disables clipping (plain AHE).
+    nbins : number of histogram bins per tile, at most NR_OF_GRAY.
 
     Returns
     -------
-    float32 volume in [0, 1]: skimage's 14-bit CLAHE levels divided by 2¹⁴ − 1.
+    float32 volume in [0, 1]: the equalized 14-bit levels divided by 2¹⁴ − 1.
     """
+    # Quantized through 16 bits, as scikit-image's CLAHE does, so both round the same voxels alike.
     levels = rescale_intensity(img_as_uint(unit), in_range=(0, 2**16 - 1), out_range=(0, NR_OF_GRAY - 1))
-    levels = np.round(levels).astype(np.uint16)
-    equalized = _clahe(levels, list(kernel), clip_limit, nbins)
-    return (equalized / np.float32(NR_OF_GRAY - 1)).astype(np.float32)
+    bins = np.round(levels).astype(np.uint16) // np.uint16(1 + NR_OF_GRAY // nbins)
+    return interpolate_maps(tile_maps(bins, kernel, clip_limit, nbins), bins, kernel)
+
+
+def tile_maps(bins: np.ndarray, kernel: tuple[int, int, int], clip_limit: float, nbins: int) -> np.ndarray:
+    """Grey-level mapping of every tile: its clipped histogram, cumulated and scaled to the levels.
+
+    Tiles are ``[j·k, (j+1)·k)`` along each axis from the volume origin; the last one along an
+    axis is completed by reflecting the volume at its end.
+
+    Parameters
+    ----------
+    bins : (z, y, x) histogram bin of every voxel, in [0, nbins).
+    kernel, clip_limit, nbins : as in `clahe`.
+
+    Returns
+    -------
+    (tiles_z, tiles_y, tiles_x, nbins) uint16 array: the output level of each bin in each tile.
+    """
+    tiles = tuple(-(-n // k) for n, k in zip(bins.shape, kernel))
+    padded = np.pad(bins, [(0, t * k - n) for t, k, n in zip(tiles, kernel, bins.shape)], mode="reflect")
+    # Histograms one z row of tiles at a time: label each voxel with (its y, x tile) · nbins + bin.
+    tile_y, tile_x = (np.arange(t * k) // k for t, k in zip(tiles[1:], kernel[1:]))
+    tile_yx = tile_y[:, None] * tiles[2] + tile_x
+    hist = np.empty((*tiles, nbins), np.int64)
+    for tz in range(tiles[0]):
+        labels = (tile_yx * nbins + padded[tz * kernel[0] : (tz + 1) * kernel[0]]).ravel()
+        hist[tz] = np.bincount(labels, minlength=math.prod(tiles[1:]) * nbins).reshape(*tiles[1:], nbins)
+    elements = math.prod(kernel)
+    limit = int(max(clip_limit * elements, 1)) if clip_limit > 0 else elements
+    cumulative = np.cumsum(clip_histograms(hist.reshape(-1, nbins), limit), axis=-1).astype(np.float64)
+    cumulative *= (NR_OF_GRAY - 1) / elements
+    np.minimum(cumulative, NR_OF_GRAY - 1, out=cumulative)
+    return cumulative.astype(np.uint16).reshape(hist.shape)
+
+
+def clip_histograms(hist: np.ndarray, limit: int) -> np.ndarray:
+    """Clip each row of `hist` at `limit` counts and spread the excess over the bins below it.
+
+    Zuiderveld's redistribution in scikit-image's order: an equal share to every bin that stays
+    below the limit, then the remainder one count at a time along strided passes. Following it
+    step for step keeps the tile mappings, and so the output levels, equal to scikit-image's.
+
+    Parameters
+    ----------
+    hist : (tiles, nbins) integer histograms; modified in place.
+    limit : largest count a bin may hold, at least 1.
+
+    Returns
+    -------
+    `hist`, clipped.
+    """
+    excess = np.maximum(hist - limit, 0).sum(axis=1)
+    np.minimum(hist, limit, out=hist)
+    share = excess // hist.shape[1]
+    upper = (limit - share)[:, None]
+    low = hist < upper
+    excess -= low.sum(axis=1) * share
+    hist += low * share[:, None]
+    # Bins the share brought within reach of the limit are topped up to it, from the excess.
+    middle = (hist >= upper) & (hist < limit)
+    excess -= np.where(middle, limit - hist, 0).sum(axis=1)
+    hist[middle] = limit
+    for row in np.flatnonzero(excess > 0):
+        spread_remainder(hist[row], int(excess[row]), limit)
+    return hist
+
+
+def spread_remainder(hist: np.ndarray, excess: int, limit: int) -> None:
+    """Add `excess` counts to the bins of `hist` below `limit` (in place), one per bin per pass.
+
+    Each pass starts at a successive bin and visits every s-th bin, with s the number of bins
+    below the limit divided by the counts left; passes repeat until no count is left or a whole
+    round places none (every bin full).
+    """
+    while excess > 0:
+        before = excess
+        for start in range(hist.size):
+            under = hist < limit
+            if not under.any():
+                return
+            step = max(1, np.count_nonzero(under) // excess)
+            picked = under[start::step]
+            hist[start::step][picked] += 1
+            excess -= np.count_nonzero(picked)
+            if excess <= 0:
+                return
+        if excess == before:
+            return
+
+
+def interpolate_maps(maps: np.ndarray, bins: np.ndarray, kernel: tuple[int, int, int]) -> np.ndarray:
+    """Every voxel's bin mapped by the 2 × 2 × 2 tiles around it, weighted trilinearly.
+
+    A voxel's weights along an axis fall linearly from its nearest tile centre to the next; tiles
+    beyond the volume's ends repeat the edge tile. The sum is formed in float32 in a fixed corner
+    order and truncated to whole levels, as scikit-image does, so the levels match it exactly.
+
+    Parameters
+    ----------
+    maps : (tiles_z, tiles_y, tiles_x, nbins) output levels from `tile_maps`.
+    bins : (z, y, x) histogram bin of every voxel.
+    kernel : (z, y, x) tile size in voxels.
+
+    Returns
+    -------
+    float32 (z, y, x) volume: the levels divided by 2¹⁴ − 1.
+    """
+    (zs, ys, xs) = (axis_neighbours(n, k, t) for n, k, t in zip(bins.shape, kernel, maps.shape[:3]))
+    # (y, x) corners with their in-plane weights, x weight times y weight.
+    plane_corners = [(ty[:, None], tx, wx * wy[:, None]) for (ty, wy), (tx, wx) in itertools.product(ys, xs)]
+    out = np.empty(bins.shape, np.float32)
+    for z in range(bins.shape[0]):
+        total = np.zeros(bins.shape[1:], np.float32)
+        for (tz, wz), (ty, tx, wyx) in itertools.product(zs, plane_corners):
+            total += (maps[tz[z], ty, tx, bins[z]] * (wyx * wz[z])).astype(np.float32)
+        out[z] = np.trunc(total) / np.float32(NR_OF_GRAY - 1)
+    return out
+
+
+def axis_neighbours(
+    length: int, kernel: int, tiles: int
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The two tiles around each position along an axis, with their interpolation weights.
+
+    Returns
+    -------
+    ((lower tile, weight), (upper tile, weight)), each an array over the `length` positions.
+    """
+    shifted = np.arange(length) + kernel // 2
+    fraction = (shifted % kernel) / kernel
+    lower = np.maximum(shifted // kernel - 1, 0)
+    upper = np.minimum(shifted // kernel, tiles - 1)
+    return (lower, 1 - fraction), (upper, fraction)
 
 
 def block_chunks(
@@ -233,7 +370,7 @@ def _split(length: int, core: int) -> tuple[int, ...]:
     return (core,) * (length // core) + ((length % core,) if length % core else ())
 
 
-def blockwise_clahe(
+def clahe_blockwise(
     data: da.Array,
     low: float,
     high: float,
@@ -320,7 +457,7 @@ def normalize_lazy(
     else:
         kernel = kernel_voxels(config.clahe.kernel_um, voxel_size)
         chunks = block_chunks(data.shape, kernel, config.chunk_voxels)
-        out = blockwise_clahe(data, low, high, kernel, config.clahe.clip_limit, config.clahe.nbins, chunks)
+        out = clahe_blockwise(data, low, high, kernel, config.clahe.clip_limit, config.clahe.nbins, chunks)
         applied.update(kernel_voxels=list(kernel), chunked=out.npartitions > 1, block_shape=list(out.chunksize))
     log.info("normalize %s %s: %s", config.method, data.shape, applied)
     return out, {**config.to_dict(), APPLIED_KEY: applied}
