@@ -151,11 +151,10 @@ def test_bad_input_is_rejected_before_writing(draw, message, tmp_path):
 
 
 def test_figures_get_the_same_file_mode_as_other_outputs(tmp_path):
-    """Figures were written through mkstemp, hence 0600 whatever the umask, while every other
-    output (zarr, TIFF, CSV, model.pt) is 0666 less the umask."""
+    """Figures, like every other output (zarr, TIFF, CSV, model.pt), are 0666 less the umask."""
     import os
 
-    from cycledecon.io import atomic_path
+    from cycledecon.atomic import atomic_path
 
     previous = os.umask(0o022)
     try:

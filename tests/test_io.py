@@ -206,20 +206,6 @@ def test_previous_store_of_the_same_kind_is_replaced(tmp_path, stack):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ome.tif", "b.ome.tif", "s.ome.zarr"]
 
 
-def test_plain_file_writer_replaces_a_file_but_never_a_folder(tmp_path):
-    target = tmp_path / "table.csv"
-    for text in ("old", "new"):
-        with io.atomic_path(target) as tmp:
-            tmp.write_text(text)
-    assert target.read_text() == "new"
-    folder = _user_folder(tmp_path / "folder.csv")
-    with pytest.raises(CycledeconError, match="folder.csv: already exists and is not a regular file"):
-        with io.atomic_path(folder) as tmp:
-            tmp.write_text("x")
-    assert (folder / "notes.txt").read_text() == "mine"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv", "table.csv"]
-
-
 def forged_tiff(path: Path, rows: int = 100_000, cols: int = 100_000, compression: str | None = None,
                 tile: tuple[int, int] | None = None, pad_to: int = 0) -> Path:
     """A small real TIFF (3 pages of 16×16 uint16) whose pages then claim `rows`×`cols` pixels in one

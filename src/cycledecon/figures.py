@@ -1,8 +1,8 @@
 """Figures for the evaluation report: orthoslices, a line profile, PSFs and training losses.
 
 Every function draws on a bare `matplotlib.figure.Figure` (rendered by Agg, no pyplot and no
-global backend switch), writes a PNG atomically (temporary sibling, then `os.replace`) and
-returns the written path. Physical axes are in µm from the `VoxelSize`.
+global backend switch), writes a PNG atomically (`cycledecon.atomic.atomic_path`) and returns
+the written path. Physical axes are in µm from the `VoxelSize`.
 
 Volumes from different methods live in different intensity units. Before they share one display
 range, each is mapped affinely so that its own 0.5 and 99.8 percentiles land on those of a
@@ -24,6 +24,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from scipy import ndimage as ndi
 
+from cycledecon.atomic import atomic_path
 from cycledecon.psf_metrics import fwhm
 from cycledecon.voxel import VoxelSize
 
@@ -37,13 +38,11 @@ EDGE_FRACTION = 0.125  # default share of each axis left out at both ends when c
 def _save(fig: Figure, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically and return the path.
 
-    Through `cycledecon.io.atomic_path`, like every other output: the same file mode (0666 less
-    the umask; mkstemp made figures 0600), the same temporary sibling, removed when a killed run
-    left it, and never replacing anything but a file. ``metadata`` becomes PNG text chunks, so
-    what a figure shows (e.g. which plane) can be checked without reading its pixels.
+    Through `atomic_path`, like every other output: the same file mode (0666 less the umask), the
+    same temporary sibling, removed when a killed run left it, and never replacing anything but a
+    file. ``metadata`` becomes PNG text chunks, so what a figure shows (e.g. which plane) can be
+    checked without reading its pixels.
     """
-    from cycledecon.io import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, metadata=dict(metadata or {}))

@@ -5,11 +5,11 @@ yet; either carries the image's name (the sample), an `omero` display block whos
 from the data, and cycledecon's provenance under the `cycledecon` attribute.
 
 Raw inputs are opened read-only and streamed through tifffile's zarr interface, so a stack larger
-than memory is never loaded whole. Every OME-Zarr write goes to a temporary sibling that is renamed
-into place only once complete, so an interrupted run never leaves a store that looks finished.
-An existing output is replaced only when it is an earlier output of the same kind that cycledecon
-wrote; anything else there (a raw stack, a model, a user's folder) is refused with one line, unless
-the caller says `overwrite` (the command line's --overwrite). An output is never one of the inputs.
+than memory is never loaded whole. Every write goes through `cycledecon.atomic.atomic_path`, so an
+interrupted run never leaves a store that looks finished. An existing output is replaced only when
+it is an earlier output of the same kind that cycledecon wrote; anything else there (a raw stack, a
+model, a user's folder) is refused with one line, unless the caller says `overwrite` (the command
+line's --overwrite). An output is never one of the inputs.
 """
 
 from __future__ import annotations
@@ -18,11 +18,8 @@ import contextlib
 import json
 import logging
 import math
-import os
-import re
-import shutil
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,8 @@ import zarr
 from ome_zarr.format import Format, FormatV04, FormatV05
 from ome_zarr.writer import add_metadata, write_multiscale
 
+# PLAIN_FILE: check_output's other kind of output, which its callers pass through this module
+from cycledecon.atomic import PLAIN_FILE, OutputKind, atomic_path, check_replaceable, check_writable  # noqa: F401
 from cycledecon.errors import CycledeconError
 from cycledecon.voxel import VoxelSize
 
@@ -295,21 +294,6 @@ def check_values(data: da.Array, path: str | Path) -> tuple[float, float]:
 MARKER_ATTR = "cycledecon"
 
 
-@dataclass(frozen=True)
-class OutputKind:
-    """What an existing output path may hold to be replaced: a test that recognises it, and its
-    name for the one-line refusal."""
-
-    name: str
-    recognises: Callable[[Path], bool]
-
-
-def is_regular_file(path: Path) -> bool:
-    """A plain file (not a folder, not a link): what the library's fixed-name tables, reports and
-    TIFFs replace when their stage is rerun."""
-    return path.is_file() and not path.is_symlink()
-
-
 def is_cycledecon_image(path: Path) -> bool:
     """Whether `path` is an OME-Zarr image store that cycledecon wrote.
 
@@ -357,22 +341,11 @@ def _multiscale(attrs: dict[str, Any]) -> dict[str, Any]:
     return attrs.get("ome", attrs)["multiscales"][0]
 
 
-PLAIN_FILE = OutputKind("a regular file", is_regular_file)
 OME_ZARR_IMAGE = OutputKind("an OME-Zarr image written by cycledecon", is_cycledecon_image)
 
 
-#: How a refusal to replace an output ends: what the user can do.
-REMEDY = "move it away or choose another output"
-#: The same for the commands that take --overwrite (ingest, deconvolve).
+#: How a refusal to replace an output ends for the commands that take --overwrite (ingest, deconvolve).
 COMMAND_REMEDY = "move it away, choose another output, or pass --overwrite"
-
-
-def check_replaceable(path: str | Path, kind: OutputKind = PLAIN_FILE, remedy: str = REMEDY) -> None:
-    """Refuse, before any work, an existing `path` that is not `kind`: whatever cycledecon did
-    not write (a raw stack, a model, a user's folder) is never deleted."""
-    path = Path(path)
-    if (path.exists() or path.is_symlink()) and not kind.recognises(path):
-        raise CycledeconError(f"{path}: already exists and is not {kind.name}; refusing to replace it ({remedy})")
 
 
 def check_not_an_input(output: str | Path, inputs: Sequence[str | Path]) -> None:
@@ -393,19 +366,6 @@ def check_not_an_input(output: str | Path, inputs: Sequence[str | Path]) -> None
         raise CycledeconError(f"{output}: {problem}; choose another output path")
 
 
-def check_writable(path: str | Path, folder: bool = False) -> None:
-    """Refuse, before any work, an output that cannot be created where it is asked for: under a
-    file (`results/out.ome.zarr` with `results` a file), or in a folder without write permission.
-    With `folder`, `path` is a folder to create or write into (a training's output directory)."""
-    path = Path(path)
-    target = path if folder else path.parent
-    existing = next((p for p in (target, *target.parents) if p.exists()), Path("/"))
-    if not existing.is_dir():
-        raise CycledeconError(f"{path}: cannot be written: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CycledeconError(f"{path}: cannot be written: no permission to write in {existing}")
-
-
 def check_output(
     output: str | Path, inputs: Sequence[str | Path], kind: OutputKind = OME_ZARR_IMAGE, overwrite: bool = False
 ) -> None:
@@ -416,73 +376,6 @@ def check_output(
     if not overwrite:
         check_replaceable(output, kind, COMMAND_REMEDY)
     check_writable(output)
-
-
-# --------------------------------------------------------------------------------------- writing
-@contextlib.contextmanager
-def atomic_path(path: str | Path, kind: OutputKind = PLAIN_FILE, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
-
-    An existing `path` is replaced only when it is `kind` (checked before the block and again
-    before the rename, as a long run may outlive the first check); anything else raises a
-    CycledeconError and is left as it was. With `overwrite`, whatever is there is replaced (a
-    link itself, not its target): the caller has made sure it is none of its inputs.
-    """
-    path = Path(path)
-    if not overwrite:
-        check_replaceable(path, kind)
-    check_writable(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # made a file or locked since the check
-        raise CycledeconError(f"{path}: cannot be written ({exc.strerror}: {exc.filename})") from None
-    remove_leftovers(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    _remove(tmp)
-    try:
-        yield tmp
-        if not overwrite:
-            check_replaceable(path, kind)
-    except BaseException:
-        _remove(tmp)
-        raise
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        _remove(old)
-    else:
-        os.replace(tmp, path)
-
-
-def remove_leftovers(path: Path) -> None:
-    """Remove the temporary siblings of `path` that killed runs left: `.NAME.partial-<pid>` (an
-    unfinished output) and `.NAME.old-<pid>` (the previous output, killed between the renames),
-    when process <pid> is no longer running. A run still going, or another output's, is left."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:partial|old)-([0-9]+)")
-    for sibling in path.parent.iterdir():
-        match = pattern.fullmatch(sibling.name)
-        if match and int(match[1]) != os.getpid() and not _running(int(match[1])):
-            log.info("removing %s, left by a run that was stopped", sibling)
-            _remove(sibling)
-
-
-def _running(pid: int) -> bool:
-    """Whether a process with this id exists (on this machine)."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # someone else's
-        return True
-    return True
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 def pyramid_factors(shape: tuple[int, ...], voxel_size: VoxelSize) -> list[tuple[int, int, int]]:

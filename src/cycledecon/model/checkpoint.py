@@ -14,7 +14,6 @@ G is allocated; anything else is one CycledeconError line naming the file and th
 from __future__ import annotations
 
 import math
-import os
 import re
 import reprlib
 import typing
@@ -27,11 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from cycledecon.configparse import parse_section
+from cycledecon.atomic import atomic_path
+from cycledecon.config.parse import parse_section
 from cycledecon.errors import CycledeconError
-from cycledecon.model.config import GeneratorConfig
+from cycledecon.config.train import GeneratorConfig
 from cycledecon.model.unet import UNet3d, rename_upsample_then_conv_keys
-from cycledecon.normalize import NormalizeConfig, parse_normalize_config
+from cycledecon.config.normalize import NormalizeConfig, parse_normalize_config
 
 FORMAT = "cycledecon-model"
 FORMAT_VERSION = 1
@@ -52,11 +52,10 @@ MAX_PSF_SIDE = 1025
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary sibling, then rename, so a crash never leaves a torn file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through `atomic_path`, so a crash never leaves a torn file and only a regular
+    file is replaced."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_model(
