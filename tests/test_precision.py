@@ -1,4 +1,5 @@
-"""The precision policy: each choice on the CPU, ``auto`` following the hardware, bad choices."""
+"""Where the networks run: the device each choice picks on each kind of machine, and the precision
+policy (each choice on the CPU, ``auto`` following the hardware, bad choices)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,44 @@ import torch
 
 import cycledecon.precision as precision
 from cycledecon.model.float32 import run_in_float32
-from cycledecon.precision import CHOICES, Precision, resolve_precision
+from cycledecon.errors import CycledeconError
+from cycledecon.precision import CHOICES, Precision, resolve_device, resolve_precision
 
 CPU = torch.device("cpu")
+
+
+def machine(monkeypatch, *present: str) -> None:
+    """Make torch see exactly the accelerators in `present` ("cuda", "mps")."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: "cuda" in present)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: "mps" in present)
+
+
+@pytest.mark.parametrize(
+    ("present", "device"), [(("cuda", "mps"), "cuda"), (("cuda",), "cuda"), (("mps",), "mps"), ((), "cpu")]
+)
+def test_auto_takes_cuda_then_mps_then_the_cpu(monkeypatch, present, device):
+    machine(monkeypatch, *present)
+    assert resolve_device("auto") == torch.device(device)
+
+
+@pytest.mark.parametrize("choice", ["cuda", "mps", "cpu"])
+def test_an_available_device_is_taken_as_asked(monkeypatch, choice):
+    machine(monkeypatch, "cuda", "mps")
+    assert resolve_device(choice) == torch.device(choice)
+
+
+@pytest.mark.parametrize("choice", ["cuda", "mps"])
+def test_a_missing_device_is_a_user_error_naming_the_setting(monkeypatch, choice):
+    machine(monkeypatch)
+    with pytest.raises(CycledeconError, match=f"^deconvolve.device: {choice} is not available on this machine"):
+        resolve_device(choice, "deconvolve.device")
+    assert resolve_device("cpu", "deconvolve.device") == CPU
+
+
+@pytest.mark.parametrize("choice", ["gpu", "cuda:0", "CPU", ""])
+def test_a_bad_device_names_the_valid_ones(choice):
+    with pytest.raises(ValueError, match="train.device must be one of auto, cuda, mps, cpu"):
+        resolve_device(choice, "train.device")
 
 
 @pytest.mark.parametrize(("choice", "bf16"), [("bf16", True), ("fp32", False)])
@@ -33,6 +69,12 @@ def test_auto_on_cuda_follows_the_gpu(monkeypatch, supported):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: supported)
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: not supported)  # not consulted
     assert resolve_precision("auto", torch.device("cuda")).bf16 is supported
+
+
+def test_auto_on_mps_stays_in_float32(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)  # the host CPU does not decide
+    assert not resolve_precision("auto", torch.device("mps")).bf16
+    assert resolve_precision("bf16", torch.device("mps")).bf16
 
 
 @pytest.mark.parametrize("choice", ["float32", "bfloat16", "float16", "AUTO", ""])

@@ -90,7 +90,7 @@ from cycledecon.model.checkpoint import load_model
 from cycledecon.model.config import parse_generator_config
 from cycledecon.model.unet import receptive_field
 from cycledecon.normalize import LinearInverse, linear_inverse, normalize_lazy, parse_normalize_config
-from cycledecon.precision import Precision, resolve_precision
+from cycledecon.precision import Precision, resolve_device, resolve_precision
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
@@ -446,15 +446,6 @@ def reference_output(volume: np.ndarray, generator: nn.Module, face_padding: Seq
 
 
 # ------------------------------------------------------------------------------------------ device
-def resolve_device(choice: str) -> torch.device:
-    """`auto` → CUDA when available, else CPU; an explicit `cuda` without a GPU is a user error."""
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise CycledeconError("deconvolve.device: cuda requested but no CUDA GPU is available")
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)
-
-
 @contextlib.contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Set torch's intra-op CPU threads for a block of work and restore them after."""
@@ -732,7 +723,7 @@ def deconvolve_file(
     config = parse_inference_config(config)
     input_path, model_path = Path(input_path), Path(model_path)
     check_output(output_path, [input_path, model_path], overwrite=overwrite)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "deconvolve.device")
     precision = resolve_precision(config.precision, device)
     generator, metadata = load_model(model_path, device)
     data, voxel_size, attrs = open_input(input_path, voxel_size, channel)

@@ -1,9 +1,14 @@
-"""Numeric precision and memory layout for the networks: bf16 autocast with channels-last where the
-hardware runs bf16 natively, float32 elsewhere.
+"""Where and how the networks run, for training and inference alike: the device, then the numeric
+precision and memory layout on it.
 
-``auto`` picks bf16 on CUDA devices that support it and on CPUs with native bf16 instructions
-(x86 AVX-512 BF16 or AMX, Arm BF16); an emulated bf16 path can be slower than float32, so other
-CPUs stay in float32. FFTs (the PSF layer) always run in float32 (see cycledecon.model.psf_layer).
+Device (`resolve_device`): ``auto`` takes a CUDA GPU when torch sees one, else Apple MPS when
+available, else the CPU; ``cuda`` or ``mps`` asked for explicitly must be available, ``cpu`` always is.
+
+Precision (`resolve_precision`): ``auto`` picks bf16 autocast with channels-last on CUDA devices
+that support bf16 and on CPUs with native bf16 instructions (x86 AVX-512 BF16 or AMX, Arm BF16);
+an emulated bf16 path can be slower than float32, so other CPUs stay in float32, and so does MPS,
+whose autocast depends on the torch and macOS release. ``bf16`` and ``fp32`` force the choice.
+FFTs (the PSF layer) always run in float32 (see cycledecon.model.psf_layer).
 """
 
 from __future__ import annotations
@@ -18,9 +23,25 @@ from typing import Literal
 import torch
 from torch import nn
 
+from cycledecon.errors import CycledeconError
+
 Choice = Literal["auto", "bf16", "fp32"]
 CHOICES: tuple[str, ...] = ("auto", "bf16", "fp32")
+DEVICES: tuple[str, ...] = ("auto", "cuda", "mps", "cpu")  # auto tries the others in this order
 NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # /proc/cpuinfo flags (x86, Arm "Features")
+
+
+def resolve_device(choice: str, setting: str = "device") -> torch.device:
+    """The device for `choice` (one of DEVICES; rules in the module doc). `setting` names the
+    config key, e.g. ``train.device``, in the error for a device this machine lacks."""
+    if choice not in DEVICES:
+        raise ValueError(f"{setting} must be one of {', '.join(DEVICES)}, got {choice!r}")
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if choice == "auto":
+        choice = next(name for name in DEVICES[1:] if available[name])
+    elif not available[choice]:
+        raise CycledeconError(f"{setting}: {choice} is not available on this machine; use auto or cpu")
+    return torch.device(choice)
 
 
 @functools.cache

@@ -41,7 +41,7 @@ from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import receptive_field
 from cycledecon.noise import estimate_noise
 from cycledecon.patches import ROOM_SUFFIX
-from cycledecon.precision import resolve_precision
+from cycledecon.precision import resolve_device, resolve_precision
 from cycledecon.psf import gaussian_psf, normalize_psf, psf_from_optics
 from cycledecon.psf_sanity import log_psf_sanity, psf_sanity
 from cycledecon.voxel import VoxelSize
@@ -130,7 +130,7 @@ def train_stage(patches_path: Path, out_dir: Path, cfg: TrainConfig, reference_p
     """One training run into out_dir (see train)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = PatchStore.open(patches_path)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device, "train.device")
     torch.manual_seed(cfg.seed)
     room = kernel_room(cfg, store)
     pupil = pupil_psf(cfg.psf, store, room) if cfg.model == "psf_layer" else None
@@ -152,17 +152,6 @@ def train_stage(patches_path: Path, out_dir: Path, cfg: TrainConfig, reference_p
     run.resume(out_dir / CHECKPOINT)
     run.loop(out_dir)
     return run.write_outputs(out_dir)
-
-
-def pick_device(choice: str) -> torch.device:
-    """CUDA, else Apple MPS, else CPU for ``auto``; an explicit device must exist."""
-    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(),
-                 "cpu": True}
-    if choice == "auto":
-        choice = next(name for name in ("cuda", "mps", "cpu") if available[name])
-    if not available[choice]:
-        raise CycledeconError(f"train.device: {choice} is not available on this machine")
-    return torch.device(choice)
 
 
 def resident(patches: np.ndarray, device: torch.device) -> torch.Tensor:
