@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cycledecon.psf import gaussian_psf
-from cycledecon.psf_metrics import fwhm, psf_ncc
+from cycledecon.psf_metrics import fwhm, psf_correlation
 from cycledecon.voxel import VoxelSize
 
 VOXEL = VoxelSize(0.3, 0.1, 0.1)  # anisotropic, as in widefield stacks
@@ -40,21 +40,21 @@ def test_fwhm_rejects_a_psf_cut_before_half_maximum():
         fwhm(wide, VOXEL)
 
 
-def test_ncc_of_the_same_psf_on_different_grids_is_one():
+def test_correlation_of_the_same_psf_on_different_grids_is_one():
     small = gaussian_psf((15, 21, 21), (2.0, 1.5, 1.5))
     large = gaussian_psf((21, 31, 31), (2.0, 1.5, 1.5))
     # Below 1 only by the tails that the smaller grid cuts off (< 1e-6 of the mass here).
-    assert psf_ncc(small, large) == pytest.approx(1.0, abs=1e-6)
-    assert psf_ncc(small, np.roll(small, 3, axis=2)) == pytest.approx(1.0, abs=1e-9)
+    assert psf_correlation(small, large) == pytest.approx(1.0, abs=1e-6)
+    assert psf_correlation(small, np.roll(small, 3, axis=2)) == pytest.approx(1.0, abs=1e-9)
 
 
-def test_ncc_drops_for_a_wider_psf():
+def test_correlation_drops_for_a_wider_psf():
     psf = gaussian_psf((15, 21, 21), (2.0, 1.5, 1.5))
-    slightly = psf_ncc(psf, gaussian_psf((15, 21, 21), (2.4, 1.8, 1.8)))
-    much = psf_ncc(psf, gaussian_psf((15, 21, 21), (4.0, 3.0, 3.0)))
+    slightly = psf_correlation(psf, gaussian_psf((15, 21, 21), (2.4, 1.8, 1.8)))
+    much = psf_correlation(psf, gaussian_psf((15, 21, 21), (4.0, 3.0, 3.0)))
     assert 0 < much < slightly < 0.99
 
 
-def test_ncc_rejects_a_2d_psf():
+def test_correlation_rejects_a_2d_psf():
     with pytest.raises(ValueError, match="z, y, x"):
-        psf_ncc(np.ones((5, 5)), np.ones((5, 5, 5)))
+        psf_correlation(np.ones((5, 5)), np.ones((5, 5, 5)))

@@ -7,7 +7,7 @@ behind the "what changed" tables in benchmarks/quality/README.md.
 
 It reuses the case's data from a previous `run.py --quick` (same --work), trains in this process on
 those patches, deconvolves the case's three stacks and prints PSNR and SSIM against raw, and the
-learned PSF's FWHM errors and NCC with the true PSF. Nothing is written to the results.
+learned PSF's FWHM errors and correlation with the true PSF. Nothing is written to the results.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pipeline import REPO, Variant
 from scoring import CaseData, fwhm_errors, image_scores, learned_psf, network_results
 from suite import CASES, CYCLEDECON, NONBLIND, deep_update, variant_train
 
-from cycledecon.model.psf_layer import kernel_ncc
+from cycledecon.psf_metrics import psf_correlation
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
     print(f"{case.name} seed {args.seed}: PSNR {network['psnr_db']:.2f} dB (raw {raw['psnr_db']:.2f}, "
           f"{network['psnr_db'] - raw['psnr_db']:+.2f}), SSIM {network['ssim']:.3f} (raw {raw['ssim']:.3f}); "
           f"PSF FWHM error lateral {errors['fwhm_lateral_err_pct']:+.0f} %, axial {errors['fwhm_axial_err_pct']:+.0f} %, "
-          f"NCC {kernel_ncc(psf, case_data.true_psf):.3f}; train + deconvolve {wall:.0f} s")
+          f"correlation {psf_correlation(psf, case_data.true_psf):.3f}; train + deconvolve {wall:.0f} s")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from cycledecon.io import atomic_path, read_ome_zarr, read_stack
 from cycledecon.metrics import background_std_ratio, compare_to_truth, frc_resolution
 from cycledecon.normalize import LinearInverse, linear_inverse
 from cycledecon.psf import psf_from_optics
-from cycledecon.psf_metrics import energy_in_box, fwhm, psf_ncc
+from cycledecon.psf_metrics import energy_in_box, fwhm, psf_correlation
 from cycledecon.resample import read_psf_on_grid
 from cycledecon.voxel import VoxelSize
 
@@ -149,7 +149,7 @@ def score_against_truth(results: list[Path], truth_path: Path) -> pd.DataFrame:
 def psf_rows(
     learned: np.ndarray, voxel_size: VoxelSize, theoretical: np.ndarray | None, true: np.ndarray | None
 ) -> pd.DataFrame:
-    """FWHM of each known PSF, its normalized cross-correlation with the true PSF, and the share of
+    """FWHM of each known PSF, its correlation with the true PSF (`psf_correlation`), and the share of
     the true PSF's energy that its box holds (how much of the real blur it can model)."""
     rows = []
     for name, psf in (("learned", learned), ("theoretical", theoretical), ("true", true)):
@@ -160,7 +160,7 @@ def psf_rows(
             "psf": name,
             "lateral_fwhm_um": widths["lateral_um"],
             "axial_fwhm_um": widths["axial_um"],
-            "ncc_to_true": psf_ncc(psf, true) if true is not None else np.nan,
+            "ncc_to_true": psf_correlation(psf, true) if true is not None else np.nan,
             "true_energy_in_box": energy_in_box(true, psf.shape) if true is not None else np.nan,
         })  # fmt: skip
     return pd.DataFrame(rows)

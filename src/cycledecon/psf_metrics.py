@@ -67,12 +67,12 @@ def _centre_on_peak(psf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def psf_ncc(psf_a: np.ndarray, psf_b: np.ndarray) -> float:
-    """Normalized cross-correlation of two 3D PSFs at zero lag, after aligning their peaks.
+def psf_correlation(psf_a: np.ndarray, psf_b: np.ndarray) -> float:
+    """How alike two 3D PSFs are in shape: Pearson's correlation with their brightest voxels aligned.
 
     Both are zero-padded to their common (per-axis largest) shape with the brightest voxel at the
-    centre, then compared by Pearson's correlation over all voxels. Independent of scale and
-    offset; 1 for PSFs of the same shape.
+    centre, then correlated over all voxels. Independent of scale, offset and where each PSF sits
+    in its array (a learned kernel a voxel off-centre is still the same blur); 1 for the same shape.
 
     Parameters
     ----------
@@ -80,13 +80,14 @@ def psf_ncc(psf_a: np.ndarray, psf_b: np.ndarray) -> float:
 
     Returns
     -------
-    ncc : correlation in [-1, 1] (dimensionless).
+    correlation in [-1, 1] (dimensionless).
     """
+    psf_a, psf_b = np.asarray(psf_a, dtype=np.float64), np.asarray(psf_b, dtype=np.float64)
     if psf_a.ndim != 3 or psf_b.ndim != 3:
         raise ValueError(f"expected two (z, y, x) PSFs, got shapes {psf_a.shape} and {psf_b.shape}")
     shape = tuple(max(m, n) for m, n in zip(psf_a.shape, psf_b.shape))
-    a = _centre_on_peak(np.asarray(psf_a, dtype=np.float64), shape).ravel()
-    b = _centre_on_peak(np.asarray(psf_b, dtype=np.float64), shape).ravel()
+    a = _centre_on_peak(psf_a, shape).ravel()
+    b = _centre_on_peak(psf_b, shape).ravel()
     a -= a.mean()
     b -= b.mean()
     norm = np.sqrt(np.dot(a, a) * np.dot(b, b))

@@ -36,13 +36,14 @@ from cycledecon.io import atomic_path, write_ome_tiff
 from cycledecon.model.checkpoint import atomic_save, load_failure, save_model
 from cycledecon.model.config import PsfConfig, RefineConfig, TrainConfig, parse_config
 from cycledecon.model.cyclegan import CycleModel, Faces, build_model
-from cycledecon.model.psf_layer import PsfLayer, crop_margin, kernel_ncc
+from cycledecon.model.psf_layer import PsfLayer, crop_margin
 from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import receptive_field
 from cycledecon.noise import estimate_noise
 from cycledecon.patches import ROOM_SUFFIX
 from cycledecon.precision import resolve_device, resolve_precision
 from cycledecon.psf import gaussian_psf, normalize_psf, psf_from_optics
+from cycledecon.psf_metrics import psf_correlation
 from cycledecon.psf_sanity import log_psf_sanity, psf_sanity
 from cycledecon.voxel import VoxelSize
 
@@ -421,7 +422,7 @@ class Run:
         bar.close()
 
     def validate(self) -> dict[str, float]:
-        """Validation cycle loss on the first val patches, and the PSF's NCC to the reference."""
+        """Validation cycle loss on the first val patches, and the PSF's correlation with the reference."""
         n = self.cfg.optim.batch_size
         a, b = self.store.arrays["A_val"], self.store.arrays["B_val"]
         self.model.eval()
@@ -434,7 +435,8 @@ class Run:
         self.model.train()
         result = {"val_cycle": float(np.mean(losses))}
         if self.reference is not None:
-            result["psf_ncc"] = kernel_ncc(self.model.psf_estimate(self.reference.shape), self.reference)
+            learned = self.model.psf_estimate(self.reference.shape).cpu().numpy()
+            result["psf_ncc"] = psf_correlation(learned, self.reference)
         return result
 
     def write_outputs(self, out_dir: Path) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 EXPORTS = {
     "load_model": "checkpoint", "save_model": "checkpoint", "GeneratorConfig": "config",
     "TrainConfig": "config", "parse_config": "config", "CycleModel": "cyclegan", "build_model": "cyclegan",
-    "PsfLayer": "psf_layer", "fft_convolve": "psf_layer", "kernel_ncc": "psf_layer", "UNet3d": "unet",
+    "PsfLayer": "psf_layer", "fft_convolve": "psf_layer", "UNet3d": "unet",
     "receptive_field": "unet",
 }
 __all__ = sorted(EXPORTS)

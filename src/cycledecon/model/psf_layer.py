@@ -332,18 +332,3 @@ def _second_moments(kernel: torch.Tensor) -> torch.Tensor:
     """RMS width (voxels) of a centred kernel along z, y, x; at least 0.3 so log() stays finite."""
     widths = [((kernel * g**2).sum() / kernel.sum()).sqrt() for g in _centred_grids(kernel)]
     return torch.stack(widths).clamp_min(0.3)
-
-
-def kernel_ncc(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
-    """Normalized cross-correlation (Pearson r) of two centred kernels, zero-padded to one shape."""
-    a, b = (np.asarray(k.detach().cpu() if isinstance(k, torch.Tensor) else k, dtype=np.float64)
-            for k in (a, b))
-    shape = np.maximum(a.shape, b.shape)
-    a, b = (_embed(k, shape) for k in (a, b))
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
-
-
-def _embed(kernel: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    before = [(n - s) // 2 for n, s in zip(shape, kernel.shape)]
-    return np.pad(kernel, [(p, n - s - p) for p, n, s in zip(before, shape, kernel.shape)])
