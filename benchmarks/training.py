@@ -48,10 +48,12 @@ from pipeline import base_config  # noqa: E402
 from suite import PRESETS, deep_update, preset_settings  # noqa: E402
 
 import cycledecon.train as training  # noqa: E402
-from cycledecon.demo import DemoSettings, reference_stack, sample_rng, true_psf, widefield_stack  # noqa: E402
+from cycledecon.config.demo import DemoSettings, parse_demo_config  # noqa: E402
+from cycledecon.config.patches import parse_patch_config  # noqa: E402
+from cycledecon.demo import reference_stack, sample_rng, true_psf, widefield_stack  # noqa: E402
 from cycledecon.io import write_ome_zarr  # noqa: E402
 from cycledecon.normalize import normalize_array  # noqa: E402
-from cycledecon.patches import SampleInput, context_voxels, extract_patches, parse_patch_config  # noqa: E402
+from cycledecon.patches import SampleInput, context_voxels, extract_patches  # noqa: E402
 from cycledecon.precision import CHOICES, resolve_precision  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "training.md"
@@ -112,7 +114,7 @@ def patch_store(config: dict[str, Any], work: Path, quick: bool) -> Path:
     if quick:
         z, y, x = config["patches"]["shape"]
         demo["shape"] = [z, 2 * y, 2 * x]
-    settings = DemoSettings.from_config(demo)
+    settings = parse_demo_config(demo)
     psf = true_psf(settings)
     samples = [normalized_sample(name, role, settings, psf, config["normalize"], work) for name, role in SAMPLES]
     patches = {**config["patches"], **(QUICK_STORE_PATCHES if quick else STORE_PATCHES)}
@@ -144,7 +146,7 @@ def run_preset(name: str, opts: argparse.Namespace, work: Path) -> list[dict[str
         config = deep_update(config, {"train": {"optim": {"batch_size": opts.batch_size}}})
     store = patch_store(config, work / name, opts.quick)
     patch = parse_patch_config(config["patches"])
-    margin = context_voxels(patch, DemoSettings.from_config(config["demo"]).voxel_size)
+    margin = context_voxels(patch, parse_demo_config(config["demo"]).voxel_size)
     rows = []
     for precision in opts.precisions:
         train_config = deep_update(config["train"], {"precision": precision})

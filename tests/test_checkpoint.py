@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from cycledecon.config.train import TrainConfig
 from cycledecon.errors import CycledeconError
 from cycledecon.model import UNet3d, load_model, receptive_field, save_model
-from cycledecon.model.config import TrainConfig
 from cycledecon.psf import gaussian_psf
 
 GENERATOR = {"depth": 2, "base_channels": 2}

@@ -423,8 +423,8 @@ def test_a_torch_file_holding_objects_is_refused_in_our_words(tmp_path):
 # ------------------------------------------------------------------------- export and NGFF version
 def test_cli_constants_are_the_librarys():
     from cycledecon.cli import EXPORT_FORMATS
+    from cycledecon.config.deconvolve import NGFF_VERSIONS
     from cycledecon.export import FORMATS
-    from cycledecon.infer_config import NGFF_VERSIONS
     from cycledecon.io import NGFF_FORMATS
 
     assert EXPORT_FORMATS == FORMATS and set(NGFF_VERSIONS) == set(NGFF_FORMATS)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import yaml
 
-from cycledecon.baselines import DEFAULT_ITERATIONS
-from cycledecon.model.config import parse_config
+from cycledecon.config.patches import parse_patch_config
+from cycledecon.config.train import parse_config
 from cycledecon.model.unet import receptive_field
-from cycledecon.patches import context_voxels, parse_patch_config
+from cycledecon.patches import context_voxels
 from cycledecon.psf import widefield_psf
 from cycledecon.psf_metrics import energy_in_box
 from cycledecon.train import PatchStore, kernel_room, kernel_shape
@@ -46,7 +46,3 @@ def test_default_generator_sees_as_far_as_the_psf_spreads_light():
 def test_demo_stacks_hold_the_psf():
     assert DEMO["shape"][0] >= DEMO["psf_shape"][0]
 
-
-def test_library_and_workflow_run_richardson_lucy_alike():
-    """A user calling `richardson_lucy` without a count gets the baseline the workflow reports."""
-    assert CONFIG["evaluate"]["rl_iterations"] == DEFAULT_ITERATIONS

@@ -17,7 +17,7 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from scipy import ndimage
 
-from helpers import imports_dask_distributed, sha256, tiny_model, write_ome
+from helpers import FREE_KERNEL_TRAIN, deep_update, imports_dask_distributed, sha256, tiny_model, write_ome
 from cycledecon import infer
 from cycledecon.errors import CycledeconError
 from cycledecon.infer import (
@@ -707,9 +707,10 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     psf = gaussian_psf((3, 5, 5), (1.0, 1.0, 1.0))
     store = write_store(root / "patches.zarr", psf, seed=1, patch=(8, 16, 16), volumes=2, per_volume=3)
-    config = {"generator": {"depth": 2, "base_channels": 4}, "discriminator": {"base_channels": 2},
-              "psf": {"shape_voxels": [3, 5, 5]}, "optim": {"steps": 40, "batch_size": 2},
-              "log_every": 10, "val_every": 40, "checkpoint_every": 40, "device": "cpu"}  # fmt: skip
+    config = deep_update(FREE_KERNEL_TRAIN, {
+        "generator": {"depth": 2, "base_channels": 4}, "discriminator": {"base_channels": 2},
+        "psf": {"shape_voxels": [3, 5, 5]}, "optim": {"steps": 40, "batch_size": 2},
+        "log_every": 10, "val_every": 40, "checkpoint_every": 40, "device": "cpu"})  # fmt: skip
     model = train(store, root / "model", config)
     scale = load_model(model, "cpu")[1]["normalization"]["scale"]
     blurred = ndimage.convolve(sharp_volume(np.random.default_rng(5), (16, 48, 48)), psf, mode="reflect")

@@ -6,14 +6,12 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-from helpers import SNAKEMAKE, make_workdir
+from helpers import REPO, SNAKEMAKE, make_workdir
 
 #: Packages a parse must not need; each is shadowed by a package whose import fails as if absent.
 HEAVY = ("torch", "matplotlib")
-#: The jobs' scientific stack: without it, a parse still plans (sections it cannot check are left to
-#: their jobs), so a user whose jobs run in conda environments needs only snakemake and cycledecon.
+#: The jobs' scientific stack: without it, a parse still checks every section and plans, so a user
+#: whose jobs run in conda environments needs only snakemake and cycledecon.
 JOB_STACK = (*HEAVY, "dask", "scipy", "skimage", "tifffile", "zarr", "ome_zarr", "psfmodels", "tqdm")
 
 
@@ -60,30 +58,10 @@ def test_without_torch_a_bad_key_of_a_light_section_still_fails_before_any_job(t
     assert result.returncode != 0 and "normalize.clahe.clip_limit" in result.stdout + result.stderr
 
 
-def test_without_torch_every_section_is_still_checked(tmp_path):
-    code = ("import sys; from cycledecon.settings import check_stage_configs as c; "
-            "print(c({}), 'torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], env=blocked_env(tmp_path), capture_output=True, text=True)
+def test_the_whole_config_is_checked_without_the_jobs_scientific_stack(tmp_path):
+    code = ("import sys, yaml; from cycledecon.config import parse_workflow_config as p; "
+            "p(yaml.safe_load(open('config/config.yaml'))); print(sorted(set(sys.argv[1:]) & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code, *JOB_STACK], cwd=REPO, env=blocked_env(tmp_path, JOB_STACK),
+                            capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[] False"
-
-
-def test_with_torch_every_section_is_checked():
-    from cycledecon.settings import check_stage_configs
-
-    assert check_stage_configs({}) == []
-
-
-def test_a_missing_module_of_cycledecon_itself_is_raised():
-    from cycledecon.settings import importable
-
-    with pytest.raises(ModuleNotFoundError):
-        importable("cycledecon.no_such_module:parse")
-    assert importable("no_such_package_anywhere:parse") is None
-
-
-def test_constants_spelled_out_for_parsing_are_the_librarys():
-    from cycledecon import evaluate, settings
-
-    for name in ("RAW", "RL_THEORETICAL", "RL_LEARNED", "CYCLEDECON"):
-        assert getattr(settings, name) == getattr(evaluate, name), name
+    assert result.stdout.strip() == "[]"

@@ -7,19 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cycledecon.config.train import DiscriminatorConfig, GeneratorConfig, parse_config
 from cycledecon.errors import CycledeconError
-from cycledecon.model import (
-    PsfLayer, UNet3d, build_model, fft_convolve, load_model, parse_config,
-    receptive_field, save_model,
-)
+from cycledecon.model import PsfLayer, UNet3d, build_model, fft_convolve, load_model, receptive_field, save_model
 from cycledecon.model.cyclegan import Faces
-from cycledecon.model.config import DiscriminatorConfig, GeneratorConfig
 from cycledecon.model.discriminator import PatchDiscriminator3d
 from cycledecon.model.psf_layer import convolve_spectrum_valid, fft_convolve_valid, with_centre
 from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import NearestUpConv3d, max_pool_2x
 from cycledecon.noise import NoiseModel
 from cycledecon.psf import gaussian_psf
+from helpers import FREE_KERNEL_TRAIN, deep_update
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +29,7 @@ def small_config(**overrides):
     section = {"generator": {"depth": 2, "base_channels": 4},
                "discriminator": {"base_channels": 4, "layers": 2},
                "psf": {"shape_voxels": [5, 7, 7]}}
-    return parse_config(section | overrides)
+    return parse_config(deep_update(deep_update(FREE_KERNEL_TRAIN, section), overrides))
 
 
 @pytest.mark.parametrize("shape", [(16, 32, 32), (15, 33, 31), (5, 7, 9)])

@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 from skimage.exposure import equalize_adapthist
 
+from cycledecon.config.normalize import CLAHE_GREY_LEVELS, parse_normalize_config
 from cycledecon.errors import CycledeconError
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.normalize import (
-    NR_OF_GRAY,
     clahe,
     kernel_voxels,
     linear_inverse,
     normalize,
     normalize_array,
-    parse_normalize_config,
     rescale,
     strided_sample,
 )
@@ -29,7 +28,7 @@ from cycledecon.voxel import VoxelSize
 VOXEL = VoxelSize(0.5, 0.2, 0.2)
 #: Kernel of (5, 9, 7) voxels at VOXEL: none of the volume's sides below is a multiple of it, so
 #: the last block along every axis is partial and the end reflection is exercised.
-CLAHE = {"clahe": {"kernel_um": [2.5, 1.8, 1.4]}}
+CLAHE = {"method": "clahe", "clahe": {"kernel_um": [2.5, 1.8, 1.4]}}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +78,7 @@ def assert_same_levels(ours: np.ndarray, reference: np.ndarray) -> None:
     skimage's stretch only, while a single differing level would move a voxel by at least
     1 / (2¹⁴ − 1) ≈ 6e-5; so this admits rounding, never a different level.
     """
-    levels = ours.astype(np.float64) * (NR_OF_GRAY - 1)
+    levels = ours.astype(np.float64) * (CLAHE_GREY_LEVELS - 1)
     np.testing.assert_allclose(levels, np.rint(levels), rtol=0, atol=1e-3)
     levels = np.rint(levels)
     stretched = (levels - levels.min()) / (levels.max() - levels.min())
@@ -89,7 +88,7 @@ def assert_same_levels(ours: np.ndarray, reference: np.ndarray) -> None:
 @pytest.mark.parametrize("settings", [{}, {"clip_limit": 0.0}, {"clip_limit": 0.002, "nbins": 100}])
 def test_blockwise_clahe_equals_skimage_on_the_whole_volume(volume, settings):
     """In blocks, with the stack's percentile rescale: equalize_adapthist on the whole rescaled volume."""
-    params = {"clahe": {**CLAHE["clahe"], **settings}, "chunk_voxels": 4000}
+    params = {**CLAHE, "clahe": {**CLAHE["clahe"], **settings}, "chunk_voxels": 4000}
     out, record = normalize_array(volume, VOXEL, params)
     assert record["applied"]["chunked"]
     low, high = record["applied"]["percentile_values"]
@@ -143,9 +142,11 @@ def test_percentile_mode_is_linear(volume):
     assert out.min() < 0.0 and out.max() > 1.0  # clip: false keeps the tails
 
 
-def test_percentile_mode_clips_by_default(volume):
-    out, _ = normalize_array(volume, VOXEL, {"method": "percentile"})
+def test_percentile_mode_clips_on_request(volume):
+    out, _ = normalize_array(volume, VOXEL, {"method": "percentile", "clip": True})
     assert out.min() == 0.0 and out.max() == 1.0
+    unclipped, _ = normalize_array(volume, VOXEL, {"method": "percentile"})
+    assert unclipped.min() < 0.0 and unclipped.max() > 1.0
 
 
 def test_kernel_in_voxels_follows_voxel_size():
@@ -200,7 +201,7 @@ def test_bad_config_names_the_key(section, message):
 
 def test_config_defaults_round_trip():
     config = parse_normalize_config(None)
-    assert config.method == "clahe" and config.percentiles == (0.1, 99.9)
+    assert config.method == "percentile" and config.percentiles == (0.1, 99.9)
     assert parse_normalize_config(config.to_dict()) == config
 
 

@@ -11,9 +11,10 @@ import pytest
 import zarr
 from scipy import ndimage
 
+from cycledecon.config.patches import parse_patch_config
 from cycledecon.errors import CycledeconError
 from cycledecon.io import read_ome_zarr, write_ome_zarr
-from cycledecon.patches import ROOM_SUFFIX, SampleInput, extract_patches, parse_patch_config
+from cycledecon.patches import ROOM_SUFFIX, SampleInput, extract_patches
 from cycledecon.voxel import VoxelSize
 
 VOXEL = VoxelSize(0.5, 0.2, 0.2)
@@ -22,7 +23,11 @@ NORMALIZATION = {"method": "clahe", "percentiles": [0.1, 99.9], "applied": {"per
 #: Each stack's foreground has a value of its own, so a patch's maximum names the stack it came from;
 #: widefield values lie below 0.5, reference values above.
 VALUES = {"wf0": 0.20, "wf1": 0.25, "wf2": 0.30, "ref0": 0.70, "ref1": 0.75}
-CONFIG = {"shape": [4, 8, 8], "n_train": 6, "n_val": 3, "seed": 7}
+#: Small patches of the striped stacks: no context margin, Otsu's foreground of dense stripes, a quarter
+#: of the stacks for validation, references neither smoothed nor wrapped past their faces.
+CONFIG = {"shape": [4, 8, 8], "n_train": 6, "n_val": 3, "seed": 7, "context_um": [0.0, 0.0, 0.0],
+          "val_fraction": 0.25, "foreground": "otsu", "min_foreground_fraction": 0.1,
+          "reference_smoothing_voxels": 0.0, "reference_past_faces": "mirror"}  # fmt: skip
 OPTICS = {"na": 1.4, "wavelength_nm": 520.0, "immersion_ri": 1.515}
 
 

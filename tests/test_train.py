@@ -22,11 +22,13 @@ from cycledecon.noise import NoiseModel
 from cycledecon.patches import ROOM_SUFFIX
 from cycledecon.psf import gaussian_psf
 from cycledecon.psf_metrics import psf_correlation
+from helpers import FREE_KERNEL_TRAIN, deep_update
 
 VOXEL = [0.3, 0.1, 0.1]
-TINY = {"generator": {"depth": 1, "base_channels": 2}, "discriminator": {"base_channels": 2},
-        "psf": {"shape_voxels": [3, 5, 5]}, "optim": {"steps": 6, "batch_size": 2},
-        "log_every": 1, "val_every": 3, "checkpoint_every": 2, "device": "cpu"}
+TINY = deep_update(FREE_KERNEL_TRAIN, {
+    "generator": {"depth": 1, "base_channels": 2}, "discriminator": {"base_channels": 2},
+    "psf": {"shape_voxels": [3, 5, 5]}, "optim": {"steps": 6, "batch_size": 2},
+    "log_every": 1, "val_every": 3, "checkpoint_every": 2, "device": "cpu"})  # fmt: skip
 
 
 def sharp_volume(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
@@ -111,7 +113,7 @@ def test_train_writes_a_loadable_model_and_its_reports(tiny_store, tmp_path):
 
 
 def test_model_file_holds_the_averaged_generator(tiny_store, tmp_path):
-    training.train(tiny_store, tmp_path, TINY | {"optim": {"steps": 6, "batch_size": 2, "generator_ema": 0.5}})
+    training.train(tiny_store, tmp_path, deep_update(TINY, {"optim": {"steps": 6, "batch_size": 2, "generator_ema": 0.5}}))
     exported = torch.load(tmp_path / "model.pt", weights_only=True)["generator_state"]
     state = torch.load(tmp_path / training.CHECKPOINT, weights_only=True)["model"]
     averaged, last = "g_average.module.", "g."
@@ -156,21 +158,21 @@ def test_psf_gradient_is_scaled_with_the_generators():
 
 
 def test_training_log_records_the_generator_gradient_norm(tiny_store, tmp_path):
-    training.train(tiny_store, tmp_path, TINY | {"optim": {"steps": 4, "batch_size": 2,
-                                                          "generator_grad_clip": 1e-3}})
+    training.train(tiny_store, tmp_path, deep_update(TINY, {"optim": {"steps": 4, "batch_size": 2,
+                                                          "generator_grad_clip": 1e-3}}))
     norms = pd.read_csv(tmp_path / "train_log.csv")["grad_norm_g"]
     assert len(norms) == 4 and (norms > 0).all() and norms.notna().all()
 
 
 def test_two_generator_ablation_trains_with_the_same_loop(tiny_store, tmp_path):
-    training.train(tiny_store, tmp_path, TINY | {"model": "two_generators"})
+    training.train(tiny_store, tmp_path, deep_update(TINY, {"model": "two_generators"}))
     psf = tifffile.imread(tmp_path / "learned_psf.ome.tif")  # F's impulse response
     assert psf.shape == (3, 5, 5) and psf.sum() == pytest.approx(1, abs=1e-5)
     assert "psf_center" not in pd.read_csv(tmp_path / "train_log.csv")
 
 
 def test_refine_stage_trains_a_fresh_g_through_the_frozen_blind_kernel(tiny_store, tmp_path):
-    config = TINY | {"refine": {"steps": 4, "lr_g": 1e-4}}
+    config = deep_update(TINY, {"refine": {"steps": 4, "lr_g": 1e-4}})
     model_path = training.train(tiny_store, tmp_path, config)
     blind = tmp_path / training.BLIND_STAGE
     _, blind_meta = load_model(blind / "model.pt")
@@ -184,11 +186,11 @@ def test_refine_stage_trains_a_fresh_g_through_the_frozen_blind_kernel(tiny_stor
     log = pd.read_csv(tmp_path / "train_log.csv")
     assert list(log["step"]) == [1, 2, 3, 4] and (log["cycle_blurred"] > 0).all()  # logged, not weighed
     assert log["lr_g"].iloc[0] == pytest.approx(1e-4)
-    # the same as the two trainings by hand that benchmarks/quality/README.md's probes ran
-    by_hand = TINY | {"psf": {"shape_voxels": [3, 5, 5], "learnable": False,
+    # the same as the two trainings by hand that the quality benchmark's probes ran
+    by_hand = deep_update(TINY, {"psf": {"shape_voxels": [3, 5, 5], "learnable": False,
                               "file": str(blind / "learned_psf.ome.tif")},
                       "loss": {"adversarial_b": 0, "cycle_blurred": 0},
-                      "optim": {"steps": 4, "batch_size": 2, "lr_g": 1e-4}}
+                      "optim": {"steps": 4, "batch_size": 2, "lr_g": 1e-4}})
     second = torch.load(training.train(tiny_store, tmp_path / "by_hand", by_hand), weights_only=True)
     refined = torch.load(model_path, weights_only=True)
     assert all(torch.equal(value, second["generator_state"][name])
@@ -196,11 +198,11 @@ def test_refine_stage_trains_a_fresh_g_through_the_frozen_blind_kernel(tiny_stor
 
 
 def test_refine_stage_restarts_when_only_its_blind_kernel_changes(tiny_store, tmp_path):
-    first = training.train(tiny_store, tmp_path, TINY | {"refine": {"steps": 2}})
+    first = training.train(tiny_store, tmp_path, deep_update(TINY, {"refine": {"steps": 2}}))
     before = torch.load(first, weights_only=True)["generator_state"]
     # fewer blind steps give another kernel under the same file name, while the second stage's
     # own config (its steps and lr_g come from `refine`) stays the same: it must not resume
-    shorter = TINY | {"optim": {"steps": 4, "batch_size": 2}, "refine": {"steps": 2}}
+    shorter = deep_update(TINY, {"optim": {"steps": 4, "batch_size": 2}, "refine": {"steps": 2}})
     after = torch.load(training.train(tiny_store, tmp_path, shorter), weights_only=True)["generator_state"]
     assert any(not torch.equal(before[name], after[name]) for name in before)
 
@@ -259,7 +261,7 @@ def test_checkpoint_of_another_training_is_not_resumed(tiny_store, tmp_path):
     retrained = pd.read_csv(tmp_path / "out" / "train_log.csv")
     assert list(retrained["step"]) == list(trained["step"])  # a whole new run, not a resumed one
     assert not np.allclose(retrained["loss_g"], trained["loss_g"])
-    more = TINY | {"optim": TINY["optim"] | {"steps": 8}}
+    more = deep_update(TINY, {"optim": TINY["optim"] | {"steps": 8}})
     training.train(tiny_store, tmp_path / "out", more)  # another config: starts over, no error
     assert pd.read_csv(tmp_path / "out" / "train_log.csv")["step"].max() == 8
     assert first.exists()
@@ -278,7 +280,7 @@ def test_unreadable_checkpoint_is_ignored_with_our_own_words(tiny_store, tmp_pat
 def test_non_blind_mode_keeps_the_given_psf(tiny_store, tmp_path):
     given = gaussian_psf((3, 5, 5), (0.8, 1.3, 0.9))
     tifffile.imwrite(tmp_path / "psf.tif", given, photometric="minisblack")
-    config = TINY | {"psf": {"learnable": False, "file": str(tmp_path / "psf.tif")}}
+    config = deep_update(TINY, {"psf": {"learnable": False, "file": str(tmp_path / "psf.tif")}})
     training.train(tiny_store, tmp_path / "out", config)
     learned = tifffile.imread(tmp_path / "out" / "learned_psf.ome.tif")
     np.testing.assert_allclose(learned, given, atol=1e-7)  # exp(log(p)) round trip in float32
@@ -299,7 +301,7 @@ def context_store(tmp_path_factory):
 
 def test_generator_context_trains_with_a_kernel_inside_the_margin_less_the_ring(context_store, tmp_path):
     """G's ring takes room from the kernel: F(x) must be exact over the ring too."""
-    config = TINY | {"psf": {"parameterization": "pupil", "energy": 0.9}, "generator_context": [1, 2, 2]}
+    config = deep_update(TINY, {"psf": {"parameterization": "pupil", "energy": 0.9}, "generator_context": [1, 2, 2]})
     training.train(context_store, tmp_path, config)
     store = training.PatchStore.open(context_store)
     parsed = training.parse_config(config)
@@ -314,7 +316,7 @@ def test_generator_context_trains_with_a_kernel_inside_the_margin_less_the_ring(
 
 @pytest.mark.parametrize("fill", ["mirror", "edge", "zero"])
 def test_ring_refilled_at_faces_needs_the_room_and_trains_with_it(context_store, tmp_path, fill):
-    config = TINY | {"generator_context": [1, 2, 2], "ring_at_faces": fill, "augment": "lateral"}
+    config = deep_update(TINY, {"generator_context": [1, 2, 2], "ring_at_faces": fill, "augment": "lateral"})
     with pytest.raises(CycledeconError, match=rf"train\.ring_at_faces: {fill} .*rerun the patches rule"):
         training.train(context_store, tmp_path / "without", config)
     store = shutil.copytree(context_store, tmp_path / "patches.zarr")
@@ -329,17 +331,17 @@ def test_ring_refilled_at_faces_needs_the_room_and_trains_with_it(context_store,
 @pytest.mark.parametrize("ring", [[4, 0, 0], [0, 7, 7]])
 def test_generator_context_beyond_the_margin_is_refused(context_store, tmp_path, ring):
     with pytest.raises(CycledeconError, match=r"train\.generator_context.*patches\.context_um"):
-        training.train(context_store, tmp_path, TINY | {"generator_context": ring})
+        training.train(context_store, tmp_path, deep_update(TINY, {"generator_context": ring}))
 
 
 def test_kernel_too_large_for_the_margin_less_the_ring_is_refused(context_store, tmp_path):
-    config = TINY | {"psf": {"shape_voxels": [7, 13, 13]}, "generator_context": [1, 0, 0]}
+    config = deep_update(TINY, {"psf": {"shape_voxels": [7, 13, 13]}, "generator_context": [1, 0, 0]})
     with pytest.raises(CycledeconError, match=r"less train\.generator_context"):
         training.train(context_store, tmp_path, config)
 
 
 def test_pupil_psf_with_context_is_trained_and_exported_whole(context_store, tmp_path):
-    config = TINY | {"psf": {"parameterization": "pupil", "energy": 0.9}}
+    config = deep_update(TINY, {"psf": {"parameterization": "pupil", "energy": 0.9}})
     training.train(context_store, tmp_path, config)
     store = training.PatchStore.open(context_store)
     parsed = training.parse_config(config)
@@ -360,7 +362,7 @@ def test_pupil_psf_with_context_is_trained_and_exported_whole(context_store, tmp
 def test_non_blind_mode_uses_the_whole_given_psf(context_store, tmp_path):
     given = gaussian_psf((7, 13, 13), (1.2, 2.5, 2.0))  # exactly the margin's reach: kept whole
     tifffile.imwrite(tmp_path / "psf.tif", given, photometric="minisblack")
-    config = TINY | {"psf": {"learnable": False, "file": str(tmp_path / "psf.tif")}}
+    config = deep_update(TINY, {"psf": {"learnable": False, "file": str(tmp_path / "psf.tif")}})
     training.train(context_store, tmp_path / "out", config)
     learned = tifffile.imread(tmp_path / "out" / "learned_psf.ome.tif")
     np.testing.assert_allclose(learned, given, atol=1e-7)  # exp(log(p)) round trip in float32
@@ -375,7 +377,7 @@ def test_kernel_wider_than_the_context_is_refused_not_cropped(context_store, tmp
                          photometric="minisblack")
         psf = psf | {"file": str(tmp_path / "psf.tif")}
     with pytest.raises(CycledeconError, match=f"{key}: kernel .* context margin"):
-        training.train(context_store, tmp_path / "out", TINY | {"psf": psf})
+        training.train(context_store, tmp_path / "out", deep_update(TINY, {"psf": psf}))
 
 
 def test_energy_box_holds_the_share_and_no_smaller_box_does():
@@ -395,7 +397,7 @@ def test_energy_box_holds_the_share_and_no_smaller_box_does():
 
 
 def test_theoretical_init_needs_optics_and_uses_them(tiny_store, tmp_path):
-    config = TINY | {"psf": {"shape_voxels": [3, 5, 5], "init": "theoretical", "learnable": False}}
+    config = deep_update(TINY, {"psf": {"shape_voxels": [3, 5, 5], "init": "theoretical", "learnable": False}})
     training.train(tiny_store, tmp_path, config)
     _, meta = load_model(tmp_path / "model.pt")
     assert meta["optics"]["na"] == 1.2
@@ -404,11 +406,11 @@ def test_theoretical_init_needs_optics_and_uses_them(tiny_store, tmp_path):
 
 @pytest.mark.parametrize(
     ("config", "message"),
-    [(TINY | {"optim": {"stepz": 3}}, "train.optim.stepz"),
-     (TINY | {"psf": {"shape_voxels": [17, 5, 5]}}, "train.psf.shape_voxels"),
-     (TINY | {"device": "tpu"}, "train.device"),
-     (TINY | {"refine": {"steps": -1}}, "train.refine.steps"),
-     (TINY | {"model": "two_generators", "refine": {"steps": 2}}, "train.refine.steps: .*psf_layer")],
+    [(deep_update(TINY, {"optim": {"stepz": 3}}), "train.optim.stepz"),
+     (deep_update(TINY, {"psf": {"shape_voxels": [17, 5, 5]}}), "train.psf.shape_voxels"),
+     (deep_update(TINY, {"device": "tpu"}), "train.device"),
+     (deep_update(TINY, {"refine": {"steps": -1}}), "train.refine.steps"),
+     (deep_update(TINY, {"model": "two_generators", "refine": {"steps": 2}}), "train.refine.steps: .*psf_layer")],
 )
 def test_bad_config_fails_before_training(tiny_store, tmp_path, config, message):
     with pytest.raises(CycledeconError, match=message):
@@ -426,7 +428,7 @@ def test_theoretical_init_without_optics_is_a_user_error(tmp_path):
     store = write_store(tmp_path / "p.zarr", gaussian_psf((3, 5, 5), (1, 1, 1)), seed=0,
                         patch=(8, 16, 16), volumes=1, per_volume=2)
     with pytest.raises(CycledeconError, match="optics"):
-        training.train(store, tmp_path / "out", TINY | {"psf": {"init": "theoretical"}})
+        training.train(store, tmp_path / "out", deep_update(TINY, {"psf": {"init": "theoretical"}}))
 
 
 # Blind identifiability: A is beads/filaments blurred by an axially elongated Gaussian PSF, B other
@@ -439,8 +441,9 @@ def test_theoretical_init_without_optics_is_a_user_error(tmp_path):
 # A PSF layer that learns nothing stays at 0.68: 0.72 fails unless H moves towards the truth;
 # margin 0.026 to the worst seed (the CPU run is deterministic).
 TRUE_SIGMA = (2.4, 0.8, 0.8)
-IDENTIFY = {"psf": {"shape_voxels": [9, 11, 11]}, "optim": {"steps": 150},
-            "log_every": 25, "val_every": 50, "checkpoint_every": 1000, "device": "cpu"}
+IDENTIFY = deep_update(FREE_KERNEL_TRAIN, {"generator": {"depth": 2}, "psf": {"shape_voxels": [9, 11, 11]}, "optim": {"steps": 150},
+                                           "log_every": 25, "val_every": 50, "checkpoint_every": 1000,
+                                           "device": "cpu"})  # fmt: skip
 
 
 def test_blind_training_identifies_the_psf(tmp_path):
@@ -475,7 +478,7 @@ def test_collapsed_psf_is_logged_and_recorded_in_the_model(tiny_store, tmp_path,
     point = np.zeros((3, 5, 5), np.float32)
     point[1, 2, 2] = 1  # a kernel forced to a single voxel: non-blind mode keeps it
     tifffile.imwrite(tmp_path / "psf.tif", point, photometric="minisblack")
-    config = TINY | {"psf": {"learnable": False, "file": str(tmp_path / "psf.tif")}}
+    config = deep_update(TINY, {"psf": {"learnable": False, "file": str(tmp_path / "psf.tif")}})
     with caplog.at_level(logging.WARNING, logger="cycledecon.psf_sanity"):
         training.train(tiny_store, tmp_path / "out", config)
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -205,7 +205,8 @@ def train_row(config: dict[str, Any], store: Path, precision: str, opts: argpars
     from suite import deep_update
     from training import time_training
 
-    from cycledecon.patches import context_voxels, parse_patch_config
+    from cycledecon.config.patches import parse_patch_config
+    from cycledecon.patches import context_voxels
     from cycledecon.voxel import VoxelSize
 
     patch = parse_patch_config(config["patches"])
@@ -231,8 +232,8 @@ def inference_block(model: Path, volume: Sequence[int], opts: argparse.Namespace
     default memory budget, clipped to the volume."""
     import torch
 
+    from cycledecon.config.deconvolve import parse_inference_config
     from cycledecon.infer import choose_block
-    from cycledecon.infer_config import parse_inference_config
     from cycledecon.model.checkpoint import load_model
     from cycledecon.precision import Precision
 
@@ -286,12 +287,13 @@ def synthetic_volume(config: dict[str, Any], volume: Sequence[int], tile: Sequen
     (cycledecon.demo, normalized as the normalize rule does), tiled to `volume`."""
     import dask.array as da
 
-    from cycledecon.demo import DemoSettings, sample_rng, true_psf, widefield_stack
+    from cycledecon.config.demo import parse_demo_config
+    from cycledecon.demo import sample_rng, true_psf, widefield_stack
     from cycledecon.io import write_ome_zarr
     from cycledecon.normalize import normalize_array
 
     tile = [min(t, n) for t, n in zip(tile, volume)]
-    settings = DemoSettings.from_config({**config["demo"], "shape": tile})
+    settings = parse_demo_config({**config["demo"], "shape": tile})
     stack = widefield_stack(settings, true_psf(settings), sample_rng(settings.seed, "device_check"))[0]
     data, record = normalize_array(stack, settings.voxel_size, config["normalize"])
     reps = [-(-n // t) for n, t in zip(volume, tile)]

@@ -32,13 +32,15 @@ from pipeline import REPO, quick_case
 from scoring import CaseData, image_scores
 from suite import CASES, deep_update
 
-from cycledecon.demo import DemoSettings, sample_rng, true_psf, widefield_stack
-from cycledecon.model.config import parse_config
+from cycledecon.config.deconvolve import parse_inference_config
+from cycledecon.config.demo import parse_demo_config
+from cycledecon.config.patches import PatchConfig, parse_patch_config
+from cycledecon.config.train import parse_config
+from cycledecon.demo import sample_rng, true_psf, widefield_stack
 from cycledecon.infer import face_padding_voxels, reference_output
-from cycledecon.infer_config import parse_inference_config
 from cycledecon.model.unet import UNet3d
 from cycledecon.normalize import normalize_array
-from cycledecon.patches import PatchConfig, foreground_level, parse_patch_config
+from cycledecon.patches import foreground_level
 from cycledecon.train import clip_generator_gradient, lr_factor
 
 
@@ -53,7 +55,7 @@ class Pair:
 
 def training_pairs(config: dict[str, Any], patches: PatchConfig, count: int) -> list[Pair]:
     """`count` training pairs of the case's image formation."""
-    settings = DemoSettings.from_config(config["demo"])
+    settings = parse_demo_config(config["demo"])
     psf = true_psf(settings)
 
     def normalized(volume: np.ndarray) -> np.ndarray:

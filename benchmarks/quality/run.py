@@ -40,7 +40,7 @@ from scoring import LEARNED, METHODS, CaseData, RlKey, fixed_psfs, learned_psf, 
 from suite import (CASES, CYCLEDECON, PRESETS, REFINED, Case, Preset, case_config, deep_update, preset_settings,
                    variant_train)
 
-from cycledecon.io import atomic_path
+from cycledecon.atomic import atomic_path
 
 RESULTS = REPO / "benchmarks" / "results"
 RUNNERS = {"snakemake": pipeline.train_and_deconvolve, "in-process": pipeline.train_and_deconvolve_in_process}

@@ -23,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cycledecon.patches import context_voxels, parse_patch_config
+from cycledecon.config.patches import parse_patch_config
+from cycledecon.patches import context_voxels
 from cycledecon.voxel import VoxelSize
 
 NOMINAL_OIL = {"na": 1.4, "wavelength_nm": 520.0, "immersion_ri": 1.515}

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import fft
 
+from cycledecon.config import EvaluateConfig
 from cycledecon.errors import CycledeconError
 from cycledecon.io import DEFAULT_NGFF_VERSION, image_name, read_ome_zarr, write_ome_zarr
 from cycledecon.metrics import match_intensity, psnr
@@ -26,10 +27,10 @@ from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
 
-#: Iterations when the caller gives none, the workflow's `evaluate.rl_iterations` default: a fixed
-#: count, since stopping rules from the data (the Poisson discrepancy principle) need stacks in
-#: photons, which a sample sheet does not give; how it was chosen is in config/README.md.
-DEFAULT_ITERATIONS = 40
+#: Iterations when the caller gives none, the workflow's `evaluate.rl_iterations`: a fixed count,
+#: since stopping rules from the data (the Poisson discrepancy principle) need stacks in photons,
+#: which a sample sheet does not give.
+DEFAULT_ITERATIONS = EvaluateConfig.rl_iterations
 #: Voxels of the extended domain that send less than this share of their light into the measured
 #: stack are not estimated (held at zero): the data say almost nothing about them.
 MIN_WEIGHT = 1e-2

@@ -29,9 +29,11 @@ from typing import Any, Literal
 
 import yaml
 
-from cycledecon.configparse import plain
+from cycledecon.atomic import atomic_path, check_writable
+from cycledecon.config import parse_config, parse_normalize_config, parse_patch_config, parse_workflow_config
+from cycledecon.config.parse import plain
 from cycledecon.errors import CycledeconError
-from cycledecon.io import DEFAULT_CHUNKS, atomic_path, check_writable
+from cycledecon.io import DEFAULT_CHUNKS
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
@@ -87,15 +89,9 @@ def read_config(path: Path | None) -> dict[str, Any]:
 
 def sections(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The chain's sections (`SECTIONS`) of `config`, parsed once up front with the library's own
-    parsers, so a bad key fails, named, before any stack is read."""
-    from cycledecon.model.config import parse_config
-    from cycledecon.normalize import parse_normalize_config
-    from cycledecon.patches import parse_patch_config
-
+    parser, so a bad key fails, named, before any stack is read."""
     out = {name: dict(config.get(name) or {}) for name in SECTIONS}
-    parse_normalize_config(out["normalize"])
-    parse_patch_config(out["patches"])
-    parse_config(out["train"])
+    parse_workflow_config(out)
     return out
 
 
@@ -116,8 +112,6 @@ def optics_from(na: float | None, wavelength_nm: float | None, immersion_ri: flo
 def check_optics(train_section: Mapping[str, Any], optics: dict[str, float] | None) -> None:
     """Refuse, before any work, a training that needs the optics when none were given: the pupil
     PSF model and the theoretical initial kernel are computed from them."""
-    from cycledecon.model.config import parse_config
-
     psf = parse_config(train_section).psf
     if optics is None and psf.file is None and (psf.parameterization == "pupil" or psf.init == "theoretical"):
         key = "train.psf.parameterization: pupil" if psf.parameterization == "pupil" else "train.psf.init: theoretical"
@@ -219,7 +213,7 @@ def ingest_stack(stack: CampaignStack, work: Path, config: Mapping[str, Any], ca
 
 def normalize_stack(store: Path, upstream: str, work: Path, config: Mapping[str, Any]) -> tuple[Path, str]:
     """Normalize one ingested store into work/normalized/ (skipped when up to date)."""
-    from cycledecon.normalize import normalize, parse_normalize_config
+    from cycledecon.normalize import normalize
 
     out = work / "normalized" / store.name
     key = stage_key("normalize", upstream, plain(parse_normalize_config(config)))
@@ -237,7 +231,7 @@ def make_patches(
     config: Mapping[str, Any], campaign: str, optics: dict[str, float] | None,
 ) -> Path:  # fmt: skip
     """Cut the campaign's unpaired patches into work/patches/ (skipped when up to date)."""
-    from cycledecon.patches import SampleInput, extract_patches, parse_patch_config
+    from cycledecon.patches import SampleInput, extract_patches
 
     out = work / "patches" / "patches.zarr"
     key = stage_key("patches", [(s.sample, s.role, k) for s, (_, k) in zip(stacks, normalized)],

@@ -27,8 +27,8 @@ import yaml
 
 from cycledecon import __version__
 from cycledecon.boundary import user_errors_exit
+from cycledecon.config.deconvolve import NGFF_VERSIONS, OUTPUT_DTYPES, UNITS
 from cycledecon.errors import CycledeconError
-from cycledecon.infer_config import NGFF_VERSIONS, OUTPUT_DTYPES, UNITS
 from cycledecon.voxel import VoxelSize
 
 #: cycledecon.precision.CHOICES, spelled out so that the CLI does not import torch to parse (tests compare).
@@ -86,7 +86,7 @@ def _check_train_form(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from cycledecon import campaign
-    from cycledecon.io import check_writable
+    from cycledecon.atomic import check_writable
 
     _check_train_form(args)
     if args.widefield is not None:
@@ -105,8 +105,9 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from cycledecon.atomic import PLAIN_FILE
     from cycledecon.evaluate import score_against_truth, write_csv
-    from cycledecon.io import PLAIN_FILE, check_output
+    from cycledecon.io import check_output
 
     if args.output is not None:
         check_output(args.output, [*args.results, args.truth], kind=PLAIN_FILE)

@@ -16,60 +16,17 @@ unpaired, and the demo must not leak the answer.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage, signal
 
+from cycledecon.config.demo import DemoSettings
 from cycledecon.io import write_ome_tiff
 from cycledecon.phantoms import mixed_phantom
 from cycledecon.psf import widefield_psf
-from cycledecon.voxel import VoxelSize
-
-
-@dataclass(frozen=True)
-class Optics:
-    """The true microscope of the demo (what a user would only know approximately)."""
-
-    na: float = 1.4
-    wavelength_nm: float = 520.0
-    immersion_ri: float = 1.515
-    sample_ri: float | None = None  # None: matched to the immersion (no spherical aberration)
-    depth_um: float = 0.0
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """Sizes, optics and noise of the synthetic campaign (all lengths in µm)."""
-
-    shape: tuple[int, int, int] = (32, 128, 128)
-    voxel_size_um: tuple[float, float, float] = (0.25, 0.1, 0.1)
-    psf_shape: tuple[int, int, int] = (33, 65, 65)
-    optics: Optics = field(default_factory=Optics)
-    sharp_sigma_um: tuple[float, float, float] = (0.1, 0.04, 0.04)
-    peak_photons: float = 300.0
-    reference_peak_photons: float = 1000.0
-    read_noise_e: float = 2.0
-    offset_adu: float = 100.0
-    structures: dict[str, float] = field(
-        default_factory=lambda: {"filaments": 1.0, "puncta": 0.5, "blobs": 0.15}
-    )
-    seed: int = 0
-
-    @classmethod
-    def from_config(cls, config: dict) -> DemoSettings:
-        """Build from the `demo:` config section (already schema-validated)."""
-        values = dict(config)
-        values.pop("dir", None)
-        optics = Optics(**values.pop("optics", {}))
-        tuples = {k: tuple(v) for k, v in values.items() if isinstance(v, list)}
-        return cls(**{**values, **tuples, "optics": optics})
-
-    @property
-    def voxel_size(self) -> VoxelSize:
-        return VoxelSize(*self.voxel_size_um)
 
 
 def sample_rng(seed: int, sample: str) -> np.random.Generator:
@@ -91,7 +48,7 @@ def _phantom_with_margin(settings: DemoSettings, rng: np.random.Generator) -> tu
     margin = tuple(p // 2 for p in settings.psf_shape)
     padded = tuple(n + 2 * m for n, m in zip(settings.shape, margin))
     crop = tuple(slice(m, m + n) for m, n in zip(margin, settings.shape))
-    return mixed_phantom(padded, settings.voxel_size, rng, settings.structures), crop
+    return mixed_phantom(padded, settings.voxel_size, rng, dataclasses.asdict(settings.structures)), crop
 
 
 def _sharp(phantom: np.ndarray, settings: DemoSettings) -> np.ndarray:

@@ -22,8 +22,10 @@ import numpy as np
 import pandas as pd
 
 from cycledecon import figures
+from cycledecon.atomic import atomic_path
 from cycledecon.errors import CycledeconError
-from cycledecon.io import atomic_path, read_ome_zarr, read_stack
+from cycledecon.io import read_ome_zarr, read_stack
+from cycledecon.methods import CYCLEDECON, RAW, RL_LEARNED, RL_THEORETICAL
 from cycledecon.metrics import background_std_ratio, compare_to_truth, frc_resolution
 from cycledecon.normalize import LinearInverse, linear_inverse
 from cycledecon.psf import psf_from_optics
@@ -33,10 +35,6 @@ from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
 
-RAW = "raw"
-RL_THEORETICAL = "RL (theoretical PSF)"
-RL_LEARNED = "RL (learned PSF)"
-CYCLEDECON = "cycledecon"
 TRUTH = "ground truth"
 
 

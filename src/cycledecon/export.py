@@ -17,19 +17,9 @@ import numpy as np
 import tifffile
 
 from cycledecon import __version__
+from cycledecon.atomic import OutputKind, atomic_path, check_replaceable, check_writable
 from cycledecon.errors import CycledeconError
-from cycledecon.io import (
-    COMMAND_REMEDY,
-    OME_ZARR_IMAGE,
-    OutputKind,
-    atomic_path,
-    check_not_an_input,
-    check_replaceable,
-    check_writable,
-    image_name,
-    read_ome_zarr,
-    write_ome_zarr,
-)
+from cycledecon.io import COMMAND_REMEDY, OME_ZARR_IMAGE, check_not_an_input, image_name, read_ome_zarr, write_ome_zarr
 from cycledecon.voxel import VoxelSize
 
 OME_TIFF = "ome-tiff"

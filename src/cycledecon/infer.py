@@ -67,7 +67,7 @@ from tqdm.auto import tqdm
 
 import cycledecon
 from cycledecon.errors import CycledeconError
-from cycledecon.infer_config import (
+from cycledecon.config.deconvolve import (
     DEFAULT_FACE_MODE,
     DEFAULT_FACE_PADDING_VOXELS,
     DEFAULT_UINT16_SCALE,
@@ -85,11 +85,12 @@ from cycledecon.io import (
     read_stack,
     write_ome_zarr,
 )
+from cycledecon.config.normalize import parse_normalize_config
+from cycledecon.config.train import parse_generator_config
 from cycledecon.local_dask import local_dask
 from cycledecon.model.checkpoint import load_model
-from cycledecon.model.config import parse_generator_config
 from cycledecon.model.unet import receptive_field
-from cycledecon.normalize import LinearInverse, linear_inverse, normalize_lazy, parse_normalize_config
+from cycledecon.normalize import LinearInverse, linear_inverse, normalize_lazy
 from cycledecon.precision import Precision, resolve_device, resolve_precision
 from cycledecon.voxel import VoxelSize
 

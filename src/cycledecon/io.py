@@ -32,8 +32,7 @@ import zarr
 from ome_zarr.format import Format, FormatV04, FormatV05
 from ome_zarr.writer import add_metadata, write_multiscale
 
-# PLAIN_FILE: check_output's other kind of output, which its callers pass through this module
-from cycledecon.atomic import PLAIN_FILE, OutputKind, atomic_path, check_replaceable, check_writable  # noqa: F401
+from cycledecon.atomic import OutputKind, atomic_path, check_replaceable, check_writable
 from cycledecon.errors import CycledeconError
 from cycledecon.voxel import VoxelSize
 

@@ -1,8 +1,8 @@
-"""Intensity normalization of one stack: robust percentile rescale, then (by default) 3D CLAHE.
+"""Intensity normalization of one stack: robust percentile rescale, optionally followed by 3D CLAHE.
 
 Two methods, chosen by ``normalize.method``:
 
-``clahe`` (default)
+``clahe``
     The volume is rescaled linearly so that its low/high percentiles map to 0/1 and clipped to
     [0, 1]; then contrast-limited adaptive histogram equalization is applied in 3D with a
     contextual-region (kernel) size given in µm and converted to voxels with the stack's voxel
@@ -15,7 +15,7 @@ Two methods, chosen by ``normalize.method``:
     the output is the equalized levels divided by 2¹⁴−1: a pure function of the globally rescaled
     volume, which is what makes blockwise processing exact (see below). Output in [0, 1].
 
-``percentile``
+``percentile`` (default)
     Only the linear percentile rescale (optionally clipped), so intensities stay proportional to
     photon counts above the offset. It has an exact inverse (`linear_inverse`), which brings a
     result computed in normalized units back to the stack's own intensity units; CLAHE has none.
@@ -39,9 +39,9 @@ import itertools
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dask.array as da
 import dask.local
@@ -49,86 +49,12 @@ import numpy as np
 from skimage.exposure import rescale_intensity
 from skimage.util import img_as_uint
 
-from cycledecon.configparse import check_ranges, parse_section, plain
+from cycledecon.config.normalize import APPLIED_KEY, CLAHE_GREY_LEVELS, NormalizeConfig, parse_normalize_config
 from cycledecon.errors import CycledeconError
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
-
-#: Key of the `normalization` record that holds values computed for one stack (not configuration).
-APPLIED_KEY = "applied"
-#: Grey levels CLAHE quantizes the [0, 1] volume to: scikit-image's 14 bits, so that both
-#: implementations bin and map intensities alike.
-NR_OF_GRAY = 2**14
-
-
-@dataclass(frozen=True)
-class ClaheConfig:
-    """CLAHE settings.
-
-    kernel_um: (z, y, x) size of the contextual regions in µm; converted per stack to the nearest
-        odd voxel count, at least 1 (so anisotropic voxels give an anisotropic kernel in voxels).
-    clip_limit: skimage's normalized clip limit in (0, 1]; higher gives more contrast, 0 disables
-        clipping (plain AHE, which amplifies background noise).
-    nbins: number of histogram bins per contextual region.
-    """
-
-    kernel_um: tuple[float, float, float] = (2.0, 3.2, 3.2)
-    clip_limit: float = 0.01
-    nbins: int = 256
-
-
-@dataclass(frozen=True)
-class NormalizeConfig:
-    """The `normalize:` config section.
-
-    method: ``clahe`` or ``percentile`` (see the module docstring).
-    percentiles: (low, high) percentiles in %, mapped to 0 and 1.
-    clip: clip the percentile rescale to [0, 1] (percentile method only; CLAHE always clips).
-    clahe: CLAHE settings.
-    chunk_voxels: volumes with more voxels are equalized in blocks of at most this many voxels,
-        halo included (about 60 bytes of working memory per voxel, measured).
-    percentile_sample_voxels: percentiles of larger volumes come from a strided subsample of at
-        most this many voxels.
-    """
-
-    method: Literal["clahe", "percentile"] = "clahe"
-    percentiles: tuple[float, float] = (0.1, 99.9)
-    clip: bool = True
-    clahe: ClaheConfig = field(default_factory=ClaheConfig)
-    chunk_voxels: int = 2**24
-    percentile_sample_voxels: int = 2**24
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples as lists), as accepted by parse_normalize_config."""
-        return plain(self)
-
-
-def parse_normalize_config(
-    section: Mapping[str, Any] | NormalizeConfig | None, prefix: str = "normalize"
-) -> NormalizeConfig:
-    """Build a NormalizeConfig from the plain `normalize:` dict, or from a stored `normalization`
-    record (its `applied` values are dropped: they belong to the stack they were computed on).
-
-    Raises CycledeconError naming the dotted key of an unknown key, wrong type or bad value.
-    """
-    if isinstance(section, NormalizeConfig):
-        return section
-    values = {k: v for k, v in (section or {}).items() if k != APPLIED_KEY}
-    config = parse_section(NormalizeConfig, values, prefix)
-    low, high = config.percentiles
-    checks = [
-        ("percentiles", 0.0 <= low < high <= 100.0),
-        ("clahe.kernel_um", all(k > 0 for k in config.clahe.kernel_um)),
-        ("clahe.clip_limit", 0.0 <= config.clahe.clip_limit <= 1.0),
-        ("clahe.nbins", 2 <= config.clahe.nbins <= NR_OF_GRAY),
-        ("chunk_voxels", config.chunk_voxels >= 1),
-        ("percentile_sample_voxels", config.percentile_sample_voxels >= 1),
-    ]
-    check_ranges(config, prefix, checks)
-    return config
-
 
 # ------------------------------------------------------------------------------------ parameters
 def kernel_voxels(kernel_um: tuple[float, float, float], voxel_size: VoxelSize) -> tuple[int, int, int]:
@@ -195,15 +121,15 @@ def clahe(unit: np.ndarray, kernel: tuple[int, int, int], clip_limit: float, nbi
     unit : (z, y, x) volume with values in [0, 1].
     kernel : (z, y, x) contextual-region (tile) size in voxels.
     clip_limit : normalized clip limit in [0, 1]; 0 disables clipping (plain AHE).
-    nbins : number of histogram bins per tile, at most NR_OF_GRAY.
+    nbins : number of histogram bins per tile, at most CLAHE_GREY_LEVELS.
 
     Returns
     -------
     float32 volume in [0, 1]: the equalized 14-bit levels divided by 2¹⁴ − 1.
     """
     # Quantized through 16 bits, as scikit-image's CLAHE does, so both round the same voxels alike.
-    levels = rescale_intensity(img_as_uint(unit), in_range=(0, 2**16 - 1), out_range=(0, NR_OF_GRAY - 1))
-    bins = np.round(levels).astype(np.uint16) // np.uint16(1 + NR_OF_GRAY // nbins)
+    levels = rescale_intensity(img_as_uint(unit), in_range=(0, 2**16 - 1), out_range=(0, CLAHE_GREY_LEVELS - 1))
+    bins = np.round(levels).astype(np.uint16) // np.uint16(1 + CLAHE_GREY_LEVELS // nbins)
     return interpolate_maps(tile_maps(bins, kernel, clip_limit, nbins), bins, kernel)
 
 
@@ -234,8 +160,8 @@ def tile_maps(bins: np.ndarray, kernel: tuple[int, int, int], clip_limit: float,
     elements = math.prod(kernel)
     limit = int(max(clip_limit * elements, 1)) if clip_limit > 0 else elements
     cumulative = np.cumsum(clip_histograms(hist.reshape(-1, nbins), limit), axis=-1).astype(np.float64)
-    cumulative *= (NR_OF_GRAY - 1) / elements
-    np.minimum(cumulative, NR_OF_GRAY - 1, out=cumulative)
+    cumulative *= (CLAHE_GREY_LEVELS - 1) / elements
+    np.minimum(cumulative, CLAHE_GREY_LEVELS - 1, out=cumulative)
     return cumulative.astype(np.uint16).reshape(hist.shape)
 
 
@@ -319,7 +245,7 @@ def interpolate_maps(maps: np.ndarray, bins: np.ndarray, kernel: tuple[int, int,
         total = np.zeros(bins.shape[1:], np.float32)
         for (tz, wz), (ty, tx, wyx) in itertools.product(zs, plane_corners):
             total += (maps[tz[z], ty, tx, bins[z]] * (wyx * wz[z])).astype(np.float32)
-        out[z] = np.trunc(total) / np.float32(NR_OF_GRAY - 1)
+        out[z] = np.trunc(total) / np.float32(CLAHE_GREY_LEVELS - 1)
     return out
 
 

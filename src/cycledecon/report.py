@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cycledecon.io import atomic_path, read_stack
+from cycledecon.atomic import atomic_path
+from cycledecon.io import read_stack
+from cycledecon.methods import CYCLEDECON
 from cycledecon.metrics import NOISE_GAIN_LIMIT
 from cycledecon.psf_sanity import COLLAPSE_SHARE, SUB_DIFFRACTION_MARGIN, diffraction_limits_um, psf_sanity
-from cycledecon.settings import CYCLEDECON
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from cycledecon.config.demo import DemoSettings
 from cycledecon.errors import CycledeconError
 from cycledecon.voxel import VoxelSize
 
@@ -28,7 +29,7 @@ OPTIONAL_COLUMNS = (
 )  # fmt: skip
 ROLES = ("widefield", "reference")
 #: Where the default config's demo rule writes the synthetic campaign (config demo.dir).
-DEFAULT_DEMO_DIR = "resources/demo"
+DEFAULT_DEMO_DIR = DemoSettings.dir
 NUMERIC_COLUMNS = ("dz_um", "dy_um", "dx_um", "na", "wavelength_nm", "immersion_ri")
 VOXEL_COLUMNS = ("dz_um", "dy_um", "dx_um")
 

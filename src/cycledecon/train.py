@@ -29,12 +29,13 @@ from tqdm import tqdm
 
 import cycledecon
 from cycledecon import figures
+from cycledecon.atomic import atomic_path
 from cycledecon.augment import lateral_symmetries
+from cycledecon.config.train import PsfConfig, RefineConfig, TrainConfig, parse_config
 from cycledecon.errors import CycledeconError
 from cycledecon.host_memory import reusing_freed_memory
-from cycledecon.io import atomic_path, write_ome_tiff
+from cycledecon.io import write_ome_tiff
 from cycledecon.model.checkpoint import atomic_save, load_failure, save_model
-from cycledecon.model.config import PsfConfig, RefineConfig, TrainConfig, parse_config
 from cycledecon.model.cyclegan import CycleModel, Faces, build_model
 from cycledecon.model.psf_layer import PsfLayer, crop_margin
 from cycledecon.model.pupil import PupilPsf
@@ -101,8 +102,8 @@ def train(
     patches_path : the campaign's patches.zarr.
     out_dir : receives model.pt, learned_psf.ome.tif, train_log.csv, loss_curves.png, psf.png
         and checkpoint.pt.
-    config : the plain `train:` config section (see cycledecon.model.config for keys).
-    reference_psf : a known PSF (z, y, x) to report the learned kernel's NCC against.
+    config : the plain `train:` config section (see cycledecon.config.train for keys).
+    reference_psf : a known PSF (z, y, x) to report the learned kernel's correlation with.
 
     With `refine.steps` the blind training goes to out_dir/blind/ and out_dir receives the second
     stage, whose kernel is the blind one frozen (RefineConfig); each stage resumes on its own.

@@ -4,14 +4,9 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
+from cycledecon.config import parse_workflow_config
 from cycledecon.errors import CycledeconError
-from cycledecon.settings import (
-    CYCLEDECON,
-    RAW,
-    RL_LEARNED,
-    RL_THEORETICAL,
-    check_stage_configs,
-)
+from cycledecon.methods import CYCLEDECON, RAW, RL_LEARNED, RL_THEORETICAL
 from cycledecon.sheet import (
     campaign_optics,
     check_demo_section,
@@ -23,15 +18,13 @@ from cycledecon.sheet import (
 min_version("9.27")
 
 
-validate(config, schema="../schemas/config.schema.yaml")
-
-# The demo section is needed only when the sheet lists demo stacks (checked below).
-DEMO_DIR = config["demo"]["dir"] if "demo" in config else None
-
+# Every section parsed with the library's own parser, defaults filled in: a bad key fails, named,
+# before any job runs. Rules read their settings from WORKFLOW; sections go to jobs as written.
 try:
-    check_stage_configs(config)
-    samples = read_sample_sheet(config["samples"])
-    check_demo_section(samples, DEMO_DIR, config["samples"])
+    WORKFLOW = parse_workflow_config(config)
+    samples = read_sample_sheet(WORKFLOW.samples)
+    DEMO_DIR = WORKFLOW.demo.dir if WORKFLOW.demo is not None else None
+    check_demo_section(samples, DEMO_DIR, WORKFLOW.samples)
 except CycledeconError as exc:
     raise WorkflowError(str(exc)) from None
 # set_default=False: snakemake would otherwise refill the sheet's None cells (blank optional
@@ -75,10 +68,11 @@ def campaigns():
 def true_psf(campaign):
     """(path, voxel size in µm or None) of a campaign's known PSF (config `true_psf`: a path, or
     {path, voxel_size_um}); (None, None) when the config names none."""
-    entry = config.get("true_psf", {}).get(campaign)
-    if isinstance(entry, dict):
-        return entry["path"], entry.get("voxel_size_um")
-    return entry, None
+    entry = WORKFLOW.true_psf.get(campaign)
+    if entry is None:
+        return None, None
+    voxel = entry.voxel_size_um
+    return entry.path, None if voxel is None else list(voxel)
 
 
 def reference_psf(wildcards):

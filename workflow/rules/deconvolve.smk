@@ -1,10 +1,10 @@
 # Whole normalized stacks → deconvolved OME-Zarr, in seam-free Dask blocks (GPU when present).
-from cycledecon.infer_config import MEMORY_CAP_GB
+from cycledecon.config.deconvolve import MEMORY_CAP_GB
 
 # The job's memory: the blocks' budget (deconvolve.memory_gb, or the most its default can be) plus
 # 1 GiB for the process itself (libraries, the model, input chunks in flight).
 DECONVOLVE_MEM_MB = (
-    round(1024 * (config["deconvolve"].get("memory_gb") or MEMORY_CAP_GB)) + 1024
+    round(1024 * (WORKFLOW.deconvolve.memory_gb or MEMORY_CAP_GB)) + 1024
 )
 
 
@@ -22,6 +22,6 @@ rule deconvolve:
     resources:
         mem_mb=DECONVOLVE_MEM_MB,
     params:
-        config=config["deconvolve"],
+        config=config.get("deconvolve") or {},
     script:
         "../scripts/deconvolve.py"

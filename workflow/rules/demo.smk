@@ -1,4 +1,4 @@
-# The synthetic campaign: every sheet row whose path lies under config["demo"]["dir"] is generated.
+# The synthetic campaign: every sheet row whose path lies under the demo section's dir is generated.
 # Without a demo section in the config there is no such row (common.smk checks) and no rule.
 
 

@@ -21,8 +21,8 @@ rule baselines:
         mem_mb=4000,
     params:
         optics=lambda wc: campaign_optics(samples, sample_row(wc.sample)["campaign"]),
-        psf_shape=config["evaluate"]["theoretical_psf_shape"],
-        iterations=config["evaluate"]["rl_iterations"],
+        psf_shape=WORKFLOW.evaluate.theoretical_psf_shape,
+        iterations=WORKFLOW.evaluate.rl_iterations,
     script:
         "../scripts/baselines.py"
 
@@ -88,7 +88,7 @@ rule evaluate:
             s: method_paths(s) for s in campaign_samples(wc.campaign, "widefield")
         },
         optics=lambda wc: campaign_optics(samples, wc.campaign),
-        psf_shape=config["evaluate"]["theoretical_psf_shape"],
+        psf_shape=WORKFLOW.evaluate.theoretical_psf_shape,
         true_psf_voxel_size=lambda wc: true_psf(wc.campaign)[1],
     script:
         "../scripts/evaluate.py"

@@ -15,7 +15,7 @@ rule ingest:
     params:
         channel=lambda wc: sample_row(wc.sample)["channel"],
         voxel_size=lambda wc: voxel_size_override(sample_row(wc.sample)),
-        chunks=config["ingest"]["chunks"],
+        chunks=WORKFLOW.ingest.chunks,
         attrs=lambda wc: {
             "sample": wc.sample,
             "campaign": sample_row(wc.sample)["campaign"],

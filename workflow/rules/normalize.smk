@@ -13,6 +13,6 @@ rule normalize:
     resources:
         mem_mb=4000,
     params:
-        config=config["normalize"],
+        config=config.get("normalize") or {},
     script:
         "../scripts/normalize.py"

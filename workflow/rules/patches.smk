@@ -19,6 +19,6 @@ rule patches:
             for s in campaign_samples(wc.campaign)
         ],
         optics=lambda wc: campaign_optics(samples, wc.campaign),
-        config=config["patches"],
+        config=config.get("patches") or {},
     script:
         "../scripts/patches.py"

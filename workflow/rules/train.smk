@@ -29,7 +29,7 @@ rule train:
     resources:
         mem_mb=8000,
     params:
-        train_config=config["train"],
+        train_config=config.get("train") or {},
         true_psf_voxel_size=lambda wc: true_psf(wc.campaign)[1],
     script:
         "../scripts/train.py"

@@ -3,11 +3,12 @@
 from pathlib import Path
 
 from cycledecon.boundary import user_errors_exit
-from cycledecon.demo import DemoSettings, generate_campaign
+from cycledecon.config.demo import parse_demo_config
+from cycledecon.demo import generate_campaign
 
 with user_errors_exit(snakemake.log[0]):
     generate_campaign(
-        DemoSettings.from_config(snakemake.params.settings),
+        parse_demo_config(snakemake.params.settings),
         widefield={
             name: (Path(path), None if truth is None else Path(truth))
             for name, (path, truth) in snakemake.params.widefield.items()

@@ -1,25 +1,8 @@
-"""The cycle-consistent deconvolution model: generator, PSF layer, discriminators, model files.
+"""The cycle-consistent deconvolution model: generator, PSF layer, discriminators, model files."""
 
-Names are imported on first use, so `cycledecon.model.config` (which the Snakefile parses with)
-does not pull in torch.
-"""
+from cycledecon.model.checkpoint import load_model, save_model
+from cycledecon.model.cyclegan import CycleModel, build_model
+from cycledecon.model.psf_layer import PsfLayer, fft_convolve
+from cycledecon.model.unet import UNet3d, receptive_field
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-#: Public name → submodule that defines it.
-EXPORTS = {
-    "load_model": "checkpoint", "save_model": "checkpoint", "GeneratorConfig": "config",
-    "TrainConfig": "config", "parse_config": "config", "CycleModel": "cyclegan", "build_model": "cyclegan",
-    "PsfLayer": "psf_layer", "fft_convolve": "psf_layer", "UNet3d": "unet",
-    "receptive_field": "unet",
-}
-__all__ = sorted(EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{EXPORTS[name]}"), name)
+__all__ = ["CycleModel", "PsfLayer", "UNet3d", "build_model", "fft_convolve", "load_model", "receptive_field", "save_model"]

@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from cycledecon.atomic import atomic_path
-from cycledecon.configparse import parse_section
+from cycledecon.config.normalize import NormalizeConfig, parse_normalize_config
+from cycledecon.config.parse import parse_section
+from cycledecon.config.train import GeneratorConfig
 from cycledecon.errors import CycledeconError
-from cycledecon.model.config import GeneratorConfig
 from cycledecon.model.unet import UNet3d, rename_upsample_then_conv_keys
-from cycledecon.normalize import NormalizeConfig, parse_normalize_config
 
 FORMAT = "cycledecon-model"
 FORMAT_VERSION = 1

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from cycledecon.model.config import LossConfig, OptimConfig, PsfConfig, TrainConfig
+from cycledecon.config.train import LossConfig, OptimConfig, PsfConfig, TrainConfig
 from cycledecon.model.discriminator import PatchDiscriminator3d, lsgan_loss
 from cycledecon.model.psf_layer import NO_MARGIN, Margin, PsfLayer, crop_margin, with_centre
 from cycledecon.model.pupil import PupilPsf

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cycledecon.model.config import DiscriminatorConfig
+from cycledecon.config.train import DiscriminatorConfig
 from cycledecon.model.float32 import run_in_float32
 
 

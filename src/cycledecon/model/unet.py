@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cycledecon.model.config import GeneratorConfig, parse_generator_config
+from cycledecon.config.train import GeneratorConfig, parse_generator_config
 from cycledecon.model.float32 import run_in_float32
 
 KERNEL = 3

@@ -1,7 +1,8 @@
 """The `train:` config section as frozen dataclasses with defaults, parsed and validated from a dict.
 
-Every key has a default that trains the demo campaign on a CPU; an unknown key, a wrong type or an
-out-of-range value raises CycledeconError naming the dotted key (e.g. ``train.optim.lr_g``).
+The defaults are config/config.yaml's, which train the demo campaign on a CPU; an unknown key, a
+wrong type or an out-of-range value raises CycledeconError naming the dotted key (e.g.
+``train.optim.lr_g``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cycledecon.configparse import check_ranges, parse_section, plain
+from cycledecon.config.parse import check_ranges, parse_section, plain
 from cycledecon.errors import CycledeconError
 
 
@@ -23,15 +24,14 @@ class GeneratorConfig:
     norm: ``none`` (default) keeps G one pure convolution network in training and inference, so
         tiled inference with a receptive-field halo is seamless. ``batch`` is also seamless at
         inference, but its running statistics mix G's two kinds of input (real widefield patches
-        and simulated F(x)) and G in eval mode scored 0.5–0.8 dB below itself in training mode;
-        on the quality benchmark's filaments it cost 2 dB against ``none``. ``instance``
+        and simulated F(x)), so G in eval mode differs from G in training. ``instance``
         normalizes each patch/tile by its own statistics (tiles then differ slightly).
     activation: ``leaky_relu`` | ``relu`` | ``gelu``.
     residual: output = input + correction; the network starts near the identity, which is a good
         deblurring prior and keeps early adversarial gradients meaningful.
     """
 
-    depth: int = 2
+    depth: int = 3
     base_channels: int = 8
     norm: Literal["batch", "instance", "none"] = "none"
     activation: Literal["leaky_relu", "relu", "gelu"] = "leaky_relu"
@@ -42,9 +42,8 @@ class GeneratorConfig:
 class DiscriminatorConfig:
     """3D PatchGAN: `layers` stride-2 4³ convolutions starting at `base_channels`.
 
-    Capacity matters for the PSF: with 8 channels and 2 layers D_A fell to chance level within
-    50 steps and the kernel drifted (NCC to the truth 0.68 → 0.56 on one seed); 16 and 3 learned
-    it on every seed tried (0.68 → 0.89–0.96).
+    Capacity matters for the PSF: a discriminator that falls to chance level early stops pulling
+    the kernel towards the real blur, and the kernel drifts.
     """
 
     base_channels: int = 16
@@ -75,10 +74,10 @@ class PsfConfig:
         (0 disables); it removes the step-to-step jitter of adversarial training.
     """
 
-    parameterization: Literal["free", "pupil"] = "free"
+    parameterization: Literal["free", "pupil"] = "pupil"
     shape_voxels: tuple[int, int, int] = (9, 15, 15)
     size_um: tuple[float, float, float] | None = None
-    energy: float | None = None
+    energy: float | None = 0.95
     spherical_terms: int = 2
     init: Literal["gaussian", "theoretical"] = "gaussian"
     init_sigma_voxels: tuple[float, float, float] | None = None
@@ -93,15 +92,15 @@ class PsfConfig:
 class LossConfig:
     """Loss weights (see cycledecon.model.cyclegan for the terms).
 
-    cycle 10 follows CycleGAN, for each direction: cycle_blurred weighs ‖F(G(y)) − y‖₁ (data
-    consistency on real stacks), cycle_sharp ‖G(F(x)) − x‖₁ (G learns to undo the simulated
-    blur and noise on sharp references). Lowering both to 2 let the kernel drift away from the
-    truth on the synthetic identifiability set (NCC 0.68 → 0.30), so adversarial_a stays at 1: the
-    blurred-domain GAN is what identifies the PSF. adversarial_b, the sharp-domain GAN, is off by
-    default: it pushes G towards the look of the references, which trades fidelity (PSNR) for
-    sharpness (SSIM); set it for the paper's full objective.
+    cycle_blurred weighs ‖F(G(y)) − y‖₁ (data consistency on real stacks; 10 as in CycleGAN),
+    cycle_sharp the distance of G(F(x)) to x (G learns to undo the simulated blur and noise on
+    sharp references). Low cycle weights let the kernel drift from the true blur, so adversarial_a
+    stays at 1: the blurred-domain GAN is what identifies the PSF. adversarial_b, the sharp-domain
+    GAN, is off by default: it pushes G towards the look of the references, which trades fidelity
+    (PSNR) for sharpness (SSIM); set it for the paper's full objective.
     cycle_sharp_distance: ``l1`` or ``l2`` (mean squared error) for the sharp cycle: an L1 fit of
-    sparse references is satisfied by their median, which an unchanged input comes close to.
+    sparse references is satisfied by their median, which an unchanged input comes close to; L2
+    fits their bright cores.
     identity (‖G(x) − x‖₁) is off by default; psf_center pins the kernel's centre of mass (only z
     is free when `psf.symmetric`); psf_smooth is an optional roughness penalty, off by default.
     """
@@ -109,8 +108,8 @@ class LossConfig:
     adversarial_a: float = 1.0
     adversarial_b: float = 0.0
     cycle_blurred: float = 10.0
-    cycle_sharp: float = 10.0
-    cycle_sharp_distance: Literal["l1", "l2"] = "l1"
+    cycle_sharp: float = 300.0
+    cycle_sharp_distance: Literal["l1", "l2"] = "l2"
     identity: float = 0.0
     psf_center: float = 1.0
     psf_smooth: float = 0.0
@@ -119,10 +118,8 @@ class LossConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     """Adam settings; learning rates decay linearly to zero from `decay_start` (default: half way)
-    to `steps`. lr_g 1e-3 rather than CycleGAN's 2e-4: with a few hundred CPU steps the
-    normalization-free U-Net gained 0.8 dB more on the benchmark's filaments (80 steps: +1.4 vs
-    +0.6 dB over raw). lr_psf is for the PSF's three widths in its Gaussian phase (3e-2 found the
-    synthetic PSF in 150 steps, 1e-2 needed about 300); lr_psf_free for its free logits after;
+    to `steps`. lr_g 1e-3 rather than CycleGAN's 2e-4: a short CPU run needs the larger step. lr_psf is for the PSF's three widths in its Gaussian phase; lr_psf_free for its
+    free logits after;
     lr_pupil for a pupil model's parameters (radians of aberration, log of the NA's scale): Adam
     moves a parameter by about lr per step, so a pupil driven by a noisy adversarial gradient
     drifts by about lr·√steps; 1e-3 keeps that drift small while a consistent pull still moves it.
@@ -132,10 +129,8 @@ class OptimConfig:
     exported (0 exports the last G); it averages over about 1 / (1 − decay) steps, so about a
     quarter of the run suits: 0.99 for a few hundred steps. The average starts where the learning
     rates start to decay (`decay_begins`): a loss spike early in training, which throws G's
-    weights far off before training recovers, would otherwise linger in it. An adversarially trained G swings from
-    step to step; at 60 photons on the benchmark's filaments the average (0.97 over 100 steps)
-    scored 0.28 dB more than the last G on each of three seeds; at 1000 photons it was neutral
-    (+0.04 dB, one seed) and halved the seed spread of the benchmark's filaments case.
+    weights far off before training recovers, would otherwise linger in it. An adversarially
+    trained G swings from step to step; the average smooths that out.
 
     generator_grad_clip: largest L2 norm of G's gradient in one step (0: no clipping); F's gradient
     is scaled by the same factor. A single batch can send G's gradient norm up by orders of
@@ -149,7 +144,7 @@ class OptimConfig:
     lr_psf_free: float = 3e-3
     lr_pupil: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)
-    steps: int = 400
+    steps: int = 1200
     batch_size: int = 4
     decay_start: int | None = None
     generator_ema: float = 0.99
@@ -164,17 +159,14 @@ class OptimConfig:
 @dataclass(frozen=True)
 class RefineConfig:
     """An optional second stage (off at steps 0): G trained afresh through the first, blind stage's
-    learned PSF, frozen, on the sharp cycle alone — ‖G(H(x) + ñ) − x‖₁, i.e. supervised on
-    simulated pairs, without the sharp-domain GAN and the blurred cycle. It trades SSIM for PSNR:
-    on the quality benchmark's 60-photon filaments with the full-size U-Net (3 × 32, 600 steps,
-    lr_g 2e-4, three seeds) it took PSNR from 31.34–31.40 to 33.39–33.60 dB (raw 31.81) and SSIM
-    from 0.85–0.86 to 0.74–0.77 (raw 0.77); at 1000 photons it cost 0.3 dB and 0.15 SSIM (one
-    seed), and with the demo-size U-Net it lost in five cases of six. For low-photon campaigns and
-    a large G, not a default (benchmarks/quality/README.md).
+    learned PSF, frozen, on the sharp cycle alone — G(H(x) + ñ) against x by loss.cycle_sharp_distance, i.e. supervised on
+    simulated pairs, without the sharp-domain GAN and the blurred cycle. It trades SSIM for PSNR and
+    helps low-photon campaigns with a large G only, so it is not a default (see the quality
+    benchmark's notes).
 
     steps: training steps of the second stage (0: no second stage).
-    lr_g: G's learning rate there; 2e-4 kept the 3 × 32 U-Net's training free of the gradient
-        spikes that 1e-3 and 5e-4 ran into.
+    lr_g: G's learning rate there; smaller than the first stage's, which makes a large U-Net's
+        gradient spike.
     """
 
     steps: int = 0
@@ -220,8 +212,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     augment: Literal["lateral", "none"] = "none"
-    generator_context: tuple[int, int, int] = (0, 0, 0)
-    ring_at_faces: Literal["blur", "mirror", "edge", "zero"] = "blur"
+    generator_context: tuple[int, int, int] = (4, 8, 8)
+    ring_at_faces: Literal["blur", "mirror", "edge", "zero"] = "edge"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as stored in model.pt and accepted by parse."""

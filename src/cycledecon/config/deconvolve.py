@@ -1,4 +1,4 @@
-"""The `deconvolve:` config section, importable without torch (the Snakefile parses it)."""
+"""The `deconvolve:` config section (see cycledecon.infer for how a stack is deconvolved)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from cycledecon.configparse import check_ranges, parse_section
+from cycledecon.config.parse import check_ranges, parse_section
 
 #: deconvolve.units values (the CLI's --units choices).
 Units = Literal["input", "normalized"]
@@ -60,7 +60,8 @@ class InferenceConfig:
         mirrored, it peaks on the face plane as an in-focus structure would, repeated it does not.
         Train with the matching train.ring_at_faces (``mirror`` or ``edge``).
     batch_size: blocks of equal shape per forward pass (helps a GPU with small blocks).
-    device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    device: ``auto`` (CUDA, else Apple MPS, else the CPU; see cycledecon.precision), ``cpu``,
+        ``cuda`` or ``mps``.
     precision: ``auto`` (bf16 autocast with channels-last where the CPU or GPU runs bf16
         natively, fp32 elsewhere; see cycledecon.precision), ``bf16`` or ``fp32``. The old names
         ``bfloat16`` and ``float32`` are accepted for ``bf16`` and ``fp32``.
@@ -85,7 +86,7 @@ class InferenceConfig:
     face_padding_voxels: tuple[int, int, int] | None = None
     face_padding_mode: FaceMode = DEFAULT_FACE_MODE
     batch_size: int = 1
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     units: Units = "input"
     output_dtype: OutputDtype = "float32"

@@ -1,8 +1,8 @@
-"""Config sections as frozen dataclasses: parse a plain YAML mapping, name the key of any problem.
+"""The one config parser: a plain YAML mapping to a frozen dataclass, naming the key of any problem.
 
-The workflow validates config.yaml's structure with a JSON schema; each stage's section is parsed by
-its library module with these helpers, so the CLI and Snakemake reject the same mistakes, with the
-same dotted key (e.g. ``train.optim.steps: expected an integer, got 'many'``).
+Every section of config.yaml is parsed with it, by the Snakefile, the CLI and the library alike, so
+they reject the same mistakes with the same dotted key (e.g. ``train.optim.steps: expected an
+integer, got 'many'``).
 """
 
 from __future__ import annotations
