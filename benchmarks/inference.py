@@ -53,7 +53,7 @@ import yaml
 from scipy.signal import fftconvolve
 
 from cycledecon.baselines import richardson_lucy
-from cycledecon.infer import axis_blocks, face_padding_voxels, halo_voxels
+from cycledecon.deconvolve import axis_blocks, face_padding_voxels, halo_voxels
 from cycledecon.io import read_ome_zarr, write_ome_tiff, write_ome_zarr
 from cycledecon.model import UNet3d, receptive_field, save_model
 from cycledecon.normalize import normalize_array
@@ -78,7 +78,7 @@ QUICK_GENERATOR = {"depth": 2, "base_channels": 4}
 #: Runs in a fresh interpreter: one deconvolve_file call, timing G's forward passes on the side.
 CHILD = """
 import json, sys, time
-import cycledecon.infer as infer
+import cycledecon.deconvolve as infer
 args = json.loads(sys.argv[1])
 forward = infer.BlockPredictor.__call__
 model_s = 0.0

@@ -1,4 +1,4 @@
-"""Peak memory of inference against `cycledecon.infer.block_peak_bytes`, the estimate that chooses
+"""Peak memory of inference against `cycledecon.deconvolve.block_peak_bytes`, the estimate that chooses
 the block size from deconvolve.memory_gb.
 
     python benchmarks/inference_memory.py            # the default generator; minutes on 2 cores
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from cycledecon.infer import FIXED_BYTES, activation_bytes_per_voxel, block_peak_bytes, halo_voxels, largest_read
+from cycledecon.deconvolve import FIXED_BYTES, activation_bytes_per_voxel, block_peak_bytes, halo_voxels, largest_read
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.model import UNet3d, receptive_field, save_model
 from cycledecon.voxel import VoxelSize
@@ -51,7 +51,7 @@ QUICK = {"forward": [(8, 8, 8), (16, 32, 32)], "deconvolve": [((16, 32, 32), 1.0
 CHILD = """
 import json, resource, sys
 import torch
-from cycledecon.infer import deconvolve_file
+from cycledecon.deconvolve import deconvolve_file
 from cycledecon.model import UNet3d
 from cycledecon.precision import Precision
 def high_water():
@@ -162,10 +162,10 @@ def main() -> None:
         f"# Inference memory\n\n`python benchmarks/inference_memory.py {' '.join(sys.argv[1:])}` on "
         f"{platform.processor() or platform.machine()}, CPU, {opts.threads} threads; generator {generator} "
         f"(halo {list(halo_voxels(generator))}). 'measured' is peak RSS above the process's RSS after its imports "
-        f"(at most {baseline:.0f} MiB); 'estimate' is what cycledecon.infer expects: G alone "
+        f"(at most {baseline:.0f} MiB); 'estimate' is what cycledecon.deconvolve expects: G alone "
         "FIXED_BYTES + halo'd voxels × activation_bytes_per_voxel, deconvolve block_peak_bytes (buffers included). "
         "'G's input' is the largest volume G gets: the block plus its halo (G alone), or the largest region a "
-        "block reads, halo clipped to the face padding (deconvolve, `cycledecon.infer.largest_read`)."
+        "block reads, halo clipped to the face padding (deconvolve, `cycledecon.deconvolve.largest_read`)."
     )
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(table(rows, header))

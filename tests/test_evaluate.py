@@ -41,7 +41,7 @@ def test_score_sample_ranks_sharper_result_higher(tmp_path, rng):
 
 
 def deconvolution_attrs(units: str, scale: float, offset: float, uint16_scale: float | None = None) -> dict:
-    """The attributes `cycledecon.infer.deconvolve_file` writes about intensity units."""
+    """The attributes `cycledecon.deconvolve.deconvolve_file` writes about intensity units."""
     inverse = {"scale": scale, "offset": offset} if units == "input" else None
     dtype = "uint16" if uint16_scale else "float32"
     return {"normalization": {"method": "percentile", "applied": {"percentile_values": [offset, offset + scale]}},

@@ -39,15 +39,15 @@ def stop_here():
 
 #: Stop in the middle of writing the output store: after G's second batch of blocks.
 STOP_DECONVOLVE = PROLOGUE + """
-import cycledecon.infer as infer
-original, calls = infer.BlockPredictor.__call__, []
+import cycledecon.deconvolve as deconvolve
+original, calls = deconvolve.BlockPredictor.__call__, []
 def call(self, blocks):
     out = original(self, blocks)
     calls.append(1)
     if len(calls) == 2:
         stop_here()
     return out
-infer.BlockPredictor.__call__ = call
+deconvolve.BlockPredictor.__call__ = call
 from cycledecon.cli import main
 main(sys.argv[2:])
 """

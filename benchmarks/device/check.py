@@ -25,7 +25,7 @@ cuts the run short):
    torch.inference_mode, one warm-up pass then --repeats timed ones. The block is the one
    deconvolve chooses for the volume in fp32 with the default memory budget (both precisions run
    the same block), or --block. Rate: block (output) voxels per second of one pass.
-3. deconvolve, bf16 and fp32: `cycledecon.infer.deconvolve_file`, what `cycledecon deconvolve`
+3. deconvolve, bf16 and fp32: `cycledecon.deconvolve.deconvolve_file`, what `cycledecon deconvolve`
    runs, on a normalized synthetic OME-Zarr of --volume voxels (a demo-recipe widefield stack of
    --tile voxels, tiled), block from the default memory budget: end to end (read, halo, G, inverse
    normalization, float32 write with pyramid), with the seconds inside G's block passes beside.
@@ -233,7 +233,7 @@ def inference_block(model: Path, volume: Sequence[int], opts: argparse.Namespace
     import torch
 
     from cycledecon.config.deconvolve import parse_inference_config
-    from cycledecon.infer import choose_block
+    from cycledecon.deconvolve import choose_block
     from cycledecon.model.checkpoint import load_model
     from cycledecon.precision import Precision
 
@@ -249,7 +249,7 @@ def generator_row(model: Path, block: Sequence[int], precision: str, opts: argpa
     """G alone on one halo'd block under inference_mode: one warm-up pass, --repeats timed ones."""
     import torch
 
-    from cycledecon.infer import halo_voxels
+    from cycledecon.deconvolve import halo_voxels
     from cycledecon.model.checkpoint import load_model
     from cycledecon.precision import resolve_precision
 
@@ -304,10 +304,10 @@ def synthetic_volume(config: dict[str, Any], volume: Sequence[int], tile: Sequen
 def deconvolve_row(store: Path, model: Path, volume: Sequence[int], precision: str, opts: argparse.Namespace,
                    work: Path) -> dict[str, Any]:  # fmt: skip
     """`deconvolve_file` end to end on `store`, with the seconds inside G's block passes on the side."""
-    import cycledecon.infer as infer
+    import cycledecon.deconvolve as deconvolve
     from cycledecon.io import read_ome_zarr
 
-    forward = infer.BlockPredictor.__call__
+    forward = deconvolve.BlockPredictor.__call__
     passes: list[float] = []
 
     def timed(self: Any, blocks: Any) -> Any:
@@ -318,15 +318,15 @@ def deconvolve_row(store: Path, model: Path, volume: Sequence[int], precision: s
 
     output = work / f"deconvolved_{precision}.ome.zarr"
     reset_peak(opts.device)
-    with mock.patch.object(infer.BlockPredictor, "__call__", timed):
+    with mock.patch.object(deconvolve.BlockPredictor, "__call__", timed):
         started = time.perf_counter()
-        infer.deconvolve_file(store, model, output, {"device": opts.device, "precision": precision}, progress=False)
+        deconvolve.deconvolve_file(store, model, output, {"device": opts.device, "precision": precision}, progress=False)
         wall = time.perf_counter() - started
     peak = peak_mib(opts.device)
     record = read_ome_zarr(output)[2]["deconvolution"]
     shutil.rmtree(output)
     voxels = math.prod(volume)
-    measured = (f"cycledecon.infer.deconvolve_file end to end (read, halo, G, inverse normalization, float32 "
+    measured = (f"cycledecon.deconvolve.deconvolve_file end to end (read, halo, G, inverse normalization, float32 "
                 f"write with pyramid), {len(passes)} G batch passes taking {sum(passes):.4g} s "
                 f"({voxels / sum(passes) / 1e6:.4g} Mvoxel/s inside G, host↔device copies included)")  # fmt: skip
     budget = record["memory_gb"]

@@ -37,7 +37,7 @@ from cycledecon.config.demo import parse_demo_config
 from cycledecon.config.patches import PatchConfig, parse_patch_config
 from cycledecon.config.train import parse_config
 from cycledecon.demo import sample_rng, true_psf, widefield_stack
-from cycledecon.infer import face_padding_voxels, reference_output
+from cycledecon.deconvolve import face_padding_voxels, reference_output
 from cycledecon.model.unet import UNet3d
 from cycledecon.normalize import normalize_array
 from cycledecon.patches import foreground_level

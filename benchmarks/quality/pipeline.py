@@ -37,7 +37,7 @@ import zarr
 from suite import CASES, PRESETS, WITHOUT_CONTEXT, Case, case_config
 
 from cycledecon.atomic import atomic_path
-from cycledecon.infer import deconvolve_file
+from cycledecon.deconvolve import deconvolve_file
 from cycledecon.train import ARRAYS, BLIND_STAGE, CHECKPOINT, train
 
 REPO = Path(__file__).resolve().parents[2]

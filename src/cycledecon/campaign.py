@@ -122,7 +122,7 @@ def check_optics(train_section: Mapping[str, Any], optics: dict[str, float] | No
 def sample_names(paths: Sequence[Path]) -> list[str]:
     """One distinct sample name per file, from its name (`stack_name`); a name that two files
     share gets -2, -3… on its later files, so no store of the work directory holds two stacks."""
-    from cycledecon.infer import stack_name
+    from cycledecon.deconvolve import stack_name
 
     names: list[str] = []
     for path in paths:

@@ -125,7 +125,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _deconvolve(args: argparse.Namespace) -> None:
-    from cycledecon.infer import deconvolve_file
+    from cycledecon.deconvolve import deconvolve_file
 
     config = _config_section(args.config, "deconvolve")
     if args.precision is not None:

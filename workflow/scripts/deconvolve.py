@@ -1,7 +1,7 @@
 """Snakemake adapter for rule deconvolve: normalized stack + model.pt → deconvolved OME-Zarr."""
 
 from cycledecon.boundary import user_errors_exit
-from cycledecon.infer import deconvolve_file
+from cycledecon.deconvolve import deconvolve_file
 from cycledecon.progress import echo_progress
 
 # The progress bar goes to the log and, a line at a time, to the terminal Snakemake shows.

@@ -1,4 +1,4 @@
-"""The `deconvolve:` config section (see cycledecon.infer for how a stack is deconvolved)."""
+"""The `deconvolve:` config section (see cycledecon.deconvolve for how a stack is deconvolved)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ DEFAULT_FACE_MODE: FaceMode = "edge"
 DEFAULT_UINT16_SCALE = {"input": 1.0, "normalized": 10000.0}
 #: Earlier names of deconvolve.precision values.
 PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
-#: The most GiB the default block budget takes (cycledecon.infer.default_memory_gb).
+#: The most GiB the default block budget takes (cycledecon.deconvolve.default_memory_gb).
 MEMORY_CAP_GB = 16.0
-#: deconvolve.face_padding_voxels when unset, (z, y, x) (cycledecon.infer.face_padding_voxels): per
+#: deconvolve.face_padding_voxels when unset, (z, y, x) (cycledecon.deconvolve.face_padding_voxels): per
 #: axis the smallest that matched the full halo against ground truth (the demo campaign and the
 #: quality benchmark's cases); axially more, where haze from planes beyond the stack meets its faces.
 DEFAULT_FACE_PADDING_VOXELS = (16, 8, 8)

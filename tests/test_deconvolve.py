@@ -18,9 +18,9 @@ from ome_zarr.reader import Reader
 from scipy import ndimage
 
 from helpers import FREE_KERNEL_TRAIN, deep_update, imports_dask_distributed, sha256, tiny_model, write_ome
-from cycledecon import infer
+from cycledecon import deconvolve
 from cycledecon.errors import CycledeconError
-from cycledecon.infer import (
+from cycledecon.deconvolve import (
     GIB, BlockPredictor, axis_blocks, block_for_budget, block_layout, block_peak_bytes, check_voxel_size,
     default_memory_gb, deconvolve_file, deconvolve_lazy, face_padding_voxels, halo_voxels, normalized_input,
     parse_inference_config, reference_output, pad_faces,
@@ -132,7 +132,7 @@ def test_face_padding_is_rounded_to_the_pooling_grid_and_capped_at_the_halo():
 
 def _default_face() -> tuple[int, ...]:
     """DEFAULT_FACE_PADDING_VOXELS rounded up to the tiny G's pooling grid."""
-    return tuple(-(-e // 4) * 4 for e in infer.DEFAULT_FACE_PADDING_VOXELS)
+    return tuple(-(-e // 4) * 4 for e in deconvolve.DEFAULT_FACE_PADDING_VOXELS)
 
 
 def test_blocks_read_the_halo_between_them_and_the_face_padding_at_the_faces():
@@ -250,9 +250,9 @@ def test_the_memory_estimate_counts_the_largest_input_g_gets(volume, face, block
         np.testing.assert_array_equal(out.compute(), volume)  # an identity G: crops put every voxel back
     largest = tuple(max(s[axis] for s in shapes) for axis in range(3))
     assert math.prod(largest) in {math.prod(s) for s in shapes}  # one block is the largest on every axis
-    per_voxel = infer.activation_bytes_per_voxel(GENERATOR, False) + infer.BUFFER_BYTES
+    per_voxel = deconvolve.activation_bytes_per_voxel(GENERATOR, False) + deconvolve.BUFFER_BYTES
     estimate = block_peak_bytes(block, volume.shape, GENERATOR, False, face_padding=face)
-    assert estimate == pytest.approx(infer.FIXED_BYTES + math.prod(largest) * per_voxel)
+    assert estimate == pytest.approx(deconvolve.FIXED_BYTES + math.prod(largest) * per_voxel)
     if face == (28, 28, 28):
         assert largest == tuple(min(b, n) + 56 for b, n in zip(block, volume.shape))
 
@@ -285,7 +285,7 @@ def test_blocks_chosen_for_a_budget_equal_the_whole_volume(volume, reference):
 def test_budget_and_the_block_chosen_for_it_are_recorded_and_logged(tmp_path, files, caplog):
     shape, face = files["raw"].shape, (16, 16, 16)  # padding wide enough that small blocks read less
     memory_gb = round((budget_gb((4, 4, 4), shape, face=face) + budget_gb(shape, shape, face=face)) / 2, 3)
-    with caplog.at_level(logging.INFO, logger="cycledecon.infer"):
+    with caplog.at_level(logging.INFO, logger="cycledecon.deconvolve"):
         out = deconvolve_file(files["tiff"], files["model"], tmp_path / "out.ome.zarr",
                               {"memory_gb": memory_gb, "precision": "fp32", "face_padding_voxels": list(face)},
                               progress=False)  # fmt: skip
@@ -315,9 +315,9 @@ def test_explicit_block_size_wins_over_the_budget(tmp_path, files):
 
 def test_default_budget_is_half_the_free_memory_at_most_the_cap(monkeypatch):
     cpu = torch.device("cpu")
-    assert 0 < default_memory_gb(cpu) <= infer.MEMORY_CAP_GB  # this machine's MemAvailable (or the fallback)
-    for free, expected in [(6 * GIB, 3.0), (1000 * GIB, infer.MEMORY_CAP_GB), (None, infer.FALLBACK_MEMORY_GB)]:
-        monkeypatch.setattr(infer, "_free_memory_bytes", lambda device, free=free: free)
+    assert 0 < default_memory_gb(cpu) <= deconvolve.MEMORY_CAP_GB  # this machine's MemAvailable (or the fallback)
+    for free, expected in [(6 * GIB, 3.0), (1000 * GIB, deconvolve.MEMORY_CAP_GB), (None, deconvolve.FALLBACK_MEMORY_GB)]:
+        monkeypatch.setattr(deconvolve, "_free_memory_bytes", lambda device, free=free: free)
         assert default_memory_gb(cpu) == expected
 
 
@@ -337,7 +337,7 @@ def test_the_library_call_does_not_import_dask_distributed(tmp_path):
     """Outside the CLI's boundary too (a notebook calling deconvolve_file), no compute or rechunk
     leaves dask to look for a cluster, which imports dask.distributed (slow, installed with bioio)."""
     raw, model = tiny_model(tmp_path, shape=(8, 128, 128))  # wide enough for a pyramid level
-    code = ("import json, sys; from cycledecon.infer import deconvolve_file\n"
+    code = ("import json, sys; from cycledecon.deconvolve import deconvolve_file\n"
             "deconvolve_file(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), progress=False)")
     config = json.dumps({"block_size": [8, 64, 64]})  # blocks unlike the store's chunks: a rechunk
     assert not imports_dask_distributed(code, str(raw), str(model), str(tmp_path / "out.ome.zarr"), config)
@@ -471,7 +471,7 @@ def test_output_in_input_units_is_clipped_at_zero_and_the_clipped_voxels_counted
 def test_uint16_in_input_units_counts_the_voxels_clipped_at_65535(tmp_path, adu, caplog):
     """G adds 6000.25 counts: whole counts raw + 6000, those above 65535 clipped, counted and warned."""
     model = shift_model(tmp_path / "brighter.pt", shift=6000.25 / adu["range"])
-    with caplog.at_level(logging.WARNING, logger="cycledecon.infer"):
+    with caplog.at_level(logging.WARNING, logger="cycledecon.deconvolve"):
         out = deconvolve_file(adu["tiff"], model, tmp_path / "u.ome.zarr", {**TWO_BLOCKS, "output_dtype": "uint16"},
                               progress=False)  # fmt: skip
     data, _, attrs = read_ome_zarr(out)
@@ -525,7 +525,7 @@ def test_uint16_in_input_units_of_a_unit_range_stack_is_warned(tmp_path, adu, ca
     """A stack already scaled to [0, 1] keeps a handful of levels as whole counts: a warning says so."""
     scaled = write_ome(tmp_path / "unit.ome.tif", adu["raw"].astype(np.float32) / 65535, voxel_size=VOXEL.as_tuple())
     model = shift_model(tmp_path / "identity.pt")
-    with caplog.at_level(logging.WARNING, logger="cycledecon.infer"):
+    with caplog.at_level(logging.WARNING, logger="cycledecon.deconvolve"):
         deconvolve_file(scaled, model, tmp_path / "u.ome.zarr", {**TWO_BLOCKS, "output_dtype": "uint16"},
                         progress=False)  # fmt: skip
     assert "uint16 output at uint16_scale 1 keeps only" in caplog.text
@@ -568,7 +568,7 @@ def test_output_is_written_in_the_ngff_version_asked_and_named_after_the_input(t
 def test_a_store_with_a_sample_attribute_names_the_output_after_the_sample(tmp_path, files):
     store = write_ome_zarr(files["raw"], tmp_path / "wf_01.ome.zarr", VOXEL, attrs={"sample": "cell_7"})
     out = deconvolve_file(store, files["model"], tmp_path / "out.ome.zarr", {"precision": "fp32"}, progress=False)
-    assert infer.input_name(store, read_ome_zarr(store)[2]) == "cell_7"
+    assert deconvolve.input_name(store, read_ome_zarr(store)[2]) == "cell_7"
     assert zarr.open_group(str(out), mode="r").attrs["ome"]["multiscales"][0]["name"] == "cell_7"
 
 
@@ -612,7 +612,7 @@ def test_model_for_another_channel_count_is_a_clear_error(tmp_path, files):
 
 def test_voxel_size_far_from_the_training_data_is_warned(caplog):
     metadata = {"voxel_size": [0.25, 0.1, 0.1]}
-    with caplog.at_level(logging.WARNING, logger="cycledecon.infer"):
+    with caplog.at_level(logging.WARNING, logger="cycledecon.deconvolve"):
         check_voxel_size(VoxelSize(0.26, 0.105, 0.1), metadata, "a.tif")  # 4 % and 5 %: fine
         assert not caplog.records
         check_voxel_size(VoxelSize(0.25, 0.13, 0.13), metadata, "b.tif")
@@ -621,7 +621,7 @@ def test_voxel_size_far_from_the_training_data_is_warned(caplog):
 
 def test_input_normalized_otherwise_than_the_model_expects_is_warned(caplog):
     data = da.zeros((4, 8, 8), dtype=np.float32)
-    with caplog.at_level(logging.WARNING, logger="cycledecon.infer"):
+    with caplog.at_level(logging.WARNING, logger="cycledecon.deconvolve"):
         model = {"normalization": NORMALIZATION}
         normalized_input(data, VOXEL, {"normalization": {**NORMALIZATION, "applied": {}}}, model)
         assert not caplog.records

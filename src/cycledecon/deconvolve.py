@@ -412,7 +412,7 @@ def deconvolve_lazy(
         inputs = [padded[tuple(slice(a[i].read_start, a[i].read_stop) for a, i in zip(axes, index))]
                   for index in group]  # fmt: skip
         crops = [tuple(a[i].crop for a, i in zip(axes, index)) for index in group]
-        key = f"cycledecon-infer-batch-{number}-{token}"
+        key = f"cycledecon-deconvolve-batch-{number}-{token}"
         task = dask.delayed(_predict_kept, pure=True)(predictor, inputs, crops, dask_key_name=key)
         for k, index in enumerate(group):
             shape = tuple(a[i].stop - a[i].start for a, i in zip(axes, index))
