@@ -59,7 +59,7 @@ from cycledecon.model import UNet3d, receptive_field, save_model
 from cycledecon.normalize import normalize_array
 from cycledecon.phantoms import mixed_phantom
 from cycledecon.precision import cpu_has_native_bf16
-from cycledecon.psf import widefield_psf
+from cycledecon.psf.theory import widefield_psf
 from cycledecon.voxel import VoxelSize
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cycledecon.augment import lateral_symmetries
-from cycledecon.model.pupil import PupilPsf
+from cycledecon.psf.pupil import PupilPsf
 
 
 def lateral_images(patch: torch.Tensor) -> list[torch.Tensor]:

@@ -10,7 +10,7 @@ from skimage.restoration import richardson_lucy as skimage_richardson_lucy
 
 from cycledecon.baselines import ExtendedBlur, best_iterations, richardson_lucy, richardson_lucy_series
 from cycledecon.metrics import compare_to_truth, match_intensity, psnr
-from cycledecon.psf import gaussian_psf, normalize_psf, psf_from_optics
+from cycledecon.psf.theory import gaussian_psf, normalize_psf, psf_from_optics
 from cycledecon.voxel import VoxelSize
 
 PSF = gaussian_psf((9, 11, 11), (1.5, 1.2, 1.2))

@@ -17,7 +17,7 @@ import torch
 from cycledecon.config.train import TrainConfig
 from cycledecon.errors import CycledeconError
 from cycledecon.model import UNet3d, load_model, receptive_field, save_model
-from cycledecon.psf import gaussian_psf
+from cycledecon.psf.theory import gaussian_psf
 
 GENERATOR = {"depth": 2, "base_channels": 2}
 BASE_METADATA = {

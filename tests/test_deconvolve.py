@@ -700,7 +700,7 @@ def test_bf16_puts_the_weights_channels_last_and_returns_float32(volume):
 def trained(tmp_path_factory):
     """A model trained for a few dozen steps on test_train's synthetic store (blurred beads and
     filaments), and a fresh stack of the same kind scaled as its training data."""
-    from cycledecon.psf import gaussian_psf
+    from cycledecon.psf.theory import gaussian_psf
     from cycledecon.train import train
     from test_train import sharp_volume, write_store
 

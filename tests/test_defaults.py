@@ -9,9 +9,10 @@ from cycledecon.config.patches import parse_patch_config
 from cycledecon.config.train import parse_config
 from cycledecon.model.unet import receptive_field
 from cycledecon.patches import context_voxels
-from cycledecon.psf import widefield_psf
+from cycledecon.psf.kernel import kernel_room, kernel_shape
+from cycledecon.psf.theory import widefield_psf
 from cycledecon.psf_metrics import energy_in_box
-from cycledecon.train import PatchStore, kernel_room, kernel_shape
+from cycledecon.train import PatchStore
 from cycledecon.voxel import VoxelSize
 from helpers import REPO
 

@@ -132,7 +132,7 @@ def test_kill_9_during_deconvolve_leaves_no_store_and_a_rerun_gives_the_same_out
 def test_kill_9_during_training_resumes_to_the_same_model(tmp_path):
     import torch
 
-    from cycledecon.psf import gaussian_psf
+    from cycledecon.psf.theory import gaussian_psf
     from test_train import TINY, write_store
 
     store = write_store(tmp_path / "patches.zarr", gaussian_psf((3, 5, 5), (1.0, 1.0, 1.0)), seed=1,

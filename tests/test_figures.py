@@ -19,7 +19,7 @@ from cycledecon.figures import (
     orthoslice_panel,
     psf_panel,
 )
-from cycledecon.psf import gaussian_psf
+from cycledecon.psf.theory import gaussian_psf
 from cycledecon.voxel import VoxelSize
 
 VOXEL = VoxelSize(0.3, 0.1, 0.1)

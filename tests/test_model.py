@@ -9,14 +9,14 @@ import torch.nn.functional as F
 
 from cycledecon.config.train import DiscriminatorConfig, GeneratorConfig, parse_config
 from cycledecon.errors import CycledeconError
-from cycledecon.model import PsfLayer, UNet3d, build_model, fft_convolve, load_model, receptive_field, save_model
+from cycledecon.model import UNet3d, build_model, load_model, receptive_field, save_model
 from cycledecon.model.cyclegan import Faces
 from cycledecon.model.discriminator import PatchDiscriminator3d
-from cycledecon.model.psf_layer import convolve_spectrum_valid, fft_convolve_valid, with_centre
-from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import NearestUpConv3d, max_pool_2x
 from cycledecon.noise import NoiseModel
-from cycledecon.psf import gaussian_psf
+from cycledecon.psf.layer import PsfLayer, convolve_spectrum_valid, fft_convolve, fft_convolve_valid, with_centre
+from cycledecon.psf.pupil import PupilPsf
+from cycledecon.psf.theory import gaussian_psf
 from helpers import FREE_KERNEL_TRAIN, deep_update
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cycledecon.psf import widefield_psf
+from cycledecon.psf.theory import widefield_psf
 from cycledecon.voxel import VoxelSize
 
 VOXEL = VoxelSize(0.25, 0.1, 0.1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cycledecon.psf import gaussian_psf
+from cycledecon.psf.theory import gaussian_psf
 from cycledecon.psf_metrics import fwhm, psf_correlation
 from cycledecon.voxel import VoxelSize
 

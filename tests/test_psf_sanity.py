@@ -12,7 +12,7 @@ import torch
 
 from cycledecon.errors import CycledeconError
 from cycledecon.model import UNet3d, load_model, save_model
-from cycledecon.psf import gaussian_psf, psf_from_optics
+from cycledecon.psf.theory import gaussian_psf, psf_from_optics
 from cycledecon.progress import echo_warnings
 from cycledecon.psf_sanity import (
     COLLAPSE_SHARE,

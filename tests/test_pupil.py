@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cycledecon.model.pupil import PupilPsf, spherical_zernike
-from cycledecon.psf import widefield_psf
+from cycledecon.psf.pupil import PupilPsf, spherical_zernike
+from cycledecon.psf.theory import widefield_psf
 from cycledecon.psf_metrics import fwhm, psf_correlation
 from cycledecon.voxel import VoxelSize
 

@@ -47,7 +47,7 @@ def test_store_writes_and_reopens_lazily(tmp_path):
 
 
 def _gaussian(shape, sigma_voxels):
-    from cycledecon.psf import gaussian_psf
+    from cycledecon.psf.theory import gaussian_psf
 
     return gaussian_psf(shape, sigma_voxels).astype(np.float32)
 

@@ -20,7 +20,8 @@ from cycledecon.model import load_model
 from cycledecon.model.unet import receptive_field
 from cycledecon.noise import NoiseModel
 from cycledecon.patches import ROOM_SUFFIX
-from cycledecon.psf import gaussian_psf
+from cycledecon.psf.kernel import kernel_room, kernel_shape
+from cycledecon.psf.theory import gaussian_psf
 from cycledecon.psf_metrics import psf_correlation
 from helpers import FREE_KERNEL_TRAIN, deep_update
 
@@ -305,10 +306,10 @@ def test_generator_context_trains_with_a_kernel_inside_the_margin_less_the_ring(
     training.train(context_store, tmp_path, config)
     store = training.PatchStore.open(context_store)
     parsed = training.parse_config(config)
-    room = training.kernel_room(parsed, store)
+    room = kernel_room(parsed, store)
     assert room == (2, 4, 4)
     learned = tifffile.imread(tmp_path / "learned_psf.ome.tif")
-    assert learned.shape == training.kernel_shape(parsed.psf, store, room)
+    assert learned.shape == kernel_shape(parsed.psf, store, room)
     assert all(n // 2 <= r for n, r in zip(learned.shape, room))
     _, meta = load_model(tmp_path / "model.pt")
     assert meta["config"]["generator_context"] == [1, 2, 2]
@@ -345,7 +346,7 @@ def test_pupil_psf_with_context_is_trained_and_exported_whole(context_store, tmp
     training.train(context_store, tmp_path, config)
     store = training.PatchStore.open(context_store)
     parsed = training.parse_config(config)
-    expected = training.kernel_shape(parsed.psf, store, training.kernel_room(parsed, store))
+    expected = kernel_shape(parsed.psf, store, kernel_room(parsed, store))
     assert all(n // 2 <= m for n, m in zip(expected, MARGIN))
     learned = tifffile.imread(tmp_path / "learned_psf.ome.tif")
     assert learned.shape == expected and learned.min() >= 0
@@ -378,22 +379,6 @@ def test_kernel_wider_than_the_context_is_refused_not_cropped(context_store, tmp
         psf = psf | {"file": str(tmp_path / "psf.tif")}
     with pytest.raises(CycledeconError, match=f"{key}: kernel .* context margin"):
         training.train(context_store, tmp_path / "out", deep_update(TINY, {"psf": psf}))
-
-
-def test_energy_box_holds_the_share_and_no_smaller_box_does():
-    from cycledecon.psf import widefield_psf
-    from cycledecon.voxel import VoxelSize
-    psf = widefield_psf((33, 65, 65), VoxelSize(0.25, 0.1, 0.1), 1.4, 520.0, 1.515)
-    box = training.energy_box(psf, 0.9)
-    centre = [n // 2 for n in psf.shape]
-
-    def share(shape):
-        return float(psf[tuple(slice(c - n // 2, c + n // 2 + 1) for c, n in zip(centre, shape))].sum())
-
-    assert share(box) >= 0.9
-    smaller = tuple(max(1, n - 2) for n in box)
-    assert share(smaller) < 0.9
-    assert training.energy_box(psf, 0.999999) == psf.shape
 
 
 def test_theoretical_init_needs_optics_and_uses_them(tiny_store, tmp_path):

@@ -22,7 +22,7 @@ import numpy as np
 
 from cycledecon.baselines import oracle_choice, richardson_lucy_series
 from cycledecon.evaluate import load
-from cycledecon.psf import psf_from_optics
+from cycledecon.psf.theory import psf_from_optics
 from cycledecon.metrics import compare_to_truth
 from cycledecon.psf_metrics import fwhm
 from cycledecon.voxel import VoxelSize

@@ -21,7 +21,7 @@ from cycledecon.config import EvaluateConfig
 from cycledecon.errors import CycledeconError
 from cycledecon.io import DEFAULT_NGFF_VERSION, image_name, read_ome_zarr, write_ome_zarr
 from cycledecon.metrics import match_intensity, psnr
-from cycledecon.psf import normalize_psf, psf_from_optics
+from cycledecon.psf.theory import normalize_psf, psf_from_optics
 from cycledecon.resample import read_psf_on_grid
 from cycledecon.voxel import VoxelSize
 

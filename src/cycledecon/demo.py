@@ -26,7 +26,7 @@ from scipy import ndimage, signal
 from cycledecon.config.demo import DemoSettings
 from cycledecon.io import write_ome_tiff
 from cycledecon.phantoms import mixed_phantom
-from cycledecon.psf import widefield_psf
+from cycledecon.psf.theory import widefield_psf
 
 
 def sample_rng(seed: int, sample: str) -> np.random.Generator:

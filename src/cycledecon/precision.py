@@ -8,7 +8,7 @@ Precision (`resolve_precision`): ``auto`` picks bf16 autocast with channels-last
 that support bf16 and on CPUs with native bf16 instructions (x86 AVX-512 BF16 or AMX, Arm BF16);
 an emulated bf16 path can be slower than float32, so other CPUs stay in float32, and so does MPS,
 whose autocast depends on the torch and macOS release. ``bf16`` and ``fp32`` force the choice.
-FFTs (the PSF layer) always run in float32 (see cycledecon.model.psf_layer).
+FFTs (the PSF layer) always run in float32 (see cycledecon.psf.layer).
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def measured_widths(psf: np.ndarray, voxel_size: VoxelSize) -> dict[str, float |
 def theoretical_psf_for(psf_shape: tuple[int, ...], voxel_size: VoxelSize, optics: dict[str, float]) -> np.ndarray:
     """The theoretical widefield PSF of the optics on a box at least as large as `psf_shape` and
     at least four diffraction-limited widths wide, so that its own widths are measurable."""
-    from cycledecon.psf import psf_from_optics  # psfmodels only where optics are known
+    from cycledecon.psf.theory import psf_from_optics  # psfmodels only where optics are known
 
     limits = diffraction_limits_um(optics)
     reach = voxel_size.to_voxels((4 * limits["axial_um"], 4 * limits["lateral_um"], 4 * limits["lateral_um"]))

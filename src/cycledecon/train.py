@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import tifffile
 import torch
 import zarr
 from tqdm import tqdm
@@ -31,19 +30,18 @@ import cycledecon
 from cycledecon import figures
 from cycledecon.atomic import atomic_path
 from cycledecon.augment import lateral_symmetries
-from cycledecon.config.train import PsfConfig, RefineConfig, TrainConfig, parse_config
+from cycledecon.config.train import RefineConfig, TrainConfig, parse_config
 from cycledecon.errors import CycledeconError
 from cycledecon.host_memory import reusing_freed_memory
 from cycledecon.io import write_ome_tiff
 from cycledecon.model.checkpoint import atomic_save, load_failure, save_model
 from cycledecon.model.cyclegan import CycleModel, Faces, build_model
-from cycledecon.model.psf_layer import PsfLayer, crop_margin
-from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import receptive_field
 from cycledecon.noise import estimate_noise
 from cycledecon.patches import ROOM_SUFFIX
 from cycledecon.precision import resolve_device, resolve_precision
-from cycledecon.psf import gaussian_psf, normalize_psf, psf_from_optics
+from cycledecon.psf.kernel import kernel_room, starting_kernel
+from cycledecon.psf.layer import PsfLayer, crop_margin
 from cycledecon.psf_metrics import psf_correlation
 from cycledecon.psf_sanity import log_psf_sanity, psf_sanity
 from cycledecon.voxel import VoxelSize
@@ -135,11 +133,8 @@ def train_stage(patches_path: Path, out_dir: Path, cfg: TrainConfig, reference_p
     device = resolve_device(cfg.device, "train.device")
     torch.manual_seed(cfg.seed)
     room = kernel_room(cfg, store)
-    pupil = pupil_psf(cfg.psf, store, room) if cfg.model == "psf_layer" else None
-    initial = (pupil.numpy() if pupil is not None else initial_psf(cfg, store, room)) \
-        if cfg.model == "psf_layer" else None
+    initial, pupil = starting_kernel(cfg.psf, store, room) if cfg.model == "psf_layer" else (None, None)
     if initial is not None:
-        check_kernel_fits(initial.shape, store, size_key(cfg.psf), room)
         check_receptive_field(cfg, initial.shape, store.voxel_size)
     noise = estimate_noise(store.arrays["A_train"]) if cfg.noise == "estimate" else None
     if noise is not None:
@@ -166,89 +161,6 @@ def resident(patches: np.ndarray, device: torch.device) -> torch.Tensor:
     return host
 
 
-def kernel_room(cfg: TrainConfig, store: PatchStore) -> tuple[int, int, int]:
-    """Voxels of context a kernel's radius may take: the patches' margin less G's training ring
-    (F(x) is computed over the ring too, and must be exact there)."""
-    ring = cfg.generator_context
-    if any(ring) and any(r > m for r, m in zip(ring, store.margin)):
-        raise CycledeconError(f"train.generator_context: {tuple(ring)} voxels do not fit the patches' "
-                              f"context margin {store.margin}; raise patches.context_um")
-    return tuple(m - r for m, r in zip(store.margin, ring)) if any(store.margin) else store.margin
-
-
-def kernel_shape(psf: PsfConfig, store: PatchStore, room: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Odd kernel size in voxels: from `energy` and the optics when both are known (capped by the
-    context `room`, see kernel_room), else from size_um (rounded up to odd) or shape_voxels."""
-    if psf.energy is not None and store.optics and any(room):
-        largest = tuple(2 * m + 1 for m in room)
-        return energy_box(theoretical_psf(largest, store), psf.energy)
-    if psf.energy is not None:
-        log.warning("train.psf.energy needs the campaign's optics and patches with a context margin "
-                    "(patches.context_um); using psf.size_um / psf.shape_voxels instead")
-    if psf.size_um is None:
-        return psf.shape_voxels
-    return tuple(2 * math.ceil((n - 1) / 2) + 1 for n in store.voxel_size.to_voxels(psf.size_um))
-
-
-def initial_psf(cfg: TrainConfig, store: PatchStore, room: tuple[int, int, int]) -> np.ndarray:
-    """The free kernel H starts from (or is frozen at): a file, the theoretical PSF or a broad
-    Gaussian; a file is used at its full extent, never cropped."""
-    psf = cfg.psf
-    if psf.file is not None:
-        try:
-            kernel = normalize_psf(tifffile.imread(psf.file))
-        except (OSError, ValueError) as error:
-            raise CycledeconError(f"train.psf.file: cannot read {psf.file} ({error})") from None
-        if kernel.ndim != 3 or any(n % 2 == 0 for n in kernel.shape):
-            raise CycledeconError(f"train.psf.file: {psf.file} must be a 3D PSF with odd sizes, "
-                                  f"got shape {kernel.shape}")
-        return kernel
-    shape = kernel_shape(psf, store, room)
-    if psf.init == "theoretical":
-        return theoretical_psf(shape, store)
-    return gaussian_psf(shape, psf.init_sigma_voxels or tuple(n / 6 for n in shape))
-
-
-def pupil_psf(psf: PsfConfig, store: PatchStore, room: tuple[int, int, int]) -> PupilPsf | None:
-    """The pupil model H is (started from the campaign's optics), or None for a free kernel or a
-    kernel read from `psf.file`."""
-    if psf.parameterization != "pupil" or psf.file is not None:
-        return None
-    if not store.optics:
-        raise CycledeconError("train.psf.parameterization: 'pupil' needs the campaign's optics "
-                              "(na, wavelength_nm, immersion_ri in the sample sheet), but the patch store has none")
-    try:
-        return PupilPsf(kernel_shape(psf, store, room), store.voxel_size.as_tuple(), store.optics["na"],
-                        store.optics["wavelength_nm"], store.optics["immersion_ri"], psf.spherical_terms)
-    except (KeyError, ValueError) as error:
-        raise CycledeconError(f"train.psf.parameterization: cannot build the pupil model ({error})") from None
-
-
-def size_key(psf: PsfConfig) -> str:
-    """The config key that set the kernel's size, for error messages."""
-    if psf.file is not None:
-        return "train.psf.file"
-    if psf.energy is not None:
-        return "train.psf.energy"
-    return "train.psf.size_um" if psf.size_um is not None else "train.psf.shape_voxels"
-
-
-def check_kernel_fits(shape: tuple[int, ...], store: PatchStore, key: str, room: tuple[int, int, int]) -> None:
-    """A kernel must fit the context `room` (see kernel_room) or, without a margin, the patch:
-    never cropped."""
-    if any(store.margin):
-        short = [n // 2 > m for n, m in zip(shape, room)]
-        limit = f"the patches' context margin {store.margin} voxels (patches.context_um)"
-        if room != store.margin:
-            limit += f" less train.generator_context ({room} left)"
-    else:
-        short = [n // 2 >= p for n, p in zip(shape, store.patch_shape)]
-        limit = f"patches {store.patch_shape} (radius must be below the patch size)"
-    if any(short):
-        raise CycledeconError(f"{key}: kernel {tuple(shape)} has a larger radius than {limit}; "
-                              "raise patches.context_um or use a smaller PSF")
-
-
 def check_receptive_field(cfg: TrainConfig, shape: tuple[int, ...], voxel_size: VoxelSize) -> None:
     """Warn when G cannot see as far as the PSF spreads light (per axis, in µm)."""
     reach = receptive_field(cfg.generator)
@@ -257,32 +169,6 @@ def check_receptive_field(cfg: TrainConfig, shape: tuple[int, ...], voxel_size: 
         log.warning("G's receptive field %s voxels is smaller than the PSF radius %s along %s: it "
                     "cannot gather all the out-of-focus light; raise train.generator.depth",
                     reach, tuple(n // 2 for n in shape), ", ".join(short))
-
-
-def energy_box(psf: np.ndarray, share: float) -> tuple[int, int, int]:
-    """The smallest odd (z, y, x) box, centred, holding `share` of the PSF's energy; axial and
-    lateral half-sizes grow together in proportion to the PSF's own box."""
-    centre = [n // 2 for n in psf.shape]
-    total = float(psf.sum())
-    steps = max(centre)
-    for step in range(steps + 1):
-        radius = [round(c * step / steps) for c in centre]
-        box = psf[tuple(slice(c - r, c + r + 1) for c, r in zip(centre, radius))]
-        if float(box.sum()) >= share * total:
-            return tuple(2 * r + 1 for r in radius)
-    return tuple(psf.shape)
-
-
-def theoretical_psf(shape: tuple[int, int, int], store: PatchStore) -> np.ndarray:
-    """Widefield PSF from the campaign's optics recorded in the patch store."""
-    if not store.optics:
-        raise CycledeconError("train.psf: the theoretical PSF needs the campaign's optics "
-                              "(na, wavelength_nm, immersion_ri), but the patch store has none")
-    lateral = max(shape[1], shape[2])
-    try:
-        return psf_from_optics((shape[0], lateral, lateral), store.voxel_size, store.optics)
-    except (KeyError, ValueError) as error:
-        raise CycledeconError(f"train.psf.init: cannot compute the theoretical PSF ({error})") from None
 
 
 def lr_factor(step: int, optim: Any) -> float:

@@ -55,7 +55,7 @@ class PsfConfig:
     """Learnable PSF layer H.
 
     parameterization: ``free`` (one value per voxel, the paper's kernel) or ``pupil`` (the
-        vectorial pupil model of cycledecon.model.pupil, started from the campaign's optics, with
+        vectorial pupil model of cycledecon.psf.pupil, started from the campaign's optics, with
         `spherical_terms` spherical-aberration coefficients and the effective NA learned).
     shape_voxels: odd (z, y, x) kernel size; ignored when size_um or energy is given.
     size_um: (z, y, x) kernel extent in µm, converted with the patch store's voxel size (rounded up
@@ -64,7 +64,7 @@ class PsfConfig:
         this share of the theoretical PSF computed on the largest box the patches' context margin
         allows (see patches.context_um).
     init: ``gaussian`` (broad Gaussian, sigma = init_sigma_voxels or a sixth of the kernel size) or
-        ``theoretical`` (cycledecon.psf.widefield_psf from the store's optics).
+        ``theoretical`` (cycledecon.psf.theory.widefield_psf from the store's optics).
     learnable: false freezes H (non-blind mode) at `file` (a TIFF) or at the initial kernel.
     symmetric: average the kernel with its x and y mirror images; widefield PSFs of an aligned
         system are mirror-symmetric laterally, and this halves the unknowns.

@@ -40,10 +40,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cycledecon.config.train import LossConfig, OptimConfig, PsfConfig, TrainConfig
 from cycledecon.model.discriminator import PatchDiscriminator3d, lsgan_loss
-from cycledecon.model.psf_layer import NO_MARGIN, Margin, PsfLayer, crop_margin, with_centre
-from cycledecon.model.pupil import PupilPsf
 from cycledecon.model.unet import UNet3d
 from cycledecon.noise import NoiseModel
+from cycledecon.psf.layer import NO_MARGIN, Margin, PsfLayer, crop_margin, with_centre
+from cycledecon.psf.pupil import PupilPsf
 
 
 SHARP_DISTANCE = {"l1": F.l1_loss, "l2": F.mse_loss}  # LossConfig.cycle_sharp_distance

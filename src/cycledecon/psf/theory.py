@@ -1,4 +1,5 @@
-"""Point spread functions: the theoretical widefield PSF (psfmodels) and a Gaussian stand-in.
+"""Theoretical PSFs: the widefield PSF of an objective (psfmodels), a Gaussian stand-in, and the
+normalization every PSF gets.
 
 All PSFs are float32 arrays in (z, y, x), centred, non-negative and summing to one, with odd sizes
 so the centre is a voxel.
@@ -81,13 +82,3 @@ def gaussian_psf(shape: tuple[int, int, int], sigma_voxels: tuple[float, float, 
     grids = np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")
     r2 = sum((g / s) ** 2 for g, s in zip(grids, sigma_voxels))
     return normalize_psf(np.exp(-0.5 * r2))
-
-
-def sigma_from_optics(
-    voxel_size: VoxelSize, na: float, wavelength_nm: float, immersion_ri: float
-) -> tuple[float, float, float]:
-    """Gaussian sigmas (voxels) approximating a widefield PSF (Zhang et al., Appl. Opt. 2007)."""
-    wavelength_um = wavelength_nm / 1000.0
-    sigma_xy = 0.21 * wavelength_um / na
-    sigma_z = 0.66 * wavelength_um * immersion_ri / na**2
-    return (sigma_z / voxel_size.z, sigma_xy / voxel_size.y, sigma_xy / voxel_size.x)

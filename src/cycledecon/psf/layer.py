@@ -1,7 +1,7 @@
 """The forward operator H: convolution of a volume with one learnable, normalized 3D PSF.
 
 The kernel is either free (softmax(logits): non-negative and unit sum after any optimizer step, a
-blur conserves intensity) or a physical pupil model (cycledecon.model.pupil), which holds a whole
+blur conserves intensity) or a physical pupil model (cycledecon.psf.pupil), which holds a whole
 widefield PSF with a few parameters. Convolution is done by FFT.
 
 Two boundary models: with a *context margin* (sharp patches cropped larger than the patch by at
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cycledecon.model.pupil import PupilPsf
+from cycledecon.psf.pupil import PupilPsf
 
 SPATIAL = (-3, -2, -1)
 MIN_SIGNAL_SHARE = 0.1  # of the widefield variance, after the noise is taken out (match_intensity)
