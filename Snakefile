@@ -20,7 +20,7 @@ include: "workflow/rules/evaluate.smk"
 
 localrules:
     all,
-    report_summary,
+    summary,
 
 
 rule all:

@@ -79,7 +79,7 @@ class StepTimer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def __call__(self, run: training.Run, y: torch.Tensor, x: torch.Tensor,
+    def __call__(self, run: training.TrainingState, y: torch.Tensor, x: torch.Tensor,
                  faces: training.Faces | None = None) -> dict[str, float]:
         self._sync()
         start = time.perf_counter()
@@ -119,7 +119,7 @@ def patch_store(config: dict[str, Any], work: Path, quick: bool) -> Path:
     samples = [normalized_sample(name, role, settings, psf, config["normalize"], work) for name, role in SAMPLES]
     patches = {**config["patches"], **(QUICK_STORE_PATCHES if quick else STORE_PATCHES)}
     optics = {key: float(config["demo"]["optics"][key]) for key in OPTICS_KEYS}
-    return extract_patches(samples, work / "patches", patches, "bench", optics)
+    return extract_patches(samples, work / "patches" / "patches.zarr", work / "patches" / "manifest.csv", patches, "bench", optics)
 
 
 def time_training(

@@ -14,7 +14,7 @@ from helpers import make_workdir, run_snakemake, write_ome
 
 # Stage depth of each rule's outputs; faked outputs get increasing mtimes in this order.
 DEPTH = {"ingest": 1, "normalize": 2, "patches": 3, "train": 4, "deconvolve": 5, "baselines": 5,
-         "figures": 6, "evaluate": 6, "report_summary": 7}  # fmt: skip
+         "figures": 6, "evaluate": 6, "summary": 7}  # fmt: skip
 OPTICS = "1.4\t520\t1.515"
 
 
@@ -73,7 +73,7 @@ def test_many_stacks_plan_and_incremental_addition(tmp_path, rng):
     assert job_counts(planned.stdout) == {
         "ingest": n_widefield + 6, "normalize": n_widefield + 6, "patches": 3, "train": 3,
         "deconvolve": n_widefield, "baselines": 2 * n_widefield, "figures": n_widefield,
-        "evaluate": 3, "report_summary": 1, "all": 1,
+        "evaluate": 3, "summary": 1, "all": 1,
     }  # fmt: skip
 
     summary = run_snakemake(work, "--summary")
@@ -90,6 +90,6 @@ def test_many_stacks_plan_and_incremental_addition(tmp_path, rng):
     # since the model changed, every lab_b deconvolution, learned-PSF baseline, figure and metric.
     assert job_counts(again.stdout) == {
         "ingest": 1, "normalize": 1, "patches": 1, "train": 1, "deconvolve": 17,
-        "baselines": 17 + 1, "figures": 17, "evaluate": 1, "report_summary": 1, "all": 1,
+        "baselines": 17 + 1, "figures": 17, "evaluate": 1, "summary": 1, "all": 1,
     }  # fmt: skip
     assert "lab_a" not in "".join(line for line in again.stdout.splitlines() if line.strip().startswith("wildcards:"))

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from helpers import make_workdir, run_snakemake
-from cycledecon.evaluate import CYCLEDECON, RAW, RL_LEARNED, RL_THEORETICAL
+from cycledecon.methods import CYCLEDECON, RAW, RL_LEARNED, RL_THEORETICAL
 from cycledecon.io import read_ome_zarr, read_stack
 from test_io import read_with_ome_zarr
 

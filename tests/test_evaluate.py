@@ -10,8 +10,8 @@ from scipy import ndimage
 from cycledecon.errors import CycledeconError
 from cycledecon.evaluate import Method, in_units_of_given, psf_rows, score_sample, write_csv
 from cycledecon.io import write_ome_zarr
-from cycledecon.psf import gaussian_psf
-from cycledecon.report import write_summary
+from cycledecon.psf.theory import gaussian_psf
+from cycledecon.summary import write_summary
 from cycledecon.voxel import VoxelSize
 
 VOXEL = VoxelSize(0.25, 0.1, 0.1)

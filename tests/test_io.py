@@ -13,6 +13,7 @@ from ome_zarr.reader import Reader
 
 from helpers import sha256, write_ome
 from cycledecon import io
+from cycledecon.ingest import ingest
 from cycledecon.errors import CycledeconError
 from cycledecon.voxel import VoxelSize
 
@@ -28,7 +29,7 @@ def read_with_ome_zarr(path: Path):
 
 def test_ome_tiff_round_trip_keeps_exact_voxel_size(tmp_path, stack):
     raw = write_ome(tmp_path / "s.ome.tif", stack, voxel_size=(0.25, 0.1, 0.1))
-    out = io.ingest(raw, tmp_path / "s.ome.zarr")
+    out = ingest(raw, tmp_path / "s.ome.zarr")
     data, scale, axes, units = read_with_ome_zarr(out)
     assert scale == [0.25, 0.1, 0.1]
     assert axes == ["z", "y", "x"] and units == {"micrometer"}
@@ -39,7 +40,7 @@ def test_ome_tiff_round_trip_keeps_exact_voxel_size(tmp_path, stack):
 def test_imagej_spacing_round_trip(tmp_path, stack):
     raw = tmp_path / "ij.tif"
     tifffile.imwrite(raw, stack, imagej=True, resolution=(10.0, 10.0), metadata={"spacing": 0.25, "unit": "um", "axes": "ZYX"})
-    out = io.ingest(raw, tmp_path / "ij.ome.zarr")
+    out = ingest(raw, tmp_path / "ij.ome.zarr")
     _, scale, _, _ = read_with_ome_zarr(out)
     np.testing.assert_allclose(scale, [0.25, 0.1, 0.1], rtol=1e-6)  # TIFF stores 1/0.1 as a rational
 
@@ -47,7 +48,7 @@ def test_imagej_spacing_round_trip(tmp_path, stack):
 def test_channel_is_selected_from_czyx(tmp_path, stack):
     two = np.stack([stack, stack // 2])
     raw = write_ome(tmp_path / "c.ome.tif", two, axes="CZYX")
-    out = io.ingest(raw, tmp_path / "c.ome.zarr", channel=1)
+    out = ingest(raw, tmp_path / "c.ome.zarr", channel=1)
     data, voxel_size, attrs = io.read_ome_zarr(out)
     np.testing.assert_array_equal(data.compute(), stack // 2)
     assert attrs["channel"] == 1 and attrs["source_axes"] == "CZYX"
@@ -55,7 +56,7 @@ def test_channel_is_selected_from_czyx(tmp_path, stack):
 
 def test_sheet_voxel_size_overrides_file(tmp_path, stack):
     raw = write_ome(tmp_path / "s.ome.tif", stack, voxel_size=(1.0, 1.0, 1.0))
-    out = io.ingest(raw, tmp_path / "s.ome.zarr", voxel_size=VoxelSize(0.3, 0.13, 0.13))
+    out = ingest(raw, tmp_path / "s.ome.zarr", voxel_size=VoxelSize(0.3, 0.13, 0.13))
     _, voxel_size, attrs = io.read_ome_zarr(out)
     assert voxel_size == VoxelSize(0.3, 0.13, 0.13)
     assert attrs["voxel_size_source"] == "sample sheet"
@@ -101,7 +102,7 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(tmp_path, stack, case):
     before = sha256(raw) if raw.exists() else None
     out = tmp_path / "out" / "raw.ome.zarr"
     with pytest.raises(CycledeconError) as info:
-        io.ingest(raw, out)
+        ingest(raw, out)
     message = str(info.value)
     assert message.startswith(str(raw)) and expected in message and "\n" not in message
     assert not out.exists()
@@ -124,7 +125,7 @@ def test_interrupted_write_leaves_no_store(tmp_path, stack, monkeypatch):
 def test_raw_input_is_opened_read_only(tmp_path, stack):
     raw = write_ome(tmp_path / "s.ome.tif", stack)
     raw.chmod(0o444)
-    io.ingest(raw, tmp_path / "s.ome.zarr")
+    ingest(raw, tmp_path / "s.ome.zarr")
     assert oct(raw.stat().st_mode & 0o777) == "0o444"
 
 
@@ -180,7 +181,7 @@ def test_output_not_written_by_cycledecon_is_refused_and_kept(tmp_path, stack, c
     out = FOREIGN_OUTPUTS[case](tmp_path / "out.ome.zarr")
     before = _tree(out)
     with pytest.raises(CycledeconError) as info:
-        io.ingest(raw, out)
+        ingest(raw, out)
     message = str(info.value)
     assert message.startswith(f"{out}: ") and "not an OME-Zarr image written by cycledecon" in message
     assert "\n" not in message
@@ -192,14 +193,14 @@ def test_ingest_onto_its_own_input_keeps_it(tmp_path, stack):
     raw = write_ome(tmp_path / "s.ome.tif", stack)
     before = sha256(raw)
     with pytest.raises(CycledeconError, match=f"^{raw}: .*is an input of this command"):
-        io.ingest(raw, raw)
+        ingest(raw, raw)
     assert sha256(raw) == before
     assert [p.name for p in tmp_path.iterdir()] == ["s.ome.tif"]
 
 
 def test_previous_store_of_the_same_kind_is_replaced(tmp_path, stack):
-    out = io.ingest(write_ome(tmp_path / "a.ome.tif", stack), tmp_path / "s.ome.zarr")
-    io.ingest(write_ome(tmp_path / "b.ome.tif", stack[::-1].copy()), out)
+    out = ingest(write_ome(tmp_path / "a.ome.tif", stack), tmp_path / "s.ome.zarr")
+    ingest(write_ome(tmp_path / "b.ome.tif", stack[::-1].copy()), out)
     data, _, attrs = io.read_ome_zarr(out)
     np.testing.assert_array_equal(data.compute(), stack[::-1])
     assert attrs["source_path"].endswith("b.ome.tif")
@@ -304,12 +305,12 @@ def test_non_positive_metadata_voxel_size_is_named_as_such(tmp_path, stack, case
     raw = make(tmp_path / "raw.tif", stack)
     before = sha256(raw)
     with pytest.raises(CycledeconError) as info:
-        io.ingest(raw, tmp_path / "out.ome.zarr")
+        ingest(raw, tmp_path / "out.ome.zarr")
     assert str(info.value) == (f"{raw}: {expected}, not a positive size; "
                                "give it (sheet columns dz_um, dy_um, dx_um, or --voxel-size Z Y X)")  # fmt: skip
     assert sha256(raw) == before and not (tmp_path / "out.ome.zarr").exists()
     # the sheet's voxel size stands in for the file's
-    out = io.ingest(raw, tmp_path / "out.ome.zarr", voxel_size=VoxelSize(0.3, 0.13, 0.13))
+    out = ingest(raw, tmp_path / "out.ome.zarr", voxel_size=VoxelSize(0.3, 0.13, 0.13))
     assert io.read_ome_zarr(out)[1] == VoxelSize(0.3, 0.13, 0.13)
 
 
@@ -340,7 +341,7 @@ def test_leftovers_of_killed_runs_of_the_same_output_are_removed(tmp_path, stack
                 f".s.ome.zarr.partial-{dead}.notes", "s.ome.zarr.partial-1"]  # not ours  # fmt: skip
         for name in leftovers + kept:
             io.write_ome_zarr(np.ones((2, 4, 4), np.uint16), tmp_path / name, VoxelSize(1, 1, 1))
-        io.ingest(raw, tmp_path / "s.ome.zarr")
+        ingest(raw, tmp_path / "s.ome.zarr")
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["s.ome.tif", "s.ome.zarr", *kept])
     finally:
         alive.kill()
@@ -353,13 +354,13 @@ def test_overwrite_replaces_a_link_not_its_target(tmp_path, stack):
     link = tmp_path / "out.ome.zarr"
     link.symlink_to(target, target_is_directory=True)
     with pytest.raises(CycledeconError, match="already exists and is not an OME-Zarr image written by cycledecon"):
-        io.ingest(raw, link)
-    io.ingest(raw, link, overwrite=True)
+        ingest(raw, link)
+    ingest(raw, link, overwrite=True)
     assert io.is_cycledecon_image(link) and not link.is_symlink()
     assert [p.name for p in target.iterdir()] == ["notes.txt"] and (target / "notes.txt").read_text() == "mine"
     with pytest.raises(CycledeconError, match="is an input of this command"):  # a link to the input
         (tmp_path / "alias.tif").symlink_to(raw)
-        io.ingest(raw, tmp_path / "alias.tif", overwrite=True)
+        ingest(raw, tmp_path / "alias.tif", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.tif", "mine", "out.ome.zarr", "s.ome.tif"]
 
 
@@ -431,7 +432,7 @@ def test_unknown_ngff_version_is_one_line(tmp_path, stack):
 
 @pytest.mark.parametrize("version", ["0.5", "0.4"])
 def test_ingested_store_validates_in_either_version(tmp_path, stack, version):
-    out = io.ingest(write_ome(tmp_path / "s.ome.tif", stack), tmp_path / "s.ome.zarr", ngff_version=version)
+    out = ingest(write_ome(tmp_path / "s.ome.tif", stack), tmp_path / "s.ome.zarr", ngff_version=version)
     validate_ngff(out, version)
     assert _multiscale_and_omero(out, version)[0]["name"] == "s"
 

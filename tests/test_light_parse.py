@@ -39,7 +39,7 @@ def test_dry_run_without_torch_or_matplotlib_plans_every_job(tmp_path):
     result = subprocess.run([SNAKEMAKE, "--cores", "1", "-n"], cwd=work, env=blocked_env(tmp_path),
                             capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for rule in ("demo_campaign", "ingest", "patches", "train", "deconvolve", "evaluate"):
+    for rule in ("demo", "ingest", "patches", "train", "deconvolve", "evaluate"):
         assert f"rule {rule}:" in result.stdout, rule
 
 

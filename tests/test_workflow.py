@@ -18,7 +18,7 @@ from test_io import read_with_ome_zarr, validate_ngff
 def test_dry_run_default_config(tmp_path):
     result = run_snakemake(make_workdir(tmp_path), "-n")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "demo_campaign" in result.stdout and "ingest" in result.stdout
+    assert "rule demo:" in result.stdout and "rule ingest:" in result.stdout
 
 
 def test_dry_run_slurm_profile(tmp_path):
@@ -117,7 +117,7 @@ def test_config_without_demo_section_plans_a_sheet_without_demo_rows(tmp_path):
     _without_demo(work)
     result = run_snakemake(work, "-n")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "demo_campaign" not in result.stdout and "patches" in result.stdout
+    assert "rule demo:" not in result.stdout and "rule patches:" in result.stdout
 
 
 def test_demo_rows_without_demo_section_are_named(tmp_path):
@@ -133,7 +133,7 @@ def test_reference_at_another_voxel_size_is_resampled_through_training(tmp_path)
     """Reference at 2× the widefield voxel in z and 0.5× in y/x: ingest, normalize and patches run,
     the store records the resampling, and a few training steps run on the patches. The campaign's
     true PSF is a TIFF without voxel size: it is taken on the widefield grid."""
-    from cycledecon.psf import gaussian_psf
+    from cycledecon.psf.theory import gaussian_psf
 
     tifffile.imwrite(tmp_path / "psf.tif", gaussian_psf((9, 15, 15), (2.0, 2.0, 2.0)).astype(np.float32))
     overrides = {"true_psf": {"ext": str(tmp_path / "psf.tif")}}

@@ -38,7 +38,9 @@ from suite import CASES, PRESETS, WITHOUT_CONTEXT, Case, case_config
 
 from cycledecon.atomic import atomic_path
 from cycledecon.deconvolve import deconvolve_file
-from cycledecon.train import ARRAYS, BLIND_STAGE, CHECKPOINT, train
+from cycledecon.train import BLIND_STAGE, train
+from cycledecon.train_checkpoint import CHECKPOINT
+from cycledecon.train_state import ARRAYS
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))

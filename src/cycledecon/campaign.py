@@ -1,7 +1,7 @@
 """One campaign from TIFFs to a model without Snakemake: `cycledecon train --widefield … --reference …`.
 
 The chain is the workflow's, stage for stage and with the same library functions: each stack is
-ingested (`cycledecon.io.ingest`) and normalized (`cycledecon.normalize.normalize`), the campaign's
+ingested (`cycledecon.ingest.ingest`) and normalized (`cycledecon.normalize.normalize`), the campaign's
 unpaired patches are cut (`cycledecon.patches.extract_patches`) and the model is trained
 (`cycledecon.train.train`), with the config sections the rules get. A user with a folder of
 widefield stacks and one of sharp references thus trains the model the workflow would, without
@@ -195,7 +195,7 @@ def forget(work: Path, output: Path) -> None:
 # ----------------------------------------------------------------------------------------- stages
 def ingest_stack(stack: CampaignStack, work: Path, config: Mapping[str, Any], campaign: str) -> tuple[Path, str]:
     """Ingest one raw stack into work/zarr/ (skipped when up to date); returns (store, key)."""
-    from cycledecon.io import ingest
+    from cycledecon.ingest import ingest
 
     out = work / "zarr" / f"{stack.sample}.ome.zarr"
     chunks = tuple(config.get("chunks") or DEFAULT_CHUNKS)
@@ -243,7 +243,7 @@ def make_patches(
     if out.exists():  # an outdated store of this work directory: extract_patches replaces only files
         shutil.rmtree(out)
     samples = [SampleInput(name=s.sample, role=s.role, path=path) for s, (path, _) in zip(stacks, normalized)]
-    written = extract_patches(samples, out.parent, config, campaign, optics)
+    written = extract_patches(samples, out, out.with_name("manifest.csv"), config, campaign, optics)
     record_key(work, out, key)
     return written
 

@@ -65,7 +65,7 @@ def _config_section(path: Path | None, section: str) -> dict[str, Any]:
 
 
 def _ingest(args: argparse.Namespace) -> None:
-    from cycledecon.io import ingest
+    from cycledecon.ingest import ingest
 
     ingest(args.input, args.output, channel=args.channel, voxel_size=_voxel_size(args.voxel_size),
            overwrite=args.overwrite, ngff_version=args.ngff_version)  # fmt: skip

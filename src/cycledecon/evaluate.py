@@ -1,4 +1,4 @@
-"""Evaluation of one campaign: baselines, metrics per sample and method, PSF measurements, figures.
+"""Evaluation of one campaign: metrics per sample and method, and PSF measurements.
 
 Intensity spaces, stated once: Richardson–Lucy runs on the raw (ingested) stack and writes camera
 units; cycledecon runs on the normalized stack and by default writes the raw stack's units too
@@ -24,18 +24,16 @@ import pandas as pd
 from cycledecon import figures
 from cycledecon.atomic import atomic_path
 from cycledecon.errors import CycledeconError
-from cycledecon.io import read_ome_zarr, read_stack
-from cycledecon.methods import CYCLEDECON, RAW, RL_LEARNED, RL_THEORETICAL
+from cycledecon.io import read_ome_zarr, read_volume
 from cycledecon.metrics import background_std_ratio, compare_to_truth, frc_resolution
 from cycledecon.normalize import LinearInverse, linear_inverse
-from cycledecon.psf import psf_from_optics
+from cycledecon.psf.theory import psf_from_optics
 from cycledecon.psf_metrics import energy_in_box, fwhm, psf_correlation
 from cycledecon.resample import read_psf_on_grid
 from cycledecon.voxel import VoxelSize
 
 log = logging.getLogger(__name__)
 
-TRUTH = "ground truth"
 
 
 @dataclass(frozen=True)
@@ -45,16 +43,6 @@ class Method:
     name: str
     path: Path
     input_path: Path
-
-
-def load(path: str | Path) -> tuple[np.ndarray, VoxelSize]:
-    """A whole volume as float32, from an OME-Zarr store or a TIFF (evaluation works in memory)."""
-    path = Path(path)
-    if path.suffix == ".zarr" or path.is_dir():
-        data, voxel_size, _ = read_ome_zarr(path)
-        return np.asarray(data, dtype=np.float32), voxel_size
-    stack = read_stack(path)
-    return np.asarray(stack.data, dtype=np.float32), stack.voxel_size
 
 
 def load_attrs(path: str | Path) -> dict:
@@ -96,11 +84,11 @@ def in_units_of_given(result: np.ndarray, result_attrs: dict, given_attrs: dict)
 
 def score_sample(sample: str, methods: list[Method], truth_path: Path | None) -> list[dict]:
     """One row per method: ground-truth metrics (when known), FRC resolution, background ratio."""
-    truth = load(truth_path)[0] if truth_path is not None else None
+    truth = read_volume(truth_path)[0] if truth_path is not None else None
     rows = []
     for method in methods:
-        result, voxel_size = load(method.path)
-        given = load(method.input_path)[0]
+        result, voxel_size = read_volume(method.path)
+        given = read_volume(method.input_path)[0]
         row = {"sample": sample, "method": method.name}
         if truth is not None:
             row.update(compare_to_truth(result, truth))
@@ -127,12 +115,12 @@ def score_against_truth(results: list[Path], truth_path: Path) -> pd.DataFrame:
     is refused (CycledeconError naming both files); one of another voxel size is scored with a
     warning, since shape alone does not prove the two cover the same field.
     """
-    truth, truth_voxel = load(truth_path)
+    truth, truth_voxel = read_volume(truth_path)
     if np.ptp(truth) == 0:
         raise CycledeconError(f"{truth_path}: the ground truth is constant; PSNR and SSIM are undefined")
     rows = []
     for path in results:
-        result, voxel_size = load(path)
+        result, voxel_size = read_volume(path)
         if result.shape != truth.shape:
             raise CycledeconError(f"{path}: shape {result.shape} differs from the ground truth's {truth.shape} "
                                   f"({truth_path})")  # fmt: skip
@@ -164,20 +152,6 @@ def psf_rows(
     return pd.DataFrame(rows)
 
 
-def sample_figures(
-    sample: str, methods: list[Method], truth_path: Path | None, panel: Path, profile: Path
-) -> None:
-    """Orthogonal slices and a line profile of every method side by side, on one display range."""
-    volumes = {m.name: load(m.path)[0] for m in methods}
-    voxel_size = load(methods[0].path)[1]
-    reference = RAW
-    if truth_path is not None:
-        volumes[TRUTH] = load(truth_path)[0]
-        reference = TRUTH
-    figures.orthoslice_panel(volumes, voxel_size, panel, title=sample, reference=reference)
-    figures.line_profile(volumes, voxel_size, profile, reference=reference)
-
-
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
@@ -207,7 +181,7 @@ def evaluate_campaign(
         truth = Path(paths["truth"]) if paths["truth"] else None
         rows += score_sample(sample, methods, truth)
     write_csv(pd.DataFrame(rows), metrics_csv)
-    learned, voxel_size = load(learned_psf_path)
+    learned, voxel_size = read_volume(learned_psf_path)
     given = VoxelSize(*true_psf_voxel_size) if true_psf_voxel_size is not None else None
     true = read_psf_on_grid(true_psf_path, voxel_size, given) if true_psf_path is not None else None
     theoretical = psf_from_optics(psf_shape, voxel_size, optics) if optics is not None else None

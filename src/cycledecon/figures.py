@@ -25,6 +25,8 @@ from matplotlib.figure import Figure
 from scipy import ndimage as ndi
 
 from cycledecon.atomic import atomic_path
+from cycledecon.io import read_volume
+from cycledecon.methods import RAW, TRUTH
 from cycledecon.psf_metrics import fwhm
 from cycledecon.voxel import VoxelSize
 
@@ -212,6 +214,19 @@ def orthoslice_panel(
         f"{margin[0]} planes or more from the first and last"
     )
     return _save(fig, path, _point_metadata((z, y, x), (nz, ny, nx), margin))
+
+
+def sample_figures(sample: str, results: Mapping[str, Path], truth: Path | None, panel: Path, profile: Path) -> None:
+    """Orthogonal slices and a line profile of every method's result (method → store or TIFF) side by
+    side on one display range, matched to the ground truth where there is one, else to the raw stack."""
+    volumes = {name: read_volume(path)[0] for name, path in results.items()}
+    voxel_size = read_volume(next(iter(results.values())))[1]
+    reference = RAW
+    if truth is not None:
+        volumes[TRUTH] = read_volume(truth)[0]
+        reference = TRUTH
+    orthoslice_panel(volumes, voxel_size, panel, title=sample, reference=reference)
+    line_profile(volumes, voxel_size, profile, reference=reference)
 
 
 def _mark_point(axes: np.ndarray, point: tuple[int, int, int], voxel_size: VoxelSize, nx: int) -> None:

@@ -36,7 +36,6 @@ from cycledecon.atomic import OutputKind, atomic_path, check_replaceable, check_
 from cycledecon.errors import CycledeconError
 from cycledecon.voxel import VoxelSize
 
-log = logging.getLogger(__name__)
 
 #: Chunk shape (z, y, x) of written stores: small enough for random 3D patch access, large enough
 #: that a 2048² frame is not thousands of files.
@@ -544,6 +543,16 @@ def omero_metadata(image: da.Array, name: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ reading OME-Zarr
+def read_volume(path: str | Path) -> tuple[np.ndarray, VoxelSize]:
+    """A whole volume as float32 in memory, from an OME-Zarr store or a TIFF."""
+    path = Path(path)
+    if path.suffix == ".zarr" or path.is_dir():
+        data, voxel_size, _ = read_ome_zarr(path)
+        return np.asarray(data, dtype=np.float32), voxel_size
+    stack = read_stack(path)
+    return np.asarray(stack.data, dtype=np.float32), stack.voxel_size
+
+
 def read_ome_zarr(path: str | Path) -> tuple[da.Array, VoxelSize, dict[str, Any]]:
     """Open level 0 of an OME-Zarr image (NGFF 0.5 or 0.4) lazily: (data, voxel size in µm,
     cycledecon attributes)."""
@@ -588,26 +597,3 @@ def write_ome_tiff(data: np.ndarray, path: str | Path, voxel_size: VoxelSize) ->
             },
         )
     return Path(path)
-
-
-def ingest(
-    path: str | Path,
-    out: str | Path,
-    channel: int | None = None,
-    voxel_size: VoxelSize | None = None,
-    extra_attrs: dict[str, Any] | None = None,
-    chunks: tuple[int, int, int] = DEFAULT_CHUNKS,
-    overwrite: bool = False,
-    ngff_version: str = DEFAULT_NGFF_VERSION,
-) -> Path:
-    """Convert one raw stack to OME-Zarr (NGFF `ngff_version`), after checking it is a usable 3D
-    volume and that `out` may be written (never the input; never something cycledecon did not
-    write, unless `overwrite`)."""
-    check_output(out, [path], overwrite=overwrite)
-    stack = read_stack(path, channel=channel, voxel_size=voxel_size)
-    low, high = check_values(stack.data, path)
-    attrs = {**stack.metadata, "value_range": [low, high], **(extra_attrs or {})}
-    log.info("ingesting %s %s %s voxel %s µm", path, stack.data.shape, stack.data.dtype, stack.voxel_size)
-    return write_ome_zarr(
-        stack.data, out, stack.voxel_size, attrs=attrs, chunks=chunks, overwrite=overwrite, ngff_version=ngff_version
-    )

@@ -4,3 +4,5 @@ RAW = "raw"
 RL_THEORETICAL = "RL (theoretical PSF)"
 RL_LEARNED = "RL (learned PSF)"
 CYCLEDECON = "cycledecon"
+#: The ground truth, shown beside the methods where a sample has one.
+TRUTH = "ground truth"

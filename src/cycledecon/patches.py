@@ -69,7 +69,7 @@ from cycledecon.config.patches import PatchConfig, parse_patch_config
 from cycledecon.errors import CycledeconError
 from cycledecon.io import read_ome_zarr
 from cycledecon.normalize import percentile_values, strided_sample
-from cycledecon.psf import psf_from_optics
+from cycledecon.psf.theory import psf_from_optics
 from cycledecon.resample import coarser_axes, resample, resampled_shape, same_voxel_size, store
 from cycledecon.voxel import VoxelSize
 
@@ -442,7 +442,8 @@ def store_voxel_size(path: Path) -> VoxelSize:
 
 def extract_patches(
     samples: list[SampleInput],
-    out_dir: Path,
+    store: Path,
+    manifest: Path,
     config: Mapping[str, Any] | PatchConfig | None,
     campaign: str,
     optics: dict[str, float] | None,
@@ -452,14 +453,15 @@ def extract_patches(
     Parameters
     ----------
     samples : the campaign's normalized stacks (widefield → domain A, reference → domain B).
-    out_dir : folder that receives `patches.zarr` and `manifest.csv` (each written atomically).
+    store : where the patches go (a zarr v3 group, written atomically).
+    manifest : where the CSV of every patch's origin goes (written atomically).
     config : the `patches:` config section (see PatchConfig).
     campaign : campaign name, stored and used in error messages.
     optics : {na, wavelength_nm, immersion_ri} of the campaign's microscope, or None; stored.
 
     Returns
     -------
-    Path of `patches.zarr`: a zarr v3 group with float32 arrays A_train, B_train, A_val, B_val of
+    `store`: a zarr v3 group with float32 arrays A_train, B_train, A_val, B_val of
     shape (n, z, y, x) — patch_shape plus twice context_voxels — and attributes voxel_size_um (the
     widefield stacks'), patch_shape, context_voxels, campaign, normalization (the widefield stacks'
     settings), optics, resampling ({reference: {voxel_size_um, target_voxel_size_um, shape,
@@ -468,14 +470,15 @@ def extract_patches(
     domain and split).
     """
     config = parse_patch_config(config)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".resampled-", dir=out_dir) as workdir:
-        return _extract(samples, out_dir, config, campaign, optics, Path(workdir))
+    store, manifest = Path(store), Path(manifest)
+    for folder in {store.parent, manifest.parent}:
+        folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".resampled-", dir=store.parent) as workdir:
+        return _extract(samples, store, manifest, config, campaign, optics, Path(workdir))
 
 
 def _extract(
-    samples: list[SampleInput], out_dir: Path, config: PatchConfig, campaign: str,
+    samples: list[SampleInput], store: Path, manifest: Path, config: PatchConfig, campaign: str,
     optics: dict[str, float] | None, workdir: Path,
 ) -> Path:
     """extract_patches with a scratch folder `workdir` for the resampled references."""
@@ -491,7 +494,7 @@ def _extract(
     regions = split_regions(stacks, config, campaign)
     window_shape = tuple(p + 2 * m for p, m in zip(config.shape, margin))
     rows: list[dict[str, Any]] = []
-    with atomic_path(out_dir / "patches.zarr") as tmp:
+    with atomic_path(store) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         for (domain, split), parts in regions.items():
             count = config.n_train if split == "train" else config.n_val
@@ -514,6 +517,6 @@ def _extract(
             "seed": config.seed,
             "splits": {f"{d}_{s}": sorted({r.stack.sample.name for r in parts}) for (d, s), parts in regions.items()},
         })  # fmt: skip
-    with atomic_path(out_dir / "manifest.csv") as tmp:
+    with atomic_path(manifest) as tmp:
         pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_csv(tmp, index=False)
-    return out_dir / "patches.zarr"
+    return store

@@ -15,7 +15,7 @@ GPU_RULES = {"train", "deconvolve"}
 # One stack per domain keeps the run short: every job pays SLURM's queueing and status polling.
 SHEET = (REPO / "config" / "samples.tsv").read_text().splitlines()
 SMALL_SHEET = "\n".join(line for line in SHEET if line.split("\t")[0] in ("sample", "wf_01", "ref_01")) + "\n"
-CLUSTER_RULES = {"demo_campaign", "ingest", "normalize", "patches", "baselines", "figures", "evaluate"} | GPU_RULES
+CLUSTER_RULES = {"demo", "ingest", "normalize", "patches", "baselines", "figures", "evaluate"} | GPU_RULES
 
 
 @pytest.mark.slurm

@@ -4,13 +4,13 @@
 
 if DEMO_DIR is not None:
 
-    rule demo_campaign:
+    rule demo:
         output:
             stacks=[demo_samples()["path"].tolist()],
             truths=[demo_samples()["ground_truth"].dropna().tolist()],
             psf=f"{DEMO_DIR}/true_psf.ome.tif",
         log:
-            "logs/demo_campaign.log",
+            "logs/demo.log",
         conda:
             "../../envs/cycledecon.yaml"
         params:
@@ -26,4 +26,4 @@ if DEMO_DIR is not None:
                 if r["role"] == "reference"
             },
         script:
-            "../scripts/demo_campaign.py"
+            "../scripts/demo.py"

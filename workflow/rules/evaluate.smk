@@ -94,7 +94,7 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
-rule report_summary:
+rule summary:
     input:
         metrics=expand("results/metrics/{campaign}.csv", campaign=campaigns()),
         psf=expand("results/metrics/{campaign}_psf.csv", campaign=campaigns()),
@@ -110,10 +110,10 @@ rule report_summary:
             labels={"campaign": "all", "table": "summary: metrics and PSF tables"},
         ),
     log:
-        "logs/report_summary.log",
+        "logs/summary.log",
     conda:
         "../../envs/cycledecon.yaml"
     params:
         optics=[campaign_optics(samples, c) for c in campaigns()],
     script:
-        "../scripts/report_summary.py"
+        "../scripts/summary.py"

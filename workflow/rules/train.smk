@@ -29,6 +29,8 @@ rule train:
     resources:
         mem_mb=8000,
     params:
+        # train writes every output above, and its checkpoint, into the model's folder
+        model_dir=subpath(output.model, parent=True),
         train_config=config.get("train") or {},
         true_psf_voxel_size=lambda wc: true_psf(wc.campaign)[1],
     script:

@@ -3,13 +3,13 @@
 from pathlib import Path
 
 from cycledecon.boundary import user_errors_exit
-from cycledecon.evaluate import Method, sample_figures
+from cycledecon.figures import sample_figures
 
 with user_errors_exit(snakemake.log[0]):
     paths = snakemake.params.methods
     sample_figures(
         snakemake.wildcards.sample,
-        [Method(name, Path(r), Path(i)) for name, (r, i) in paths["methods"].items()],
+        {name: Path(result) for name, (result, _) in paths["methods"].items()},
         Path(paths["truth"]) if paths["truth"] else None,
         Path(snakemake.output.slices),
         Path(snakemake.output.profile),

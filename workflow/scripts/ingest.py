@@ -1,7 +1,7 @@
 """Snakemake adapter for rule ingest."""
 
 from cycledecon.boundary import user_errors_exit
-from cycledecon.io import ingest
+from cycledecon.ingest import ingest
 
 with user_errors_exit(snakemake.log[0]):
     channel = snakemake.params.channel

@@ -25,7 +25,7 @@ with user_errors_exit(snakemake.log[0]), echo_progress(snakemake.wildcards.campa
         reference = read_psf_on_grid(reference, grid, None if given is None else VoxelSize(*given))
     train(
         Path(snakemake.input.patches),
-        Path(snakemake.output.model).parent,
+        Path(snakemake.params.model_dir),
         snakemake.params.train_config,
         reference_psf=reference,
     )

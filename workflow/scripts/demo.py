@@ -1,4 +1,4 @@
-"""Snakemake adapter for rule demo_campaign."""
+"""Snakemake adapter for rule demo: the synthetic campaign."""
 
 from pathlib import Path
 

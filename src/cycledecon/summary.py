@@ -5,8 +5,8 @@ Both say what each number means, report an FRC value that sits on its floor as "
 period the voxel size lets it measure, not a measurement), and open with warnings: a learned PSF that
 fails its sanity checks (cycledecon.psf_sanity: collapsed onto one voxel, narrower than the
 diffraction limit of the sheet's optics, cut short by its support) and a network whose noise/artefact
-gain is above NOISE_GAIN_LIMIT. write_summary also logs each warning (logger cycledecon.report), so
-the report_summary rule's log holds them.
+gain is above NOISE_GAIN_LIMIT. write_summary also logs each warning (logger cycledecon.summary), so
+the summary rule's log holds them.
 """
 
 from __future__ import annotations

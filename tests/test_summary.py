@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from cycledecon.io import write_ome_tiff
-from cycledecon.psf import gaussian_psf, psf_from_optics
-from cycledecon.report import CampaignSummary, mean_table, noise_gain_warnings, sample_table, write_summary
+from cycledecon.psf.theory import gaussian_psf, psf_from_optics
+from cycledecon.summary import CampaignSummary, mean_table, noise_gain_warnings, sample_table, write_summary
 from cycledecon.voxel import VoxelSize
 
 VOXEL = VoxelSize(0.25, 0.1, 0.1)
@@ -120,7 +120,7 @@ def test_summary_warnings_are_logged(tmp_path, caplog):
     for name, gains in (("calm", [1.2, 1.1]), ("noisy", [1.58, 1.2])):
         with_network(gains).to_csv(tmp_path / f"{name}.csv", index=False)
         psf(0.226).to_csv(tmp_path / f"{name}_psf.csv", index=False)
-    with caplog.at_level(logging.WARNING, logger="cycledecon.report"):
+    with caplog.at_level(logging.WARNING, logger="cycledecon.summary"):
         write_summary([tmp_path / "calm.csv", tmp_path / "noisy.csv"],
                       [tmp_path / "calm_psf.csv", tmp_path / "noisy_psf.csv"], tmp_path / "summary.md")  # fmt: skip
     (logged,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
