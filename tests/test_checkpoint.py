@@ -37,7 +37,7 @@ def write_model(path, metadata: dict[str, Any] | None = None, channels_last: boo
 
 
 def current_training_metadata() -> dict[str, Any]:
-    """Every key train.Run.metadata writes today, with the same kinds of values."""
+    """Every key train_outputs.metadata writes today, with the same kinds of values."""
     cfg = TrainConfig().to_dict() | {"generator": GENERATOR}
     return BASE_METADATA | {
         "config": cfg, "model": "psf_layer", "receptive_field": list(receptive_field(GENERATOR)),

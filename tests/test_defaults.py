@@ -12,7 +12,7 @@ from cycledecon.patches import context_voxels
 from cycledecon.psf.kernel import kernel_room, kernel_shape
 from cycledecon.psf.theory import widefield_psf
 from cycledecon.psf_metrics import energy_in_box
-from cycledecon.train import PatchStore
+from cycledecon.train_state import PatchStore
 from cycledecon.voxel import VoxelSize
 from helpers import REPO
 

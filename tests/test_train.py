@@ -23,6 +23,8 @@ from cycledecon.patches import ROOM_SUFFIX
 from cycledecon.psf.kernel import kernel_room, kernel_shape
 from cycledecon.psf.theory import gaussian_psf
 from cycledecon.psf_metrics import psf_correlation
+from cycledecon.train_checkpoint import CHECKPOINT
+from cycledecon.train_state import PatchStore, resident
 from helpers import FREE_KERNEL_TRAIN, deep_update
 
 VOXEL = [0.3, 0.1, 0.1]
@@ -116,7 +118,7 @@ def test_train_writes_a_loadable_model_and_its_reports(tiny_store, tmp_path):
 def test_model_file_holds_the_averaged_generator(tiny_store, tmp_path):
     training.train(tiny_store, tmp_path, deep_update(TINY, {"optim": {"steps": 6, "batch_size": 2, "generator_ema": 0.5}}))
     exported = torch.load(tmp_path / "model.pt", weights_only=True)["generator_state"]
-    state = torch.load(tmp_path / training.CHECKPOINT, weights_only=True)["model"]
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)["model"]
     averaged, last = "g_average.module.", "g."
     for name, value in exported.items():
         assert torch.equal(value, state[averaged + name])
@@ -304,7 +306,7 @@ def test_generator_context_trains_with_a_kernel_inside_the_margin_less_the_ring(
     """G's ring takes room from the kernel: F(x) must be exact over the ring too."""
     config = deep_update(TINY, {"psf": {"parameterization": "pupil", "energy": 0.9}, "generator_context": [1, 2, 2]})
     training.train(context_store, tmp_path, config)
-    store = training.PatchStore.open(context_store)
+    store = PatchStore.open(context_store)
     parsed = training.parse_config(config)
     room = kernel_room(parsed, store)
     assert room == (2, 4, 4)
@@ -344,7 +346,7 @@ def test_kernel_too_large_for_the_margin_less_the_ring_is_refused(context_store,
 def test_pupil_psf_with_context_is_trained_and_exported_whole(context_store, tmp_path):
     config = deep_update(TINY, {"psf": {"parameterization": "pupil", "energy": 0.9}})
     training.train(context_store, tmp_path, config)
-    store = training.PatchStore.open(context_store)
+    store = PatchStore.open(context_store)
     parsed = training.parse_config(config)
     expected = kernel_shape(parsed.psf, store, kernel_room(parsed, store))
     assert all(n // 2 <= m for n, m in zip(expected, MARGIN))
@@ -447,14 +449,14 @@ def test_blind_training_identifies_the_psf(tmp_path):
 
 def test_cpu_training_sets_are_the_stores_arrays_not_copies():
     patches = np.random.default_rng(0).random((3, 4, 5, 6), dtype=np.float32)
-    tensor = training.resident(patches, torch.device("cpu"))
+    tensor = resident(patches, torch.device("cpu"))
     assert tensor.data_ptr() == patches.ctypes.data and tensor.shape == patches.shape
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_training_sets_are_copied_to_the_device_once():
     patches = np.random.default_rng(0).random((3, 4, 5, 6), dtype=np.float32)
-    tensor = training.resident(patches, torch.device("cuda"))
+    tensor = resident(patches, torch.device("cuda"))
     assert tensor.device.type == "cuda"
     np.testing.assert_array_equal(tensor.cpu().numpy(), patches)
 
