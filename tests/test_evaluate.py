@@ -94,14 +94,14 @@ def test_output_units_against_a_raw_input(tmp_path):
     np.testing.assert_array_equal(in_units_of_given(values, legacy, {"normalization": {}}), values)
 
 
-def test_psf_rows_report_fwhm_and_ncc():
+def test_psf_rows_report_fwhm_and_correlation():
     true = gaussian_psf((9, 15, 15), (1.5, 2.0, 2.0))
     wide = gaussian_psf((9, 15, 15), (2.5, 3.0, 3.0))
     table = psf_rows(wide, VOXEL, None, true).set_index("psf")
     assert list(table.index) == ["learned", "true"]
     # FWHM = 2.3548 σ; half-maximum crossings are within a few % on these samplings
     np.testing.assert_allclose(table.loc["true", "lateral_fwhm_um"], 2.3548 * 2.0 * 0.1, rtol=0.05)
-    assert table.loc["true", "ncc_to_true"] > 0.999 > table.loc["learned", "ncc_to_true"]
+    assert table.loc["true", "correlation_to_true"] > 0.999 > table.loc["learned", "correlation_to_true"]
     assert table.loc["learned", "true_energy_in_box"] == pytest.approx(1.0)  # same box as the truth
     small = psf_rows(gaussian_psf((3, 5, 5), (0.5, 0.8, 0.8)), VOXEL, None, true).set_index("psf")
     inner = true[3:6, 5:10, 5:10].sum() / true.sum()  # the true PSF inside a centred 3×5×5 box
@@ -112,7 +112,7 @@ def test_summary_has_a_table_per_campaign(tmp_path):
     metrics = pd.DataFrame(
         {"sample": ["a", "a", "b", "b"], "method": ["raw", "cycledecon"] * 2, "psnr_db": [20.0, 30.0, 22.0, 32.0]}
     )
-    psf = pd.DataFrame({"psf": ["learned"], "lateral_fwhm_um": [0.25], "axial_fwhm_um": [0.8], "ncc_to_true": [0.9],
+    psf = pd.DataFrame({"psf": ["learned"], "lateral_fwhm_um": [0.25], "axial_fwhm_um": [0.8], "correlation_to_true": [0.9],
                         "true_energy_in_box": [0.985]})
     out = write_summary(
         [write_csv(metrics, tmp_path / "demo.csv")], [write_csv(psf, tmp_path / "demo_psf.csv")], tmp_path / "s.md"

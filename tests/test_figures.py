@@ -120,7 +120,7 @@ def test_loss_curves_group_training_log_columns_under_plain_names(tmp_path):
 
     steps = np.arange(10, 110, 10, dtype=float)
     log = pd.DataFrame({"step": steps, **{c: 1.0 / steps for c in ("loss_g", "adv_a", "adv_b", "cycle_blurred",
-                        "cycle_sharp", "d_a", "d_b", "grad_norm_g", "val_cycle", "psf_ncc", "extra")}})
+                        "cycle_sharp", "d_a", "d_b", "grad_norm_g", "val_cycle", "psf_correlation", "extra")}})
     log.loc[::2, "val_cycle"] = np.nan
     panels = _loss_panels(log)
     assert len(panels) == 5  # cycle, adversarial, generator, PSF, the unnamed column

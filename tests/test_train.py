@@ -110,7 +110,7 @@ def test_train_writes_a_loadable_model_and_its_reports(tiny_store, tmp_path):
     assert psf.shape == (3, 5, 5) and psf.min() >= 0 and psf.sum() == pytest.approx(1, abs=1e-5)
     log = pd.read_csv(tmp_path / "out" / "train_log.csv")
     assert list(log["step"]) == [1, 2, 3, 4, 5, 6]
-    assert log["val_cycle"].notna().sum() == 2 and log["psf_ncc"].notna().sum() == 2
+    assert log["val_cycle"].notna().sum() == 2 and log["psf_correlation"].notna().sum() == 2
     for figure in ("loss_curves.png", "psf.png"):
         assert (tmp_path / "out" / figure).stat().st_size > 1000
 

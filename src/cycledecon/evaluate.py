@@ -146,7 +146,7 @@ def psf_rows(
             "psf": name,
             "lateral_fwhm_um": widths["lateral_um"],
             "axial_fwhm_um": widths["axial_um"],
-            "ncc_to_true": psf_correlation(psf, true) if true is not None else np.nan,
+            "correlation_to_true": psf_correlation(psf, true) if true is not None else np.nan,
             "true_energy_in_box": energy_in_box(true, psf.shape) if true is not None else np.nan,
         })  # fmt: skip
     return pd.DataFrame(rows)

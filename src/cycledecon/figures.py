@@ -375,7 +375,7 @@ LOSS_PANELS = {  # panel title → {train_log column: plain name}
         "d_b": "discriminator, sharp domain",
     },
     "Generator": {"loss_g": "weighted total loss", "grad_norm_g": "gradient norm (before clipping)"},
-    "Learned PSF": {"psf_ncc": "correlation with the reference PSF (1 = same shape)"},
+    "Learned PSF": {"psf_correlation": "correlation with the reference PSF (1 = same shape)"},
 }
 
 

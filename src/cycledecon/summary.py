@@ -45,7 +45,7 @@ PSF_COLUMNS = {
     "psf": "PSF",
     "lateral_fwhm_um": "lateral FWHM (µm)",
     "axial_fwhm_um": "axial FWHM (µm)",
-    "ncc_to_true": "NCC to true PSF",
+    "correlation_to_true": "correlation with the true PSF",
     "true_energy_in_box": "true PSF energy in its box",
 }
 FRC = METRIC_COLUMNS["frc_resolution_um"]
@@ -63,7 +63,7 @@ EXPLANATION = [
     f"{NOISE_GAIN_LIMIT:g}, the method amplified noise or added artefacts (speckle, ringing) where the "
     "input holds only background; below 1, it smoothed the background. It does not detect hallucination "
     "— new structure that the sample does not have — which only a comparison with ground truth shows.",
-    "PSF similarity: the NCC is Pearson's correlation of two PSFs over the full extent of the larger, both "
+    "PSF similarity: Pearson's correlation of two PSFs over the full extent of the larger, both "
     "zero-padded to it with their brightest voxels aligned; \"true PSF energy in its box\" is the share of "
     "the true PSF's energy inside a box of that PSF's size (a kernel can only model the blur its box "
     "holds). The diffraction limits are the FWHM of a diffraction-limited widefield PSF: laterally "

@@ -38,7 +38,7 @@ from cycledecon.voxel import VoxelSize
 log = logging.getLogger(__name__)
 
 BLIND_STAGE = "blind"  # subdirectory of the first stage when `refine` adds a second
-PROGRESS = ("cycle_sharp", "adv_a", "d_a", "psf_ncc")  # shown beside the progress bar
+PROGRESS = ("cycle_sharp", "adv_a", "d_a", "psf_correlation")  # shown beside the progress bar
 
 
 def train(

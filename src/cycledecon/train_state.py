@@ -128,5 +128,5 @@ class TrainingState:
         result = {"val_cycle": float(np.mean(losses))}
         if self.reference is not None:
             learned = self.model.psf_estimate(self.reference.shape).cpu().numpy()
-            result["psf_ncc"] = psf_correlation(learned, self.reference)
+            result["psf_correlation"] = psf_correlation(learned, self.reference)
         return result
