@@ -52,9 +52,11 @@ from cycledecon.config.demo import DemoSettings, parse_demo_config  # noqa: E402
 from cycledecon.config.patches import parse_patch_config  # noqa: E402
 from cycledecon.demo import reference_stack, sample_rng, true_psf, widefield_stack  # noqa: E402
 from cycledecon.io import write_ome_zarr  # noqa: E402
+from cycledecon.model.cyclegan import Faces  # noqa: E402
 from cycledecon.normalize import normalize_array  # noqa: E402
 from cycledecon.patches import SampleInput, context_voxels, extract_patches  # noqa: E402
 from cycledecon.precision import CHOICES, resolve_precision  # noqa: E402
+from cycledecon.train_state import TrainingState  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "training.md"
 #: The demo campaign's sample names and roles, two per domain (one of each held out for validation).
@@ -79,8 +81,8 @@ class StepTimer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def __call__(self, run: training.TrainingState, y: torch.Tensor, x: torch.Tensor,
-                 faces: training.Faces | None = None) -> dict[str, float]:
+    def __call__(self, run: TrainingState, y: torch.Tensor, x: torch.Tensor,
+                 faces: Faces | None = None) -> dict[str, float]:
         self._sync()
         start = time.perf_counter()
         terms = self.step(run, y, x, faces)

@@ -8,7 +8,6 @@ import logging
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from cycledecon.io import write_ome_tiff
 from cycledecon.psf.theory import gaussian_psf, psf_from_optics

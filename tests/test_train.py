@@ -15,6 +15,7 @@ import zarr
 from scipy import ndimage
 
 import cycledecon.train as training
+from cycledecon.config.train import parse_config
 from cycledecon.errors import CycledeconError
 from cycledecon.model import load_model
 from cycledecon.model.unet import receptive_field
@@ -273,7 +274,7 @@ def test_checkpoint_of_another_training_is_not_resumed(tiny_store, tmp_path):
 def test_unreadable_checkpoint_is_ignored_with_our_own_words(tiny_store, tmp_path, caplog):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "checkpoint.pt").write_bytes(b"torn")
-    with caplog.at_level("WARNING", logger="cycledecon.train"):
+    with caplog.at_level("WARNING", logger="cycledecon.train_checkpoint"):
         training.train(tiny_store, tmp_path / "out", TINY)
     warning = next(r.getMessage() for r in caplog.records if "unreadable checkpoint" in r.getMessage())
     assert "starting over" in warning and "weights_only" not in warning
@@ -307,7 +308,7 @@ def test_generator_context_trains_with_a_kernel_inside_the_margin_less_the_ring(
     config = deep_update(TINY, {"psf": {"parameterization": "pupil", "energy": 0.9}, "generator_context": [1, 2, 2]})
     training.train(context_store, tmp_path, config)
     store = PatchStore.open(context_store)
-    parsed = training.parse_config(config)
+    parsed = parse_config(config)
     room = kernel_room(parsed, store)
     assert room == (2, 4, 4)
     learned = tifffile.imread(tmp_path / "learned_psf.ome.tif")
@@ -347,7 +348,7 @@ def test_pupil_psf_with_context_is_trained_and_exported_whole(context_store, tmp
     config = deep_update(TINY, {"psf": {"parameterization": "pupil", "energy": 0.9}})
     training.train(context_store, tmp_path, config)
     store = PatchStore.open(context_store)
-    parsed = training.parse_config(config)
+    parsed = parse_config(config)
     expected = kernel_shape(parsed.psf, store, kernel_room(parsed, store))
     assert all(n // 2 <= m for n, m in zip(expected, MARGIN))
     learned = tifffile.imread(tmp_path / "learned_psf.ome.tif")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cycledecon import figures
-from cycledecon.evaluate import TRUTH
+from cycledecon.methods import TRUTH
 from cycledecon.voxel import VoxelSize
 
 from scoring import LABELS, METHODS, RAW, RL_PSFS, THEORETICAL, TRUE, rl_label

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from cycledecon.baselines import oracle_choice, richardson_lucy_series
-from cycledecon.evaluate import load
-from cycledecon.psf.theory import psf_from_optics
+from cycledecon.io import read_volume
 from cycledecon.metrics import compare_to_truth
+from cycledecon.psf.theory import psf_from_optics
 from cycledecon.psf_metrics import fwhm
 from cycledecon.voxel import VoxelSize
 
@@ -77,9 +77,9 @@ class CaseData:
     @classmethod
     def load(cls, data: Path, sheet_optics: dict[str, float], psf_shape: tuple[int, int, int]) -> CaseData:
         demo = data / "resources" / "demo"
-        raws = {s: load(demo / f"{s}.ome.tif")[0] for s in WIDEFIELD}
-        truths = {s: load(demo / "truth" / f"{s}.ome.tif")[0] for s in WIDEFIELD}
-        true_psf, voxel_size = load(data / TRUE_PSF)
+        raws = {s: read_volume(demo / f"{s}.ome.tif")[0] for s in WIDEFIELD}
+        truths = {s: read_volume(demo / "truth" / f"{s}.ome.tif")[0] for s in WIDEFIELD}
+        true_psf, voxel_size = read_volume(data / TRUE_PSF)
         return cls(raws, truths, voxel_size, true_psf, psf_from_optics(psf_shape, voxel_size, sheet_optics))
 
 
@@ -137,11 +137,11 @@ def rl_run(rl: Mapping[RlKey, RlRun], key: RlKey) -> RlRun:
 
 
 def network_results(variant: Variant) -> dict[str, np.ndarray]:
-    return {s: load(variant.deconvolved(s))[0] for s in WIDEFIELD}
+    return {s: read_volume(variant.deconvolved(s))[0] for s in WIDEFIELD}
 
 
 def learned_psf(variant: Variant) -> np.ndarray:
-    return load(variant.model_dir / "learned_psf.ome.tif")[0]
+    return read_volume(variant.model_dir / "learned_psf.ome.tif")[0]
 
 
 @dataclass
