@@ -111,11 +111,11 @@ def normalized_sample(
 
 def patch_store(config: dict[str, Any], work: Path, quick: bool) -> Path:
     """A patch store of the preset's patches (see the module docstring); with `quick`, from stacks
-    of one patch's depth and twice its width, which is enough for every patch's position."""
+    twice a patch's width and as deep as the PSF, which the references' widefield image needs."""
     demo = dict(config["demo"])
     if quick:
         z, y, x = config["patches"]["shape"]
-        demo["shape"] = [z, 2 * y, 2 * x]
+        demo["shape"] = [max(z, demo["psf_shape"][0]), 2 * y, 2 * x]
     settings = parse_demo_config(demo)
     psf = true_psf(settings)
     samples = [normalized_sample(name, role, settings, psf, config["normalize"], work) for name, role in SAMPLES]

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cycledecon.psf.theory import check_odd_shape
+
 SPHERICAL_NOLL = (11, 22, 37)  # rotationally symmetric Zernike terms, radial orders 4, 6, 8
 THETA_SAMPLES = 256
 RADIAL_OVERSAMPLING = 4  # radial grid step: the finer lateral voxel size over this
@@ -61,8 +63,7 @@ class PupilPsf(nn.Module):
     def __init__(self, shape: tuple[int, int, int], voxel_size_um: tuple[float, float, float],
                  na: float, wavelength_nm: float, immersion_ri: float, spherical_terms: int = 2) -> None:
         super().__init__()
-        if len(shape) != 3 or any(int(s) % 2 == 0 for s in shape):
-            raise ValueError(f"PSF shape must be three odd sizes (z, y, x), got {shape}")
+        check_odd_shape(shape)
         if not 0 < na < immersion_ri:
             raise ValueError(f"NA {na} must lie between 0 and the immersion index {immersion_ri}")
         if not 0 <= spherical_terms <= len(SPHERICAL_NOLL):

@@ -13,7 +13,8 @@ import psfmodels
 from cycledecon.voxel import VoxelSize
 
 
-def _check_odd(shape: tuple[int, int, int]) -> None:
+def check_odd_shape(shape: tuple[int, ...]) -> None:
+    """Refuse a PSF box that is not three odd sizes: the centre must be a voxel."""
     if len(shape) != 3 or any(int(s) % 2 == 0 or int(s) < 1 for s in shape):
         raise ValueError(f"PSF shape must be three odd sizes (z, y, x), got {shape}")
 
@@ -47,7 +48,7 @@ def widefield_psf(
     depth_um : depth of the emitter below the coverslip (µm); with a sample/immersion index
         mismatch this produces depth-induced spherical aberration.
     """
-    _check_odd(shape)
+    check_odd_shape(shape)
     nz, ny, nx = (int(s) for s in shape)
     if ny != nx:
         raise ValueError(f"psfmodels needs a square lateral PSF, got {ny}×{nx}")
@@ -78,7 +79,7 @@ def psf_from_optics(shape: tuple[int, int, int], voxel_size: VoxelSize, optics: 
 
 def gaussian_psf(shape: tuple[int, int, int], sigma_voxels: tuple[float, float, float]) -> np.ndarray:
     """Separable anisotropic Gaussian PSF with the given sigmas (voxels), unit sum."""
-    _check_odd(shape)
+    check_odd_shape(shape)
     grids = np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")
     r2 = sum((g / s) ** 2 for g, s in zip(grids, sigma_voxels))
     return normalize_psf(np.exp(-0.5 * r2))
