@@ -26,3 +26,12 @@ def test_index_mismatch_lengthens_the_psf_axially():
     axial = [p.sum(axis=(1, 2)) for p in (matched, deep)]
     above_half = [int((a >= a.max() / 2).sum()) for a in axial]
     assert above_half[1] > above_half[0]  # spherical aberration spreads the focus along z
+
+
+def test_a_box_with_unequal_lateral_sizes_is_the_centre_of_the_square_one():
+    """psfmodels computes square planes: a (z, 33, 21) box is the (z, 33, 33) PSF's centre, renormalized."""
+    square = widefield_psf((17, 33, 33), VOXEL, 1.4, 520, 1.515)
+    narrow = widefield_psf((17, 33, 21), VOXEL, 1.4, 520, 1.515)
+    centre = square[:, :, 6:27]
+    assert narrow.shape == (17, 33, 21)
+    np.testing.assert_allclose(narrow, centre / centre.sum(), rtol=1e-5, atol=1e-9)  # float32 rounding

@@ -96,8 +96,7 @@ def theoretical_psf_for(psf_shape: tuple[int, ...], voxel_size: VoxelSize, optic
     limits = diffraction_limits_um(optics)
     reach = voxel_size.to_voxels((4 * limits["axial_um"], 4 * limits["lateral_um"], 4 * limits["lateral_um"]))
     nz, ny, nx = (max(int(n), 2 * math.ceil(r / 2) + 1) for n, r in zip(psf_shape, reach))
-    lateral = max(ny, nx)  # psfmodels computes square planes
-    return psf_from_optics((nz, lateral, lateral), voxel_size, optics)
+    return psf_from_optics((nz, ny, nx), voxel_size, optics)
 
 
 def psf_sanity(psf: np.ndarray, voxel_size: VoxelSize, optics: dict[str, float] | None = None) -> dict[str, Any]:

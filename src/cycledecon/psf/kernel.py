@@ -150,8 +150,7 @@ def theoretical_psf(shape: tuple[int, int, int], store: PatchGeometry) -> np.nda
     if not store.optics:
         raise CycledeconError("train.psf: the theoretical PSF needs the campaign's optics "
                               "(na, wavelength_nm, immersion_ri), but the patch store has none")
-    lateral = max(shape[1], shape[2])
     try:
-        return psf_from_optics((shape[0], lateral, lateral), store.voxel_size, store.optics)
+        return psf_from_optics(shape, store.voxel_size, store.optics)
     except (KeyError, ValueError) as error:
         raise CycledeconError(f"train.psf.init: cannot compute the theoretical PSF ({error})") from None

@@ -41,7 +41,8 @@ def widefield_psf(
 
     Parameters
     ----------
-    shape : odd (z, y, x) size in voxels.
+    shape : odd (z, y, x) size in voxels; psfmodels computes square planes, so a box with y ≠ x is
+        the centre of the square one.
     voxel_size : voxel size in µm.
     na, wavelength_nm, immersion_ri : objective NA, emission wavelength (nm), immersion index.
     sample_ri : refractive index of the sample; defaults to the immersion index (no mismatch).
@@ -50,8 +51,7 @@ def widefield_psf(
     """
     check_odd_shape(shape)
     nz, ny, nx = (int(s) for s in shape)
-    if ny != nx:
-        raise ValueError(f"psfmodels needs a square lateral PSF, got {ny}×{nx}")
+    lateral = max(ny, nx)
     ni = float(immersion_ri)
     ns = ni if sample_ri is None else float(sample_ri)
     params = {"NA": float(na), "ni": ni, "ni0": ni, "ns": ns}
@@ -60,7 +60,7 @@ def widefield_psf(
         # psfmodels measures focal planes from the coverslip, so they are placed around the emitter
         z_um = (np.arange(nz) - nz // 2) * voxel_size.z + centre_um
         return psfmodels.vectorial_psf(
-            z_um, nx=nx, dxy=voxel_size.x, pz=float(depth_um), wvl=wavelength_nm / 1000.0, params=params
+            z_um, nx=lateral, dxy=voxel_size.x, pz=float(depth_um), wvl=wavelength_nm / 1000.0, params=params
         )
 
     psf = planes(depth_um)
@@ -69,7 +69,8 @@ def widefield_psf(
     shift = int(np.argmax(psf.max(axis=(1, 2)))) - nz // 2
     if shift:
         psf = planes(depth_um + shift * voxel_size.z)
-    return normalize_psf(psf)
+    y0, x0 = (lateral - ny) // 2, (lateral - nx) // 2
+    return normalize_psf(psf[:, y0:y0 + ny, x0:x0 + nx])
 
 
 def psf_from_optics(shape: tuple[int, int, int], voxel_size: VoxelSize, optics: dict) -> np.ndarray:
