@@ -12,8 +12,8 @@ from cycledecon import figures
 from cycledecon.methods import TRUTH
 from cycledecon.voxel import VoxelSize
 
-from scoring import LABELS, METHODS, RAW, RL_PSFS, THEORETICAL, TRUE, rl_label
-from suite import CYCLEDECON, TWO_GENERATORS, Case
+from scoring import LABELS, LEARNED, METHODS, RAW, RL_PSFS, THEORETICAL, TRUE, rl_label
+from suite import CYCLEDECON, NONBLIND, TWO_GENERATORS, Case
 
 METRICS = ("psnr_db", "ssim", "fwhm_lateral_err_pct", "fwhm_axial_err_pct", "rl_iterations", "train_s")
 HEADERS = ("method", "PSNR (dB)", "SSIM", "FWHM error lateral (%)", "FWHM error axial (%)", "RL iterations",
@@ -46,7 +46,7 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation over seeds (0 for deterministic methods) and count per (case, method)."""
     columns = [c for c in METRICS if c in scores]
     grouped = scores.groupby(["case", "method"], sort=False)[columns]
-    return grouped.mean().join(grouped.std(ddof=1).fillna(0.0), rsuffix="_sd").join(grouped.size().rename("n"))
+    return grouped.mean().join(grouped.std(ddof=1).fillna(0.0).add_suffix("_sd")).join(grouped.size().rename("n"))
 
 
 def cell(row: pd.Series, metric: str) -> str:
@@ -161,6 +161,31 @@ def overview(summary: pd.DataFrame, cases: list[Case]) -> str:
                  if (case.name, m) in summary.index else "–" for m in methods]
         lines.append(f"| {case.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+#: The README's short table: the methods a user chooses between, at the workflow's settings.
+README_METHODS = (RAW, rl_label(THEORETICAL), rl_label(LEARNED), LABELS[CYCLEDECON], LABELS[NONBLIND])
+#: The lines around that table in README.md, which the quick preset's run rewrites.
+README_START = "<!-- quality table: written by benchmarks/quality/run.py --quick -->"
+README_END = "<!-- end of quality table -->"
+
+
+def readme_table(summary: pd.DataFrame, cases: list[Case]) -> str:
+    """The README's results: mean PSNR per case of README_METHODS."""
+    present = set(summary.index.get_level_values("method"))
+    methods = [m for m in README_METHODS if m in present]
+    lines = ["| case | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
+    for case in cases:
+        cells = [cell(summary.loc[(case.name, m)], "psnr_db") if (case.name, m) in summary.index else "–"
+                 for m in methods]
+        lines.append(f"| {case.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def with_readme_table(readme: str, table: str) -> str:
+    """`readme` with the lines between README_START and README_END replaced by `table`."""
+    start, end = readme.index(README_START) + len(README_START), readme.index(README_END)
+    return f"{readme[:start]}\n{table}\n{readme[end:]}"
 
 
 def oracle_summary(summary: pd.DataFrame, cases: list[Case]) -> str:
