@@ -66,7 +66,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import cycledecon
-from cycledecon.errors import CycledeconError
 from cycledecon.config.deconvolve import (
     DEFAULT_FACE_MODE,
     DEFAULT_FACE_PADDING_VOXELS,
@@ -76,6 +75,9 @@ from cycledecon.config.deconvolve import (
     InferenceConfig,
     parse_inference_config,
 )
+from cycledecon.config.normalize import parse_normalize_config
+from cycledecon.config.train import parse_generator_config
+from cycledecon.errors import CycledeconError
 from cycledecon.io import (
     DEFAULT_CHUNKS,
     check_output,
@@ -85,8 +87,6 @@ from cycledecon.io import (
     read_stack,
     write_ome_zarr,
 )
-from cycledecon.config.normalize import parse_normalize_config
-from cycledecon.config.train import parse_generator_config
 from cycledecon.local_dask import local_dask
 from cycledecon.model.checkpoint import load_model
 from cycledecon.model.unet import receptive_field

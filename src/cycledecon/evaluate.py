@@ -85,10 +85,11 @@ def in_units_of_given(result: np.ndarray, result_attrs: dict, given_attrs: dict)
 def score_sample(sample: str, methods: list[Method], truth_path: Path | None) -> list[dict]:
     """One row per method: ground-truth metrics (when known), FRC resolution, background ratio."""
     truth = read_volume(truth_path)[0] if truth_path is not None else None
+    inputs = {path: read_volume(path)[0] for path in {m.input_path for m in methods}}  # shared by methods
     rows = []
     for method in methods:
         result, voxel_size = read_volume(method.path)
-        given = read_volume(method.input_path)[0]
+        given = inputs[method.input_path]
         row = {"sample": sample, "method": method.name}
         if truth is not None:
             row.update(compare_to_truth(result, truth))

@@ -219,8 +219,9 @@ def orthoslice_panel(
 def sample_figures(sample: str, results: Mapping[str, Path], truth: Path | None, panel: Path, profile: Path) -> None:
     """Orthogonal slices and a line profile of every method's result (method → store or TIFF) side by
     side on one display range, matched to the ground truth where there is one, else to the raw stack."""
-    volumes = {name: read_volume(path)[0] for name, path in results.items()}
-    voxel_size = read_volume(next(iter(results.values())))[1]
+    read = {name: read_volume(path) for name, path in results.items()}
+    volumes = {name: volume for name, (volume, _) in read.items()}
+    voxel_size = next(iter(read.values()))[1]
     reference = RAW
     if truth is not None:
         volumes[TRUTH] = read_volume(truth)[0]

@@ -33,13 +33,13 @@ from ome_zarr.format import Format, FormatV04, FormatV05
 from ome_zarr.writer import add_metadata, write_multiscale
 
 from cycledecon.atomic import OutputKind, atomic_path, check_replaceable, check_writable
+from cycledecon.config import IngestConfig
 from cycledecon.errors import CycledeconError
 from cycledecon.voxel import VoxelSize
 
 
-#: Chunk shape (z, y, x) of written stores: small enough for random 3D patch access, large enough
-#: that a 2048² frame is not thousands of files.
-DEFAULT_CHUNKS = (32, 128, 128)
+#: Chunk shape (z, y, x) of written stores, the workflow's `ingest.chunks`.
+DEFAULT_CHUNKS = IngestConfig.chunks
 #: No pyramid level is made whose largest lateral size would fall below this.
 MIN_PYRAMID_SIZE = 64
 MAX_PYRAMID_LEVELS = 5

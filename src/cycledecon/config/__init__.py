@@ -23,7 +23,8 @@ from cycledecon.errors import CycledeconError
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """The `ingest:` section. chunks: (z, y, x) voxels of the OME-Zarr chunks written."""
+    """The `ingest:` section. chunks: (z, y, x) voxels of the OME-Zarr chunks written: small enough
+    for random 3D patch access, large enough that a 2048² frame is not thousands of files."""
 
     chunks: tuple[int, int, int] = (32, 128, 128)
 
