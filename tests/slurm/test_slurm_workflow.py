@@ -16,11 +16,14 @@ GPU_RULES = {"train", "deconvolve"}
 SHEET = (REPO / "config" / "samples.tsv").read_text().splitlines()
 SMALL_SHEET = "\n".join(line for line in SHEET if line.split("\t")[0] in ("sample", "wf_01", "ref_01")) + "\n"
 CLUSTER_RULES = {"demo", "ingest", "normalize", "patches", "baselines", "figures", "evaluate"} | GPU_RULES
+# This test is about job placement, not patch selection: a lone tiny reference's validation slab is
+# only one patch high, and whether it holds enough foreground depends on the phantom's draw.
+ANY_PATCH = {"patches": {"min_foreground_fraction": 0.0}}
 
 
 @pytest.mark.slurm
 def test_workflow_runs_as_slurm_jobs_with_gpu_rules_on_gpus(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
-    work = make_workdir(tmp_path, sheet=SMALL_SHEET)
+    work = make_workdir(tmp_path, ANY_PATCH, sheet=SMALL_SHEET)
     began = time.monotonic()
     result = run_snakemake_on_slurm(work, work / "Snakefile", timeout=900)
     print(f"workflow through SLURM took {time.monotonic() - began:.0f} s")
