@@ -33,15 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +51,16 @@ import yaml
 from scipy.signal import fftconvolve
 
 from cycledecon.baselines import richardson_lucy
+from cycledecon.config.demo import Structures
 from cycledecon.deconvolve import axis_blocks, face_padding_voxels, halo_voxels
 from cycledecon.io import read_ome_zarr, write_ome_tiff, write_ome_zarr
 from cycledecon.model import UNet3d, receptive_field, save_model
 from cycledecon.normalize import normalize_array
 from cycledecon.phantoms import mixed_phantom
-from cycledecon.precision import cpu_has_native_bf16
 from cycledecon.psf.theory import widefield_psf
 from cycledecon.voxel import VoxelSize
+
+from provenance import command_line, run_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "config.yaml"
@@ -102,31 +102,11 @@ def default_generator() -> dict[str, Any]:
     return dict(yaml.safe_load(CONFIG.read_text())["train"]["generator"])
 
 
-def machine(device: str = "cpu") -> str:
-    """What the figures depend on: the CPU (or GPU), its logical CPUs, native bf16 and torch's version."""
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]  # fmt: skip
-    except OSError:
-        names = []
-    cpu = names[0] if names else platform.processor() or platform.machine()
-    text = (f"{cpu}, {os.cpu_count()} logical CPUs, native bf16 {'yes' if cpu_has_native_bf16() else 'no'}, "
-            f"torch {torch.__version__}")  # fmt: skip
-    if device == "cuda" and torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name()} (bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'})"
-    return text
-
-
-def command_line(script: str) -> str:
-    """The command that produced a results file, as it was typed (less the interpreter's path)."""
-    return " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]])
-
-
 def synthetic_stack(shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(noisy widefield stack in photons + offset, true PSF): the demo campaign's recipe."""
     rng = np.random.default_rng(seed)
     psf = widefield_psf(PSF_SHAPE, VOXEL, **OPTICS)
-    sharp = mixed_phantom(shape, VOXEL, rng, {"filaments": 1.0, "puncta": 0.5, "blobs": 0.15})
+    sharp = mixed_phantom(shape, VOXEL, rng, asdict(Structures()))
     blurred = np.clip(fftconvolve(sharp, psf, mode="same"), 0, None)
     photons = rng.poisson(300 * blurred / blurred.max()) + rng.normal(100.0, 2.0, shape)
     return photons.astype(np.float32), psf
@@ -356,7 +336,7 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     header = (
-        f"# Inference benchmark\n\n`{command_line('inference.py')}` on {machine()}; threads {opts.threads} "
+        f"# Inference benchmark\n\n`{command_line('inference.py')}` on {run_stamp()}; threads {opts.threads} "
         f"(torch and RL's FFTs), CPU, batch_size {opts.batch_size}. G: {generator} with random weights, "
         f"halo {list(halo)} between blocks, face padding {list(face)} (the default). Precision `auto` is "
         "deconvolve.precision's default (what it resolved to is "

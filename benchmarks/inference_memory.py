@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from cycledecon.deconvolve import FIXED_BYTES, activation_bytes_per_voxel, block
 from cycledecon.io import read_ome_zarr, write_ome_zarr
 from cycledecon.model import UNet3d, receptive_field, save_model
 from cycledecon.voxel import VoxelSize
+
+from provenance import command_line, run_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "inference_memory.md"
@@ -159,8 +160,8 @@ def main() -> None:
         rows += deconvolve_rows(generator, cases["deconvolve"], opts.threads, Path(tmp))
     baseline = max(row["baseline"] for row in rows) / MIB
     header = (
-        f"# Inference memory\n\n`python benchmarks/inference_memory.py {' '.join(sys.argv[1:])}` on "
-        f"{platform.processor() or platform.machine()}, CPU, {opts.threads} threads; generator {generator} "
+        f"# Inference memory\n\n`{command_line('inference_memory.py')}` on {run_stamp()}; CPU, "
+        f"{opts.threads} threads; generator {generator} "
         f"(halo {list(halo_voxels(generator))}). 'measured' is peak RSS above the process's RSS after its imports "
         f"(at most {baseline:.0f} MiB); 'estimate' is what cycledecon.deconvolve expects: G alone "
         "FIXED_BYTES + halo'd voxels × activation_bytes_per_voxel, deconvolve block_peak_bytes (buffers included). "

@@ -43,8 +43,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "quality"))
 
-from inference import PRECISIONS, command_line, machine  # noqa: E402
+from inference import PRECISIONS  # noqa: E402
 from pipeline import base_config  # noqa: E402
+from provenance import command_line, run_stamp  # noqa: E402
 from suite import PRESETS, deep_update, preset_settings  # noqa: E402
 
 import cycledecon.train as training  # noqa: E402
@@ -219,7 +220,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cycledecon-train-bench-") as tmp:
         rows = [row for name in opts.presets for row in run_preset(name, opts, Path(tmp))]
     header = (
-        f"# Training benchmark\n\n`{command_line('training.py')}` on {machine(opts.device)}; device "
+        f"# Training benchmark\n\n`{command_line('training.py')}` on {run_stamp(opts.device)}; device "
         f"{opts.device}, torch threads {opts.threads}. Per row: `cycledecon.train.train` on a synthetic demo "
         f"patch store, {opts.warmup} warm-up steps then {opts.steps} timed calls of `train_step` (both G passes, "
         "the PSF layer at full extent, both discriminators, optimizer steps). 'patch Mvoxel/s' counts "

@@ -344,22 +344,11 @@ def fmt(value: float | None, spec: str) -> str:
 def machine_lines(device: str) -> list[str]:
     """The GPU, torch (and its CUDA), Python and the host: what the numbers depend on."""
     import torch
-    from inference import machine
+    from provenance import machine
 
     gpu = torch.cuda.get_device_name() if device == "cuda" else f"none (--device {device})"
     return [f"- GPU: {gpu}", f"- torch: {torch.__version__} (CUDA {torch.version.cuda or '–'})",
             f"- host: {machine(device)}; Python {platform.python_version()}"]  # fmt: skip
-
-
-def git_commit() -> str:
-    """HEAD's commit, ``+ changes`` when the tree differs from it; ``unknown`` without git."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git here)"
-    return head.stdout.strip() + (" + uncommitted changes" if dirty else "")
 
 
 def header(opts: argparse.Namespace, installed: Sequence[str]) -> str:
@@ -565,7 +554,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("error: --device cuda: this torch sees no CUDA GPU; use --device cpu")
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    opts.commit = opts.commit or git_commit()
+    from provenance import code_version
+
+    opts.commit = opts.commit or code_version()
     with tempfile.TemporaryDirectory(prefix="cycledecon-device-check-") as tmp:
         ok = run_check(opts, installed, Path(tmp))
     print(opts.out.read_text())

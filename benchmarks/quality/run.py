@@ -23,8 +23,7 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
-import subprocess
+import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -33,12 +32,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import pipeline
 import report
 from pipeline import REPO, Variant
 from scoring import LEARNED, METHODS, CaseData, RlKey, fixed_psfs, learned_psf, richardson_lucy_runs, score_case
 from suite import (CASES, CYCLEDECON, PRESETS, REFINED, Case, Preset, case_config, deep_update, preset_settings,
                    variant_train)
+
+from provenance import code_version, run_stamp
 
 from cycledecon.atomic import atomic_path
 
@@ -136,19 +139,12 @@ def finish_case(run: CaseRun, preset: Preset, figures_dir: Path, pool: ProcessPo
     return pd.DataFrame(scorer.rows)
 
 
-def code_version() -> str:
-    """The checkout's commit, '-dirty' if it has uncommitted changes; read before the run writes
-    its own results into the tree."""
-    return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
-                          text=True).stdout.strip()
-
-
 def header(preset: Preset, base: dict, runner_name: str, jobs: int, seconds: float, commit: str) -> str:
     """What was run (the preset over the base config), where and how long it took."""
     settings = deep_update(base, preset_settings(preset))
     train, patches, psf = settings["train"], settings["patches"], settings["train"]["psf"]
     return (f"Preset `{preset.name}` (`benchmarks/quality/run.py{' --quick' if preset.name == 'quick' else ''}`), "
-            f"commit {commit}, {platform.machine()} with {len(os.sched_getaffinity(0))} cores; "
+            f"{run_stamp('cuda', commit)}, {len(os.sched_getaffinity(0))} cores usable; "
             f"seeds {', '.join(map(str, preset.seeds))}; trained methods run {runner_name}, "
             f"{jobs} at a time ({torch.get_num_threads()} torch threads each); "
             f"stacks {settings['demo']['shape']} voxels, true PSF {settings['demo']['psf_shape']} (whole), "
