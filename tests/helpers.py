@@ -13,6 +13,8 @@ import numpy as np
 import tifffile
 import yaml
 
+from cycledecon.config import deep_update
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -56,13 +58,6 @@ def make_workdir(tmp_path: Path, config_overrides: dict | None = None, sheet: st
     if sheet is not None:
         (work / "config" / "samples.tsv").write_text(sheet)
     return work
-
-
-def deep_update(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def run_snakemake(work: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:

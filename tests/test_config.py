@@ -11,6 +11,7 @@ from cycledecon.config import (
     DemoSettings,
     TruePsf,
     WorkflowConfig,
+    deep_update,
     parse_workflow_config,
 )
 from cycledecon.errors import CycledeconError
@@ -69,3 +70,12 @@ def test_a_true_psf_is_a_path_or_a_path_with_its_voxel_size():
 def test_without_a_demo_section_there_is_no_demo():
     assert parse_workflow_config({}).demo is None
     assert parse_workflow_config({"demo": {"seed": 3}}).demo == DemoSettings(seed=3)
+
+
+def test_deep_update_changes_only_the_keys_given_and_neither_input():
+    base = {"train": {"optim": {"steps": 10, "lr": 1e-3}, "seed": 0}, "patches": {"n_train": 4}}
+    extra = {"train": {"optim": {"steps": 2}}, "demo": {"seed": 1}}
+    merged = deep_update(base, extra)
+    assert merged == {"train": {"optim": {"steps": 2, "lr": 1e-3}, "seed": 0}, "patches": {"n_train": 4},
+                      "demo": {"seed": 1}}
+    assert base["train"]["optim"]["steps"] == 10 and extra == {"train": {"optim": {"steps": 2}}, "demo": {"seed": 1}}

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cycledecon.config import deep_update
 from cycledecon.config.patches import parse_patch_config
 from cycledecon.patches import context_voxels
 from cycledecon.voxel import VoxelSize
@@ -148,15 +149,6 @@ PRESETS: dict[str, Preset] = {
         "deconvolve": {"device": "auto"},
     }, methods=(CYCLEDECON, TWO_GENERATORS, NONBLIND, REFINED)),
 }
-
-
-def deep_update(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `extra` merged in, nested mappings key by key (neither input is changed)."""
-    out = dict(base)
-    for key, value in extra.items():
-        both_dicts = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = deep_update(out[key], value) if both_dicts else value
-    return out
 
 
 def preset_settings(preset: Preset) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 from cycledecon.config.deconvolve import InferenceConfig, parse_inference_config
 from cycledecon.config.demo import DemoSettings, parse_demo_config
 from cycledecon.config.normalize import NormalizeConfig, parse_normalize_config
-from cycledecon.config.parse import check_ranges, parse_section
+from cycledecon.config.parse import check_ranges, deep_update, parse_section
 from cycledecon.config.patches import PatchConfig, parse_patch_config
 from cycledecon.config.train import TrainConfig, parse_config
 from cycledecon.errors import CycledeconError
@@ -112,6 +112,6 @@ def parse_true_psf(section: Any) -> dict[str, TruePsf]:
 
 __all__ = [
     "DemoSettings", "EvaluateConfig", "InferenceConfig", "IngestConfig", "NormalizeConfig", "PatchConfig",
-    "TrainConfig", "TruePsf", "WorkflowConfig", "parse_config", "parse_demo_config", "parse_inference_config",
+    "TrainConfig", "TruePsf", "WorkflowConfig", "deep_update", "parse_config", "parse_demo_config", "parse_inference_config",
     "parse_normalize_config", "parse_patch_config", "parse_true_psf", "parse_workflow_config",
 ]  # fmt: skip

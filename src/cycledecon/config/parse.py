@@ -17,6 +17,16 @@ from typing import Any, Literal
 from cycledecon.errors import CycledeconError
 
 
+def deep_update(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` laid over it, nested mappings key by key (neither input is changed): how a
+    few settings are changed in a config without restating its sections."""
+    out = dict(base)
+    for key, value in extra.items():
+        both_mappings = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = deep_update(out[key], value) if both_mappings else value
+    return out
+
+
 def plain(value: Any) -> Any:
     """A dataclass's fields as nested dicts and lists (tuples as lists), as YAML would write them."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
