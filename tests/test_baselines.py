@@ -34,7 +34,9 @@ def test_rl_with_the_true_psf_beats_the_raw_input(beads):
     restored = richardson_lucy(raw, PSF, iterations=40)
     assert restored.dtype == np.float32 and restored.shape == raw.shape
     gain_db = compare_to_truth(restored, truth)["psnr_db"] - compare_to_truth(raw, truth)["psnr_db"]
-    assert gain_db > 2.0  # measured +4.9 dB; 2 dB is well above seed-to-seed variation
+    # 2 dB: well above what noise alone moves PSNR here, and well below what 40 iterations with the true
+    # PSF recover on isolated beads, so only an RL that stopped deblurring fails
+    assert gain_db > 2.0
 
 
 def test_rl_returns_the_input_units(beads):
