@@ -85,10 +85,11 @@ def tiny_model(directory: Path, shape: tuple[int, int, int] = (8, 24, 24)) -> tu
     return raw, save_model(directory / "model.pt", UNet3d(generator), metadata, learned_psf=None)
 
 
-def imports_dask_distributed(code: str, *args: str) -> bool:
-    """Whether Python `code`, run in a fresh interpreter with `args`, ends with dask.distributed
-    imported (it fails the test if the code fails)."""
-    probe = code + "\nimport sys; print('distributed' in sys.modules)"
+def imported_modules(code: str, *args: str, among: tuple[str, ...] = ("distributed",)) -> set[str]:
+    """Which of the modules `among` a fresh interpreter has imported once Python `code` has run with
+    `args` (it fails the test if the code fails)."""
+    probe = code + f"\nimport sys; print('imported:', *[m for m in {list(among)!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1] == "True"
+    line = next(line for line in reversed(result.stdout.splitlines()) if line.startswith("imported:"))
+    return set(line.split()[1:])

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import imports_dask_distributed, sha256, tiny_model, write_ome
+from helpers import imported_modules, sha256, tiny_model, write_ome
 
 
 def test_user_error_is_printed_once(tmp_path):
@@ -154,15 +154,17 @@ def test_deconvolve_precision_flag_is_recorded_and_overrides_the_config(tmp_path
     assert not np.array_equal(outputs["fp32"], outputs["bf16"])  # bf16 did run
 
 
-def test_deconvolve_does_not_import_dask_distributed(tmp_path):
+def test_deconvolve_imports_neither_dask_distributed_nor_the_psf_models(tmp_path):
     """Looking a dask scheduler up by name, or choosing a rechunk method, imports dask.distributed
-    (installed with bioio, slow to import) for a cluster no command uses."""
+    (installed with bioio, slow to import) for a cluster no command uses; a trained model needs no
+    theoretical PSF, so psfmodels and the scipy.signal it loads stay out of the command's start-up."""
     raw, model = tiny_model(tmp_path, shape=(8, 128, 128))  # wide enough for a pyramid level
     config = tmp_path / "config.yaml"
     config.write_text("deconvolve:\n  block_size: [8, 64, 64]\n")  # blocks unlike the store's chunks: a rechunk
     code = "import sys; from cycledecon.cli import main; main(sys.argv[1:])"
-    assert not imports_dask_distributed(code, "deconvolve", str(raw), "--model", str(model), "-o",
-                                        str(tmp_path / "out.ome.zarr"), "--config", str(config))  # fmt: skip
+    args = ("deconvolve", str(raw), "--model", str(model), "-o", str(tmp_path / "out.ome.zarr"),
+            "--config", str(config))
+    assert imported_modules(code, *args, among=("distributed", "psfmodels", "scipy.signal")) == set()
 
 
 def test_a_rule_script_runs_dask_without_importing_dask_distributed(tmp_path):
@@ -170,7 +172,7 @@ def test_a_rule_script_runs_dask_without_importing_dask_distributed(tmp_path):
     code = ("import sys, dask.array as da; from cycledecon.boundary import user_errors_exit\n"
             "with user_errors_exit(sys.argv[1]):\n"
             "    da.ones((8, 8), chunks=4).rechunk(8).sum().compute()")  # fmt: skip
-    assert not imports_dask_distributed(code, str(tmp_path / "rule.log"))
+    assert imported_modules(code, str(tmp_path / "rule.log")) == set()
 
 
 def test_deconvolve_memory_gb_flag_sets_the_budget_and_a_too_small_one_is_one_line(tmp_path):

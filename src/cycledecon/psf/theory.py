@@ -8,7 +8,6 @@ so the centre is a voxel.
 from __future__ import annotations
 
 import numpy as np
-import psfmodels
 
 from cycledecon.voxel import VoxelSize
 
@@ -52,6 +51,8 @@ def widefield_psf(
     check_odd_shape(shape)
     nz, ny, nx = (int(s) for s in shape)
     lateral = max(ny, nx)
+    import psfmodels  # here, not above: it loads scipy.signal, which deconvolving with a trained model never needs
+
     ni = float(immersion_ri)
     ns = ni if sample_ri is None else float(sample_ri)
     params = {"NA": float(na), "ni": ni, "ni0": ni, "ns": ns}
