@@ -32,14 +32,16 @@ def machine(device: str = "cpu") -> str:
 
 
 def code_version() -> str:
-    """The checkout's commit, ``-dirty`` when tracked files differ from it; read it before a run writes
-    its results into the tree. ``unknown`` where there is no git (a copied tree)."""
+    """The checkout's short commit, ``-dirty`` when tracked files other than the results tables
+    differ from it (a run rewriting benchmarks/results/ does not count); ``unknown`` without git."""
     try:
-        described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
-                                   text=True, check=True)  # fmt: skip
+        head, changed = (subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+                         for args in (["rev-parse", "--short", "HEAD"],
+                                      ["status", "--porcelain", "--untracked-files=no", "--", ".",
+                                       ":(exclude)benchmarks/results"]))  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return "unknown (no git here)"
-    return described.stdout.strip()
+    return head.strip() + ("-dirty" if changed.strip() else "")
 
 
 def today() -> str:
