@@ -31,9 +31,9 @@ DEFAULT_UINT16_SCALE = {"input": 1.0, "normalized": 10000.0}
 PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
 #: The most GiB the default block budget takes (cycledecon.deconvolve.default_memory_gb).
 MEMORY_CAP_GB = 16.0
-#: deconvolve.face_padding_voxels when unset, (z, y, x) (cycledecon.deconvolve.face_padding_voxels): per
-#: axis the smallest that matched the full halo against ground truth (the demo campaign and the
-#: quality benchmark's cases); axially more, where haze from planes beyond the stack meets its faces.
+#: deconvolve.face_padding_voxels when unset, (z, y, x) (cycledecon.deconvolve.face_padding_voxels):
+#: per axis enough context for face blocks to score as with the full halo; axially more, where haze
+#: from planes beyond the stack meets its faces.
 DEFAULT_FACE_PADDING_VOXELS = (16, 8, 8)
 
 

@@ -118,17 +118,16 @@ class LossConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     """Adam settings; learning rates decay linearly to zero from `decay_start` (default: half way)
-    to `steps`. lr_g 1e-3 rather than CycleGAN's 2e-4: a short CPU run needs the larger step. lr_psf is for the PSF's three widths in its Gaussian phase; lr_psf_free for its
-    free logits after;
-    lr_pupil for a pupil model's parameters (radians of aberration, log of the NA's scale): Adam
+    to `steps`. lr_g 1e-3 rather than CycleGAN's 2e-4: a short CPU run needs the larger step.
+    lr_psf is for the PSF's three widths in its Gaussian phase; lr_psf_free for its free logits
+    after; lr_pupil for a pupil model's parameters (radians of aberration, log of the NA's scale): Adam
     moves a parameter by about lr per step, so a pupil driven by a noisy adversarial gradient
     drifts by about lr·√steps; 1e-3 keeps that drift small while a consistent pull still moves it.
     F's U-Net in the two-generator ablation uses lr_g.
 
     generator_ema: decay of the exponential moving average of G's weights that is validated and
-    exported (0 exports the last G); it averages over about 1 / (1 − decay) steps, so about a
-    quarter of the run suits: 0.99 for a few hundred steps. The average starts where the learning
-    rates start to decay (`decay_begins`): a loss spike early in training, which throws G's
+    exported (0 exports the last G); it averages over about 1 / (1 − decay) steps. The average
+    starts where the learning rates start to decay (`decay_begins`): a loss spike early in training, which throws G's
     weights far off before training recovers, would otherwise linger in it. An adversarially
     trained G swings from step to step; the average smooths that out.
 
@@ -159,10 +158,10 @@ class OptimConfig:
 @dataclass(frozen=True)
 class RefineConfig:
     """An optional second stage (off at steps 0): G trained afresh through the first, blind stage's
-    learned PSF, frozen, on the sharp cycle alone — G(H(x) + ñ) against x by loss.cycle_sharp_distance, i.e. supervised on
-    simulated pairs, without the sharp-domain GAN and the blurred cycle. It trades SSIM for PSNR and
-    helps low-photon campaigns with a large G only, so it is not a default (see the quality
-    benchmark's notes).
+    learned PSF, frozen, on the sharp cycle alone — G(H(x) + ñ) against x by
+    loss.cycle_sharp_distance, i.e. supervised on simulated pairs, without the sharp-domain GAN and
+    the blurred cycle. It trades SSIM for PSNR and helps low-photon campaigns with a large G only,
+    so it is not a default.
 
     steps: training steps of the second stage (0: no second stage).
     lr_g: G's learning rate there; smaller than the first stage's, which makes a large U-Net's

@@ -1,6 +1,6 @@
 """Parts of a network that run in float32 under bf16 autocast while gradients are computed.
 
-torch's CPU bf16 backward of a 3D convolution was seen to return NaN for the U-Net's deepest level
+torch's CPU bf16 backward of a 3D convolution can return NaN for the U-Net's deepest level
 (a few voxels per axis) and the discriminators; in float32 those small parts cost little. Without
 gradients (inference) they stay in bf16: torch's float32 3D convolution has no fast kernel for the
 channels-last layout bf16 runs in.

@@ -278,8 +278,8 @@ class PsfLayer(nn.Module):
         are).
 
         The blurred patches' variance includes their noise (`noise_variance`, their mean noise
-        variance), which H(x) gets separately from the noise model: matched to the total, H(x) had
-        15 % too much contrast at 60 photons (a quarter of the variance was noise), so G learned on
+        variance), which H(x) gets separately from the noise model: matched to the total, H(x) would get
+        too much contrast wherever noise is a sizeable share of the variance, and G would learn on
         inputs less noisy, relative to their signal, than the real ones. The signal keeps at least
         MIN_SIGNAL_SHARE of the variance, so that H(x) of stacks that are nearly all noise still has
         contrast."""
