@@ -49,6 +49,7 @@ from provenance import command_line, run_stamp  # noqa: E402
 from suite import PRESETS, deep_update, preset_settings  # noqa: E402
 
 import cycledecon.train as training  # noqa: E402
+from cycledecon.config import devices  # noqa: E402
 from cycledecon.config.demo import DemoSettings, parse_demo_config  # noqa: E402
 from cycledecon.config.patches import parse_patch_config  # noqa: E402
 from cycledecon.demo import reference_stack, sample_rng, true_psf, widefield_stack  # noqa: E402
@@ -56,7 +57,7 @@ from cycledecon.io import write_ome_zarr  # noqa: E402
 from cycledecon.model.cyclegan import Faces  # noqa: E402
 from cycledecon.normalize import normalize_array  # noqa: E402
 from cycledecon.patches import SampleInput, context_voxels, extract_patches  # noqa: E402
-from cycledecon.precision import CHOICES, resolve_precision  # noqa: E402
+from cycledecon.precision import resolve_precision  # noqa: E402
 from cycledecon.train_state import TrainingState  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "training.md"
@@ -196,7 +197,7 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--presets", nargs="+", choices=("demo", "gpu"), default=None,
                         help="default: demo on the CPU, demo and gpu on CUDA")  # fmt: skip
-    parser.add_argument("--precisions", nargs="+", choices=CHOICES, default=list(PRECISIONS),
+    parser.add_argument("--precisions", nargs="+", choices=devices.PRECISIONS, default=list(PRECISIONS),
                         help="train.precision values (default: fp32 and the default, auto)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=20, help="timed steps (after the warm-up)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")

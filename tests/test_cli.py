@@ -216,14 +216,15 @@ def test_deconvolve_units_and_dtype_flags_override_the_config(tmp_path):
     np.testing.assert_allclose(in_counts[kept], expected, rtol=0, atol=1e-4 * inverse["scale"])
 
 
-def test_precision_choices_are_the_librarys():
-    from cycledecon.cli import PRECISION_CHOICES, build_parser
-    from cycledecon.precision import CHOICES
+def test_precision_takes_the_librarys_choices_and_unset_options_leave_the_config_to_decide():
+    from cycledecon.cli import build_parser
+    from cycledecon.config.devices import PRECISIONS
 
-    assert PRECISION_CHOICES == CHOICES
     args = ["deconvolve", "in.tif", "--model", "m.pt", "-o", "out.ome.zarr"]
     assert build_parser().parse_args(args).precision is None  # unset: the config (default auto) decides
     assert build_parser().parse_args(args).units is None and build_parser().parse_args(args).output_dtype is None
+    for choice in PRECISIONS:
+        assert build_parser().parse_args([*args, "--precision", choice]).precision == choice
     with pytest.raises(SystemExit):
         build_parser().parse_args([*args, "--precision", "float16"])
 

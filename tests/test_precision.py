@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import cycledecon.precision as precision
-from cycledecon.model.float32 import run_in_float32
+from cycledecon.config.devices import PRECISIONS
 from cycledecon.errors import CycledeconError
-from cycledecon.precision import CHOICES, Precision, resolve_device, resolve_precision
+from cycledecon.model.float32 import run_in_float32
+from cycledecon.precision import Precision, resolve_device, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -116,7 +117,7 @@ def test_fp32_changes_nothing():
     assert policy.layout(batch) is batch
     with policy.autocast(CPU):
         assert conv(batch).dtype == torch.float32
-    assert CHOICES == ("auto", "bf16", "fp32")
+    assert PRECISIONS == ("auto", "bf16", "fp32")
 
 
 def test_float32_parts_run_in_float32_only_while_gradients_are_computed():

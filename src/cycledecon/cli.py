@@ -28,11 +28,10 @@ import yaml
 from cycledecon import __version__
 from cycledecon.boundary import user_errors_exit
 from cycledecon.config.deconvolve import NGFF_VERSIONS, OUTPUT_DTYPES, UNITS
+from cycledecon.config.devices import PRECISIONS
 from cycledecon.errors import CycledeconError
 from cycledecon.voxel import VoxelSize
 
-#: cycledecon.precision.CHOICES, spelled out so that the CLI does not import torch to parse (tests compare).
-PRECISION_CHOICES = ("auto", "bf16", "fp32")
 #: cycledecon.export.FORMATS, spelled out for the same reason (tests compare).
 EXPORT_FORMATS = ("ome-tiff", "ngff-0.4", "ngff-0.5")
 NGFF_VERSION_HELP = ("OME-Zarr version of the output: 0.5 (zarr v3, default) or 0.4 (zarr v2) for viewers that "
@@ -203,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     deconvolve.add_argument("-o", "--output", type=Path, required=True, help="output .ome.zarr")
     deconvolve.add_argument("--config", type=Path, help="workflow config file; its deconvolve: section is used")
     deconvolve.add_argument(
-        "--precision", choices=PRECISION_CHOICES,
+        "--precision", choices=PRECISIONS,
         help="numeric precision of the network: auto (bf16 autocast with channels-last memory where the CPU "
              "or GPU runs bf16 natively, fp32 elsewhere), bf16 or fp32; overrides the config's "
              "deconvolve.precision (default there: auto)",

@@ -18,16 +18,13 @@ import functools
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
+from cycledecon.config.devices import DEVICES, PRECISIONS
 from cycledecon.errors import CycledeconError
 
-Choice = Literal["auto", "bf16", "fp32"]
-CHOICES: tuple[str, ...] = ("auto", "bf16", "fp32")
-DEVICES: tuple[str, ...] = ("auto", "cuda", "mps", "cpu")  # auto tries the others in this order
 NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # /proc/cpuinfo flags (x86, Arm "Features")
 
 
@@ -83,8 +80,8 @@ class Precision:
 
 def resolve_precision(choice: str, device: torch.device) -> Precision:
     """The precision for `choice` on `device`; ``auto`` follows the hardware (module doc)."""
-    if choice not in CHOICES:
-        raise ValueError(f"precision must be one of {', '.join(CHOICES)}, got {choice!r}")
+    if choice not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {choice!r}")
     if choice != "auto":
         return Precision(bf16=choice == "bf16")
     if device.type == "cuda":

@@ -15,7 +15,7 @@ from typing import Any
 from cycledecon.config.deconvolve import InferenceConfig, parse_inference_config
 from cycledecon.config.demo import DemoSettings, parse_demo_config
 from cycledecon.config.normalize import NormalizeConfig, parse_normalize_config
-from cycledecon.config.parse import check_ranges, deep_update, parse_section
+from cycledecon.config.parse import check_ranges, deep_update, odd_sizes, parse_section
 from cycledecon.config.patches import PatchConfig, parse_patch_config
 from cycledecon.config.train import TrainConfig, parse_config
 from cycledecon.errors import CycledeconError
@@ -82,7 +82,7 @@ def parse_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
     check_ranges(ingest, "ingest", [("chunks", min(ingest.chunks) >= 1)])
     check_ranges(evaluate, "evaluate", [
         ("rl_iterations", evaluate.rl_iterations >= 1),
-        ("theoretical_psf_shape", all(s >= 1 and s % 2 == 1 for s in evaluate.theoretical_psf_shape)),
+        ("theoretical_psf_shape", odd_sizes(evaluate.theoretical_psf_shape)),
     ])  # fmt: skip
     return WorkflowConfig(
         samples=samples,

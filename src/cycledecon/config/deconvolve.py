@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from cycledecon.config.devices import Device, PrecisionChoice
 from cycledecon.config.parse import check_ranges, parse_section
 
 #: deconvolve.units values (the CLI's --units choices).
@@ -86,8 +87,8 @@ class InferenceConfig:
     face_padding_voxels: tuple[int, int, int] | None = None
     face_padding_mode: FaceMode = DEFAULT_FACE_MODE
     batch_size: int = 1
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    device: Device = "auto"
+    precision: PrecisionChoice = "auto"
     units: Units = "input"
     output_dtype: OutputDtype = "float32"
     uint16_scale: float | None = None

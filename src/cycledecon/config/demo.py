@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cycledecon.config.parse import check_ranges, parse_section
+from cycledecon.config.parse import check_ranges, odd_sizes, parse_section
 from cycledecon.voxel import VoxelSize
 
 
@@ -72,7 +72,7 @@ def parse_demo_config(section: Mapping[str, Any] | DemoSettings | None, prefix: 
     checks = [
         ("shape", all(s >= 1 for s in config.shape)),
         ("voxel_size_um", all(v > 0 for v in config.voxel_size_um)),
-        ("psf_shape", all(s >= 1 and s % 2 == 1 for s in config.psf_shape)),
+        ("psf_shape", odd_sizes(config.psf_shape)),
         ("optics.na", 0 < o.na < o.immersion_ri),
         ("optics.wavelength_nm", 200 <= o.wavelength_nm <= 2000),
         ("optics.immersion_ri", 1.0 <= o.immersion_ri <= 2.0),

@@ -11,7 +11,7 @@ import dataclasses
 import operator
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from cycledecon.errors import CycledeconError
@@ -25,6 +25,11 @@ def deep_update(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, 
         both_mappings = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
         out[key] = deep_update(out[key], value) if both_mappings else value
     return out
+
+
+def odd_sizes(sizes: Sequence[int]) -> bool:
+    """Whether every size is odd and positive, as a box centred on a voxel needs (PSFs, kernels)."""
+    return all(int(s) >= 1 and int(s) % 2 == 1 for s in sizes)
 
 
 def plain(value: Any) -> Any:

@@ -11,7 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cycledecon.config.parse import check_ranges, parse_section, plain
+from cycledecon.config.devices import Device, PrecisionChoice
+from cycledecon.config.parse import check_ranges, odd_sizes, parse_section, plain
 from cycledecon.errors import CycledeconError
 
 
@@ -208,8 +209,8 @@ class TrainConfig:
     log_every: int = 10
     val_every: int = 50
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    device: Device = "auto"
+    precision: PrecisionChoice = "auto"
     augment: Literal["lateral", "none"] = "none"
     generator_context: tuple[int, int, int] = (4, 8, 8)
     ring_at_faces: Literal["blur", "mirror", "edge", "zero"] = "edge"
@@ -240,7 +241,7 @@ def _check_ranges(config: TrainConfig, prefix: str) -> None:
         ("generator.base_channels", config.generator.base_channels >= 1),
         ("discriminator.base_channels", config.discriminator.base_channels >= 1),
         ("discriminator.layers", config.discriminator.layers >= 1),
-        ("psf.shape_voxels", all(s >= 1 and s % 2 == 1 for s in config.psf.shape_voxels)),
+        ("psf.shape_voxels", odd_sizes(config.psf.shape_voxels)),
         ("psf.size_um", config.psf.size_um is None or all(s > 0 for s in config.psf.size_um)),
         ("psf.energy", config.psf.energy is None or 0 < config.psf.energy < 1),
         ("psf.spherical_terms", 0 <= config.psf.spherical_terms <= 3),

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from cycledecon.config.parse import odd_sizes
 from cycledecon.voxel import VoxelSize
 
 
 def check_odd_shape(shape: tuple[int, ...]) -> None:
     """Refuse a PSF box that is not three odd sizes: the centre must be a voxel."""
-    if len(shape) != 3 or any(int(s) % 2 == 0 or int(s) < 1 for s in shape):
+    if len(shape) != 3 or not odd_sizes(shape):
         raise ValueError(f"PSF shape must be three odd sizes (z, y, x), got {shape}")
 
 
