@@ -48,12 +48,17 @@ def campaign(tmp_path) -> list[SampleInput]:
             for name, value in VALUES.items()]
 
 
+def outputs(folder: Path) -> tuple[Path, Path]:
+    """The patch store and the manifest in `folder`, as the workflow names them."""
+    return folder / "patches.zarr", folder / "manifest.csv"
+
+
 def _read(patches: Path) -> tuple[zarr.Group, pd.DataFrame]:
-    return zarr.open_group(str(patches), mode="r"), pd.read_csv(patches.parent / "manifest.csv")
+    return zarr.open_group(str(patches), mode="r"), pd.read_csv(outputs(patches.parent)[1])
 
 
 def test_patches_come_from_their_own_domain_and_position(campaign, tmp_path):
-    path = extract_patches(campaign, tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", CONFIG, "c1", OPTICS)
+    path = extract_patches(campaign, *outputs(tmp_path / "out"), CONFIG, "c1", OPTICS)
     group, manifest = _read(path)
     for key in ("A_train", "A_val", "B_train", "B_val"):
         expected = (CONFIG["n_train"] if key.endswith("train") else CONFIG["n_val"], 4, 8, 8)
@@ -77,7 +82,7 @@ def test_patches_come_from_their_own_domain_and_position(campaign, tmp_path):
 
 
 def test_validation_samples_never_in_training(campaign, tmp_path):
-    path = extract_patches(campaign, tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", {**CONFIG, "val_samples": ["wf1", "ref0"]}, "c1", None)
+    path = extract_patches(campaign, *outputs(tmp_path / "out"), {**CONFIG, "val_samples": ["wf1", "ref0"]}, "c1", None)
     group, manifest = _read(path)
     by_split = manifest.groupby("split")["sample"].agg(set)
     assert by_split["val"] == {"wf1", "ref0"}
@@ -86,7 +91,7 @@ def test_validation_samples_never_in_training(campaign, tmp_path):
 
 
 def test_val_fraction_holds_out_whole_samples(campaign, tmp_path):
-    _, manifest = _read(extract_patches(campaign, tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", CONFIG, "c1", None))
+    _, manifest = _read(extract_patches(campaign, *outputs(tmp_path / "out"), CONFIG, "c1", None))
     for domain in "AB":
         rows = manifest[manifest.domain == domain]
         train, val = set(rows.loc[rows.split == "train", "sample"]), set(rows.loc[rows.split == "val", "sample"])
@@ -94,9 +99,9 @@ def test_val_fraction_holds_out_whole_samples(campaign, tmp_path):
 
 
 def test_same_seed_same_patches_other_seed_other_positions(campaign, tmp_path):
-    first = extract_patches(campaign, tmp_path / "one" / "patches.zarr", tmp_path / "one" / "manifest.csv", CONFIG, "c1", None)
-    second = extract_patches(list(reversed(campaign)), tmp_path / "two" / "patches.zarr", tmp_path / "two" / "manifest.csv", CONFIG, "c1", None)
-    other = extract_patches(campaign, tmp_path / "three" / "patches.zarr", tmp_path / "three" / "manifest.csv", {**CONFIG, "seed": 8}, "c1", None)
+    first = extract_patches(campaign, *outputs(tmp_path / "one"), CONFIG, "c1", None)
+    second = extract_patches(list(reversed(campaign)), *outputs(tmp_path / "two"), CONFIG, "c1", None)
+    other = extract_patches(campaign, *outputs(tmp_path / "three"), {**CONFIG, "seed": 8}, "c1", None)
     (g1, m1), (g2, m2), (_, m3) = _read(first), _read(second), _read(other)
     pd.testing.assert_frame_equal(m1, m2)  # the order of the sample list does not matter either
     for key in ("A_train", "A_val", "B_train", "B_val"):
@@ -109,7 +114,7 @@ def test_single_stack_domain_validates_on_a_held_out_y_slab_keeping_80_percent(c
     tall = np.broadcast_to(_striped(0.7)[:, :1, :], (8, 80, 24)).copy()
     one_reference = [s for s in campaign if s.role == "widefield"] + [_write(tmp_path, "tall", "reference", tall)]
     config = {**CONFIG, "val_fraction": 0.34}
-    _, manifest = _read(extract_patches(one_reference, tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", config, "c1", None))
+    _, manifest = _read(extract_patches(one_reference, *outputs(tmp_path / "out"), config, "c1", None))
     ref = manifest[manifest["sample"] == "tall"]
     assert (ref[ref.split == "train"].y + 8 <= 64).all() and (ref[ref.split == "val"].y >= 64).all()
     assert "one reference stack (tall): training from its first 64 of 80 rows (80 %), validation from the last 16" \
@@ -119,7 +124,7 @@ def test_single_stack_domain_validates_on_a_held_out_y_slab_keeping_80_percent(c
 def test_single_short_stack_trains_on_all_rows_and_says_validation_overlaps(campaign, tmp_path, caplog):
     """24 rows: ⌊0.2 × 24⌋ = 4 rows cannot hold an 8-row patch, so validation reuses the last 8 rows."""
     one_reference = [s for s in campaign if s.name != "ref1"]
-    _, manifest = _read(extract_patches(one_reference, tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", CONFIG, "c1", None))
+    _, manifest = _read(extract_patches(one_reference, *outputs(tmp_path / "out"), CONFIG, "c1", None))
     ref = manifest[manifest["sample"] == "ref0"]
     assert (ref[ref.split == "val"].y >= SHAPE[1] - 8).all()
     assert "one reference stack (ref0): training from all 24 rows" in caplog.text
@@ -132,7 +137,7 @@ def test_all_background_stack_is_a_clear_error(campaign, tmp_path):
     samples = [s for s in campaign if s.role == "widefield"] + [_write(tmp_path, "empty", "reference", sparse)]
     with pytest.raises(CycledeconError, match=r"campaign c1: sample empty \(reference, (train|val)\): only 0 of \d "
                                               r"patches have ≥ 0\.1 .* foreground level .* in \d+ tries"):
-        extract_patches(samples, tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", CONFIG, "c1", None)
+        extract_patches(samples, *outputs(tmp_path / "out"), CONFIG, "c1", None)
     assert not (tmp_path / "out" / "patches.zarr").exists()  # nothing half-written is left
 
 
@@ -140,19 +145,19 @@ def test_stack_smaller_than_the_patch_is_a_clear_error(campaign, tmp_path):
     small = _write(tmp_path, "tiny", "reference", _striped(0.9)[:3])
     samples = [s for s in campaign if s.role == "widefield"] + [small, campaign[-1]]
     with pytest.raises(CycledeconError, match=r"sample tiny .* region 3×24×24 is smaller than the patch 4×8×8"):
-        extract_patches(samples, tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", {**CONFIG, "val_samples": ["wf0", "ref1"]}, "c1", None)
+        extract_patches(samples, *outputs(tmp_path / "out"), {**CONFIG, "val_samples": ["wf0", "ref1"]}, "c1", None)
 
 
 def test_campaign_without_references_is_an_error(campaign, tmp_path):
     widefield = [s for s in campaign if s.role == "widefield"]
     with pytest.raises(CycledeconError, match=r"campaign c1: no reference stack"):
-        extract_patches(widefield, tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", CONFIG, "c1", None)
+        extract_patches(widefield, *outputs(tmp_path / "out"), CONFIG, "c1", None)
 
 
 def test_widefield_stacks_of_other_voxel_sizes_are_an_error(campaign, tmp_path):
     other = _write(tmp_path, "wf9", "widefield", _striped(0.3), VoxelSize(0.3, 0.1, 0.1))
     with pytest.raises(CycledeconError, match=r"widefield samples wf0 and wf9 have different voxel sizes"):
-        extract_patches([*campaign, other], tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", CONFIG, "c1", None)
+        extract_patches([*campaign, other], *outputs(tmp_path / "out"), CONFIG, "c1", None)
 
 
 def test_reference_of_another_voxel_size_is_resampled_to_the_widefield_grid(campaign, tmp_path, caplog):
@@ -165,7 +170,7 @@ def test_reference_of_another_voxel_size_is_resampled_to_the_widefield_grid(camp
     x = np.arange(48)
     sharp = np.broadcast_to(np.where((x // 8) % 2 == 0, 0.9, 0.0), (4, 48, 48)).astype(np.float32)
     samples = [s for s in campaign if s.role == "widefield"] + [_write(tmp_path, "ref9", "reference", sharp, own)]
-    path = extract_patches(samples, tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", {**CONFIG, "reference_units": "own"}, "c1", None)
+    path = extract_patches(samples, *outputs(tmp_path / "out"), {**CONFIG, "reference_units": "own"}, "c1", None)
     group, manifest = _read(path)
     assert dict(group.attrs)["voxel_size_um"] == [0.5, 0.2, 0.2]
     assert dict(group.attrs)["resampling"] == {"ref9": {
@@ -186,7 +191,7 @@ def test_reference_of_another_voxel_size_is_resampled_to_the_widefield_grid(camp
 
 
 def test_reference_of_the_same_voxel_size_is_not_resampled(campaign, tmp_path):
-    group, _ = _read(extract_patches(campaign, tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", CONFIG, "c1", None))
+    group, _ = _read(extract_patches(campaign, *outputs(tmp_path / "out"), CONFIG, "c1", None))
     assert dict(group.attrs)["resampling"] == {}
 
 
@@ -207,7 +212,7 @@ def test_bad_config_names_the_key(section, message):
 def test_patches_carry_their_context_margin(campaign, tmp_path):
     """context_um 1.0 × 1.0 × 1.0 µm is 2 × 5 × 5 voxels here (0.5, 0.2, 0.2 µm, rounded up);
     beyond the stack's edges the margin is the stack mirrored there."""
-    path = extract_patches(campaign, tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", CONFIG | {"context_um": [1.0, 1.0, 1.0], "n_val": 0},
+    path = extract_patches(campaign, *outputs(tmp_path / "out"), CONFIG | {"context_um": [1.0, 1.0, 1.0], "n_val": 0},
                            "c1", OPTICS)
     group, manifest = _read(path)
     assert dict(group.attrs)["context_voxels"] == [2, 5, 5]
@@ -235,7 +240,7 @@ def test_reference_context_past_the_stack_and_the_room_to_its_faces(tmp_path, fi
                for name, volume in stacks.items()]
     config = CONFIG | {"context_um": [1.0, 1.0, 1.0], "n_val": 0, "min_foreground_fraction": 0.0,
                        "reference_units": "own", "reference_past_faces": fill}
-    group, manifest = _read(extract_patches(samples, tmp_path / "out" / "patches.zarr", tmp_path / "out" / "manifest.csv", config, "c1", OPTICS))
+    group, manifest = _read(extract_patches(samples, *outputs(tmp_path / "out"), config, "c1", OPTICS))
     for row in manifest.itertuples():
         mode = "wrap" if fill == "wrap" and row.domain == "B" else "symmetric"
         padded = np.pad(stacks[row.sample], [(2, 2), (5, 5), (5, 5)], mode=mode)
@@ -278,10 +283,10 @@ def test_widefield_units_normalize_the_blurred_reference_as_a_widefield_stack():
 
 def test_references_keep_their_own_scale_on_request_or_without_optics(campaign, tmp_path, caplog):
     config = CONFIG | {"context_um": [1.0, 1.0, 1.0], "n_val": 0}
-    own = extract_patches(campaign, tmp_path / "own" / "patches.zarr", tmp_path / "own" / "manifest.csv", config | {"reference_units": "own"}, "c1", OPTICS)
-    no_optics = extract_patches(campaign, tmp_path / "no_optics" / "patches.zarr", tmp_path / "no_optics" / "manifest.csv", config, "c1", None)
+    own = extract_patches(campaign, *outputs(tmp_path / "own"), config | {"reference_units": "own"}, "c1", OPTICS)
+    no_optics = extract_patches(campaign, *outputs(tmp_path / "no_optics"), config, "c1", None)
     assert "need" in caplog.text and "optics" in caplog.text
-    widefield = extract_patches(campaign, tmp_path / "wf" / "patches.zarr", tmp_path / "wf" / "manifest.csv", config, "c1", OPTICS)
+    widefield = extract_patches(campaign, *outputs(tmp_path / "wf"), config, "c1", OPTICS)
     for path in (own, no_optics):
         group, manifest = _read(path)
         assert dict(group.attrs)["reference_scaling"] is None
@@ -298,8 +303,9 @@ def test_reference_smoothing_takes_the_noise_out_of_references_only(tmp_path):
     samples = [_write(tmp_path, name, "widefield" if name.startswith("wf") else "reference", volume)
                for name, volume in noisy.items()]
     config = CONFIG | {"n_val": 0, "min_foreground_fraction": 0.0}
-    plain = extract_patches(samples, tmp_path / "plain" / "patches.zarr", tmp_path / "plain" / "manifest.csv", config, "c1", None)
-    smooth = extract_patches(samples, tmp_path / "smooth" / "patches.zarr", tmp_path / "smooth" / "manifest.csv", config | {"reference_smoothing_voxels": 0.7}, "c1", None)
+    plain = extract_patches(samples, *outputs(tmp_path / "plain"), config, "c1", None)
+    smoothing = config | {"reference_smoothing_voxels": 0.7}
+    smooth = extract_patches(samples, *outputs(tmp_path / "smooth"), smoothing, "c1", None)
     (g_plain, m_plain), (g_smooth, m_smooth) = _read(plain), _read(smooth)
     positions = ["array", "index", "sample", "z", "y", "x"]
     pd.testing.assert_frame_equal(m_plain[positions], m_smooth[positions])  # only the values differ
@@ -314,3 +320,15 @@ def test_reference_smoothing_takes_the_noise_out_of_references_only(tmp_path):
 def test_negative_reference_smoothing_names_the_key():
     with pytest.raises(CycledeconError, match="patches.reference_smoothing_voxels"):
         parse_patch_config({"reference_smoothing_voxels": -1.0})
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_patch_is_cut(campaign, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    store = tmp_path / "out" / "patches.zarr"
+    with pytest.raises(CycledeconError, match="manifest.csv: cannot be written: .*a_file is a file"):
+        extract_patches(campaign, store, tmp_path / "a_file" / "manifest.csv", CONFIG, "c1", None)
+    assert not store.exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(CycledeconError, match="mine: already exists and is not a regular file"):
+        extract_patches(campaign, tmp_path / "mine", tmp_path / "out" / "manifest.csv", CONFIG, "c1", None)
+    assert (tmp_path / "mine").is_dir() and not (tmp_path / "out" / "manifest.csv").exists()

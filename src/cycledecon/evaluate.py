@@ -35,7 +35,6 @@ from cycledecon.voxel import VoxelSize
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Method:
     """A result to score: its volume, and the volume it was computed from (for the background check)."""
@@ -85,11 +84,12 @@ def in_units_of_given(result: np.ndarray, result_attrs: dict, given_attrs: dict)
 def score_sample(sample: str, methods: list[Method], truth_path: Path | None) -> list[dict]:
     """One row per method: ground-truth metrics (when known), FRC resolution, background ratio."""
     truth = read_volume(truth_path)[0] if truth_path is not None else None
-    inputs = {path: read_volume(path)[0] for path in {m.input_path for m in methods}}  # shared by methods
+    # each input read once, shared by the methods computed from it (and the raw method, which is its own input)
+    inputs = {path: read_volume(path) for path in {m.input_path for m in methods}}
     rows = []
     for method in methods:
-        result, voxel_size = read_volume(method.path)
-        given = inputs[method.input_path]
+        result, voxel_size = inputs[method.path] if method.path in inputs else read_volume(method.path)
+        given = inputs[method.input_path][0]
         row = {"sample": sample, "method": method.name}
         if truth is not None:
             row.update(compare_to_truth(result, truth))

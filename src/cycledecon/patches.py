@@ -63,7 +63,7 @@ from scipy import ndimage
 from scipy.signal import fftconvolve
 from skimage.filters import threshold_otsu
 
-from cycledecon.atomic import atomic_path
+from cycledecon.atomic import atomic_path, check_replaceable, check_writable
 from cycledecon.config.normalize import APPLIED_KEY
 from cycledecon.config.patches import PatchConfig, parse_patch_config
 from cycledecon.errors import CycledeconError
@@ -471,8 +471,10 @@ def extract_patches(
     """
     config = parse_patch_config(config)
     store, manifest = Path(store), Path(manifest)
-    for folder in {store.parent, manifest.parent}:
-        folder.mkdir(parents=True, exist_ok=True)
+    for path in (store, manifest):  # refused before any work, not after it
+        check_replaceable(path)
+        check_writable(path)
+    store.parent.mkdir(parents=True, exist_ok=True)  # the resampled references' scratch folder goes there
     with tempfile.TemporaryDirectory(prefix=".resampled-", dir=store.parent) as workdir:
         return _extract(samples, store, manifest, config, campaign, optics, Path(workdir))
 
