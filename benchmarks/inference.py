@@ -78,9 +78,9 @@ QUICK_GENERATOR = {"depth": 2, "base_channels": 4}
 #: Runs in a fresh interpreter: one deconvolve_file call, timing G's forward passes on the side.
 CHILD = """
 import json, sys, time
-import cycledecon.deconvolve as infer
+import cycledecon.deconvolve as deconvolve
 args = json.loads(sys.argv[1])
-forward = infer.BlockPredictor.__call__
+forward = deconvolve.BlockPredictor.__call__
 model_s = 0.0
 def timed(self, blocks):
     global model_s
@@ -88,10 +88,10 @@ def timed(self, blocks):
     out = forward(self, blocks)
     model_s += time.perf_counter() - start
     return out
-infer.BlockPredictor.__call__ = timed
+deconvolve.BlockPredictor.__call__ = timed
 start = time.perf_counter()
 if args["input"] is not None:
-    infer.deconvolve_file(args["input"], args["model"], args["output"], args["config"],
+    deconvolve.deconvolve_file(args["input"], args["model"], args["output"], args["config"],
                           threads=args["threads"], progress=False)
 print(json.dumps({"wall_s": time.perf_counter() - start, "model_s": model_s}))
 """

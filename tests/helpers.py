@@ -17,11 +17,17 @@ from cycledecon.config import deep_update
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-SHARED_DATA = REPO.parent / "shared" / "data"
 #: The `train:` settings that unit tests of tiny models build on: the paper's free kernel of a given
 #: size (no optics needed), G without a context ring, the sharp cycle as an L1 distance of weight 10.
 FREE_KERNEL_TRAIN = {"psf": {"parameterization": "free", "energy": None}, "generator_context": [0, 0, 0],
                      "ring_at_faces": "blur", "loss": {"cycle_sharp": 10.0, "cycle_sharp_distance": "l1"}}
+
+
+def user_folder(path: Path) -> Path:
+    """A folder a user made at `path`, with a file of theirs in it: what no output may replace."""
+    path.mkdir()
+    (path / "notes.txt").write_text("mine")
+    return path
 
 
 def sha256(path: Path) -> str:

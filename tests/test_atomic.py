@@ -10,12 +10,7 @@ import pytest
 from cycledecon.atomic import OutputKind, atomic_path
 from cycledecon.errors import CycledeconError
 from cycledecon.model.checkpoint import atomic_save
-
-
-def user_folder(path: Path) -> Path:
-    path.mkdir()
-    (path / "notes.txt").write_text("mine")
-    return path
+from helpers import user_folder
 
 
 def test_plain_file_writer_replaces_a_file_but_never_a_folder(tmp_path):

@@ -31,7 +31,7 @@ def default_kernel_shape() -> tuple[int, int, int]:
 
 def test_default_kernel_holds_nine_tenths_of_the_true_psf():
     """The demo's true PSF spreads light over all its planes: a box holding < 90 % of it models
-    a different blur (the old 9×15×15 default held a quarter)."""
+    a different blur."""
     optics = DEMO["optics"]
     truth = widefield_psf(tuple(DEMO["psf_shape"]), VOXEL, optics["na"], optics["wavelength_nm"],
                           optics["immersion_ri"])

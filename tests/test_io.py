@@ -11,7 +11,7 @@ import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
-from helpers import sha256, write_ome
+from helpers import sha256, user_folder, write_ome
 from cycledecon import io
 from cycledecon.ingest import ingest
 from cycledecon.errors import CycledeconError
@@ -142,12 +142,6 @@ def test_reading_a_zarr_group_without_an_image_names_it(tmp_path):
 
 
 # ----------------------------------------------------------------------------- output safety
-def _user_folder(path: Path) -> Path:
-    path.mkdir()
-    (path / "notes.txt").write_text("mine")
-    return path
-
-
 def _foreign_ome_zarr(path: Path) -> Path:
     """An OME-Zarr image another tool wrote: the same layout, without cycledecon's attribute."""
     zarr.open_group(str(path), mode="w").create_array("0", shape=(2, 4, 4), dtype="uint8")
@@ -163,7 +157,7 @@ def _store_with_a_user_file(path: Path) -> Path:
 
 FOREIGN_OUTPUTS = {
     "a file": lambda p: (p.write_bytes(b"not ours"), p)[1],
-    "a user folder": _user_folder,
+    "a user folder": user_folder,
     "an OME-Zarr from another tool": _foreign_ome_zarr,
     "our store with a user file inside": _store_with_a_user_file,
 }
@@ -350,7 +344,7 @@ def test_leftovers_of_killed_runs_of_the_same_output_are_removed(tmp_path, stack
 
 def test_overwrite_replaces_a_link_not_its_target(tmp_path, stack):
     raw = write_ome(tmp_path / "s.ome.tif", stack)
-    target = _user_folder(tmp_path / "mine")
+    target = user_folder(tmp_path / "mine")
     link = tmp_path / "out.ome.zarr"
     link.symlink_to(target, target_is_directory=True)
     with pytest.raises(CycledeconError, match="already exists and is not an OME-Zarr image written by cycledecon"):

@@ -1,5 +1,5 @@
 """One trained variant of one case, with `train:` overrides, scored at once: the diagnosis tool
-behind the "what changed" tables in benchmarks/quality/README.md.
+behind the "what changed" tables in notes/2026-12-07-quality-benchmark-log.md.
 
     .venv/bin/python benchmarks/quality/probe.py filaments --seed 1 \\
         --train '{"loss": {"cycle_blurred": 0}}'
