@@ -30,7 +30,7 @@ def test_library_defaults_are_the_shipped_config(section):
     assert parsed == default, f"config.yaml's {section}: differs from the library's defaults"
 
 
-def test_every_shipped_section_is_known_and_written_in_full():
+def test_every_shipped_section_is_known_and_an_empty_config_takes_the_defaults():
     """Each section the shipped config writes parses; one missing from it is left to its defaults."""
     assert set(SHIPPED) <= {f.name for f in dataclasses.fields(WorkflowConfig)}
     assert parse_workflow_config({}) == WorkflowConfig()

@@ -35,8 +35,11 @@ def test_energy_box_holds_the_share_and_no_smaller_box_does():
         return float(psf[tuple(slice(c - n // 2, c + n // 2 + 1) for c, n in zip(centre, shape))].sum())
 
     assert share(box) >= 0.9
-    smaller = tuple(max(1, n - 2) for n in box)
-    assert share(smaller) < 0.9
+    # the box before it in the family energy_box grows (half-sizes in proportion to the PSF's box)
+    step, steps = box[2] // 2, max(centre)
+    previous = tuple(2 * round(c * (step - 1) / steps) + 1 for c in centre)
+    assert all(p <= n for p, n in zip(previous, box)) and previous != box
+    assert share(previous) < 0.9
     assert energy_box(psf, 0.999999) == psf.shape
 
 
