@@ -13,7 +13,7 @@ from cycledecon.methods import TRUTH
 from cycledecon.voxel import VoxelSize
 
 from scoring import LABELS, LEARNED, METHODS, RAW, RL_PSFS, THEORETICAL, TRUE, rl_label
-from suite import CYCLEDECON, NONBLIND, TWO_GENERATORS, Case
+from suite import CASES, CYCLEDECON, NONBLIND, TWO_GENERATORS, Case
 
 METRICS = ("psnr_db", "ssim", "fwhm_lateral_err_pct", "fwhm_axial_err_pct", "rl_iterations", "train_s")
 HEADERS = ("method", "PSNR (dB)", "SSIM", "FWHM error lateral (%)", "FWHM error axial (%)", "RL iterations",
@@ -180,6 +180,12 @@ def readme_table(summary: pd.DataFrame, cases: list[Case]) -> str:
                  for m in methods]
         lines.append(f"| {case.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def readme_with_scores(readme: str, scores: pd.DataFrame) -> str:
+    """`readme` with its results table made from `scores`, for every case of the suite they cover."""
+    cases = [case for case in CASES if case.name in set(scores["case"])]
+    return with_readme_table(readme, readme_table(summarize(scores), cases))
 
 
 def with_readme_table(readme: str, table: str) -> str:

@@ -201,7 +201,7 @@ def main() -> None:
     with atomic_path(out / "quality.md") as tmp:
         tmp.write_text(document)
     if out == RESULTS:  # the committed quick run: the README shows its short table
-        readme = report.with_readme_table(README.read_text(), report.readme_table(report.summarize(table), present))
+        readme = report.readme_with_scores(README.read_text(), table)
         with atomic_path(README) as tmp:
             tmp.write_text(readme)
     print(document)
